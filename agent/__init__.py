@@ -1,0 +1,1 @@
+"""The edge agent: inputs, outputs, durable outbox, MQTT session, commands."""

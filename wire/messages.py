@@ -1,0 +1,506 @@
+"""Typed, immutable messages of protocol version 1 and their payload forms.
+
+Each class has ``to_payload()`` (bytes for MQTT) and ``from_payload(bytes)``
+(strict: raises :class:`~wire.errors.DecodeError` with the key at fault).
+Unknown extra keys are ignored so that the protocol can grow.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from wire.codec import pack, unpack
+from wire.errors import DecodeError
+
+NAME_MAX_LEN = 64
+_TAG_RE = re.compile(r"^[0-9A-F]{2,32}$")
+_MAX_DETAIL_LEN = 512
+_INT64_MAX = 2**63 - 1
+
+
+class EventKind(StrEnum):
+    ALARM = "alarm"
+    RESTORE = "restore"
+    TAMPER = "tamper"
+    PANIC = "panic"
+    SCAN = "scan"
+    FAULT = "fault"
+    OUTPUT = "output"
+
+
+# Kinds the outbox never drops, even when full, and that go out ahead of backlog.
+CRITICAL_KINDS = frozenset({EventKind.ALARM, EventKind.PANIC, EventKind.TAMPER, EventKind.SCAN})
+# Kinds that raise an alarm at central.
+ALARM_KINDS = frozenset({EventKind.ALARM, EventKind.TAMPER, EventKind.PANIC})
+
+
+class AgentState(StrEnum):
+    ONLINE = "online"
+    OFFLINE = "offline"  # the MQTT Will: the connection died
+    DISCONNECTED = "disconnected"  # a clean, deliberate shutdown
+
+
+class CommandName(StrEnum):
+    REBIRTH = "rebirth"
+    REPLAY = "replay"
+    OUTPUT = "output"
+    ALARM_ACK = "alarm-ack"
+    PING = "ping"
+
+
+# -- field readers: each names the key and the expected form -----------------
+
+
+def _get(d: Mapping[str, Any], key: str, what: str) -> Any:
+    try:
+        return d[key]
+    except KeyError:
+        raise DecodeError(f"{what}: missing key {key!r}") from None
+
+
+def _int(d: Mapping[str, Any], key: str, what: str, *, minimum: int = 0) -> int:
+    value = _get(d, key, what)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"{what}: {key!r} must be an integer, not {type(value).__name__}")
+    if not minimum <= value <= _INT64_MAX:
+        raise DecodeError(f"{what}: {key!r} = {value} is out of range")
+    return value
+
+
+def _signed_int(d: Mapping[str, Any], key: str, what: str) -> int:
+    value = _get(d, key, what)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise DecodeError(f"{what}: {key!r} must be an integer, not {type(value).__name__}")
+    if not -_INT64_MAX <= value <= _INT64_MAX:
+        raise DecodeError(f"{what}: {key!r} = {value} is out of range")
+    return value
+
+
+def _bool(d: Mapping[str, Any], key: str, what: str) -> bool:
+    value = _get(d, key, what)
+    if not isinstance(value, bool):
+        raise DecodeError(f"{what}: {key!r} must be a boolean, not {type(value).__name__}")
+    return value
+
+
+def _str(d: Mapping[str, Any], key: str, what: str, *, max_len: int = NAME_MAX_LEN, empty: bool = False) -> str:
+    value = _get(d, key, what)
+    if not isinstance(value, str):
+        raise DecodeError(f"{what}: {key!r} must be a string, not {type(value).__name__}")
+    if len(value) > max_len:
+        raise DecodeError(f"{what}: {key!r} is longer than {max_len} characters")
+    if not value and not empty:
+        raise DecodeError(f"{what}: {key!r} must not be empty")
+    return value
+
+
+def _number(d: Mapping[str, Any], key: str, what: str) -> float:
+    value = _get(d, key, what)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+        raise DecodeError(f"{what}: {key!r} must be a number, not {type(value).__name__}")
+    return float(value)
+
+
+# -- events -------------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Event:
+    """One event of an agent, numbered by its gap-free, never reused ``eseq``.
+
+    ``ts`` is UTC milliseconds by the agent's clock when it happened,
+    ``mono_ms`` the agent's monotonic clock at that moment, and
+    ``clock_synced`` says whether ``ts`` can be trusted. ``fields`` holds the
+    kind's own keys: ``tag`` for a scan, ``code`` and ``detail`` for a fault,
+    ``output`` and ``on`` for an output; others are free but small.
+    """
+
+    eseq: int
+    boot_id: str
+    kind: EventKind
+    source: str
+    ts: int
+    mono_ms: int
+    clock_synced: bool
+    replayed: bool = False
+    fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fields, MappingProxyType):
+            object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+
+    def to_map(self) -> dict[str, Any]:
+        body: dict[str, Any] = dict(self.fields)
+        body.update(
+            eseq=self.eseq,
+            boot_id=self.boot_id,
+            kind=str(self.kind),
+            source=self.source,
+            ts=self.ts,
+            mono_ms=self.mono_ms,
+            clock_synced=self.clock_synced,
+            replayed=self.replayed,
+        )
+        return body
+
+    def to_payload(self) -> bytes:
+        return pack(self.to_map())
+
+    def content(self) -> dict[str, Any]:
+        """The map without ``replayed``: what a legitimate resend keeps identical."""
+        body = self.to_map()
+        del body["replayed"]
+        return body
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Event:
+        return cls.from_map(unpack(payload))
+
+    @classmethod
+    def from_map(cls, d: Mapping[str, Any]) -> Event:
+        what = "event"
+        kind_name = _str(d, "kind", what)
+        try:
+            kind = EventKind(kind_name)
+        except ValueError:
+            raise DecodeError(f"event: unknown kind {kind_name!r}") from None
+        fields = _kind_fields(kind, d)
+        return cls(
+            eseq=_int(d, "eseq", what, minimum=1),
+            boot_id=_str(d, "boot_id", what),
+            kind=kind,
+            source=_str(d, "source", what),
+            ts=_signed_int(d, "ts", what),
+            mono_ms=_int(d, "mono_ms", what),
+            clock_synced=_bool(d, "clock_synced", what),
+            replayed=_bool(d, "replayed", what),
+            fields=fields,
+        )
+
+
+_EVENT_KEYS = frozenset({"eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed"})
+
+
+def _kind_fields(kind: EventKind, d: Mapping[str, Any]) -> dict[str, Any]:
+    what = f"{kind} event"
+    fields: dict[str, Any] = {}
+    if kind is EventKind.SCAN:
+        tag = _str(d, "tag", what, max_len=32)
+        if not _TAG_RE.match(tag):
+            raise DecodeError(f"{what}: 'tag' must be upper-case hex, not {tag!r}")
+        fields["tag"] = tag
+    elif kind is EventKind.FAULT:
+        fields["code"] = _str(d, "code", what)
+        fields["detail"] = _str(d, "detail", what, max_len=_MAX_DETAIL_LEN, empty=True)
+    elif kind is EventKind.OUTPUT:
+        fields["output"] = _str(d, "output", what)
+        fields["on"] = _bool(d, "on", what)
+    # Other small scalar keys travel along (a tamper's 'state', say); nested or
+    # large values are not the protocol's and are ignored.
+    for key, value in d.items():
+        if key in _EVENT_KEYS or key in fields:
+            continue
+        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= NAME_MAX_LEN):
+            fields[key] = value
+    return fields
+
+
+# -- birth, state, telemetry --------------------------------------------------
+
+INVENTORY_KINDS = ("zones", "buttons", "readers", "outputs")
+
+
+@dataclass(slots=True, frozen=True)
+class Birth:
+    """Sent on every connect: who the agent is and what it has."""
+
+    bdseq: int
+    boot_id: str
+    fw: str
+    inventory: Mapping[str, tuple[Mapping[str, Any], ...]]
+    config_hash: str = ""
+    versions: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    mono_ms: int = 0
+    ts: int = 0
+    clock_synced: bool = False
+
+    def names(self, kind: str) -> tuple[str, ...]:
+        return tuple(item["name"] for item in self.inventory.get(kind, ()))
+
+    def to_payload(self) -> bytes:
+        return pack(
+            {
+                "bdseq": self.bdseq,
+                "boot_id": self.boot_id,
+                "fw": self.fw,
+                "inventory": {k: [dict(i) for i in v] for k, v in self.inventory.items()},
+                "config_hash": self.config_hash,
+                "versions": dict(self.versions),
+                "mono_ms": self.mono_ms,
+                "ts": self.ts,
+                "clock_synced": self.clock_synced,
+            }
+        )
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Birth:
+        d = unpack(payload)
+        what = "birth"
+        raw_inv = _get(d, "inventory", what)
+        if not isinstance(raw_inv, dict):
+            raise DecodeError("birth: 'inventory' must be a map")
+        inventory: dict[str, tuple[Mapping[str, Any], ...]] = {}
+        for kind in INVENTORY_KINDS:
+            items = raw_inv.get(kind, [])
+            if not isinstance(items, list):
+                raise DecodeError(f"birth: inventory {kind!r} must be a list")
+            checked = []
+            for item in items:
+                if not isinstance(item, dict):
+                    raise DecodeError(f"birth: inventory {kind!r} items must be maps")
+                _str(item, "name", f"birth inventory {kind!r} item")
+                checked.append(MappingProxyType(dict(item)))
+            inventory[kind] = tuple(checked)
+        versions = d.get("versions", {})
+        if not isinstance(versions, dict):
+            raise DecodeError("birth: 'versions' must be a map")
+        return cls(
+            bdseq=_int(d, "bdseq", what),
+            boot_id=_str(d, "boot_id", what),
+            fw=_str(d, "fw", what),
+            inventory=MappingProxyType(inventory),
+            config_hash=str(d.get("config_hash", ""))[:NAME_MAX_LEN],
+            versions=MappingProxyType({str(k): str(v) for k, v in versions.items()}),
+            mono_ms=_int(d, "mono_ms", what) if "mono_ms" in d else 0,
+            ts=_signed_int(d, "ts", what) if "ts" in d else 0,
+            clock_synced=_bool(d, "clock_synced", what) if "clock_synced" in d else False,
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class StateSnapshot:
+    """Retained snapshot of every input and output, published on change."""
+
+    ts: int
+    inputs: Mapping[str, str]
+    outputs: Mapping[str, bool]
+    latched: tuple[str, ...] = ()
+
+    def to_payload(self) -> bytes:
+        return pack(
+            {"ts": self.ts, "inputs": dict(self.inputs), "outputs": dict(self.outputs), "latched": list(self.latched)}
+        )
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> StateSnapshot:
+        d = unpack(payload)
+        inputs = _get(d, "inputs", "state")
+        outputs = _get(d, "outputs", "state")
+        if not isinstance(inputs, dict) or not all(isinstance(v, str) for v in inputs.values()):
+            raise DecodeError("state: 'inputs' must map names to state strings")
+        if not isinstance(outputs, dict) or not all(isinstance(v, bool) for v in outputs.values()):
+            raise DecodeError("state: 'outputs' must map names to booleans")
+        latched = d.get("latched", [])
+        if not isinstance(latched, list) or not all(isinstance(v, str) for v in latched):
+            raise DecodeError("state: 'latched' must be a list of names")
+        return cls(
+            ts=_signed_int(d, "ts", "state"),
+            inputs=MappingProxyType(inputs),
+            outputs=MappingProxyType(outputs),
+            latched=tuple(latched),
+        )
+
+
+@dataclass(slots=True, frozen=True)
+class Telemetry:
+    """Health, QoS 0, never in the outbox."""
+
+    uptime_s: float
+    outbox_depth: int
+    reconnects: int
+    clock_synced: bool
+    ts: int
+    mono_ms: int
+    cpu_temp_c: float | None = None
+    rss_kb: int | None = None
+    counters: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_payload(self) -> bytes:
+        body: dict[str, Any] = {
+            "uptime_s": self.uptime_s,
+            "outbox_depth": self.outbox_depth,
+            "reconnects": self.reconnects,
+            "clock_synced": self.clock_synced,
+            "ts": self.ts,
+            "mono_ms": self.mono_ms,
+            "counters": dict(self.counters),
+        }
+        if self.cpu_temp_c is not None:
+            body["cpu_temp_c"] = self.cpu_temp_c
+        if self.rss_kb is not None:
+            body["rss_kb"] = self.rss_kb
+        return pack(body)
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Telemetry:
+        d = unpack(payload)
+        what = "tele"
+        counters = d.get("counters", {})
+        if not isinstance(counters, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) for v in counters.values()
+        ):
+            raise DecodeError("tele: 'counters' must map names to integers")
+        temp = d.get("cpu_temp_c")
+        if temp is not None and (isinstance(temp, bool) or not isinstance(temp, (int, float))):
+            raise DecodeError("tele: 'cpu_temp_c' must be a number")
+        rss = d.get("rss_kb")
+        if rss is not None and (isinstance(rss, bool) or not isinstance(rss, int)):
+            raise DecodeError("tele: 'rss_kb' must be an integer")
+        return cls(
+            uptime_s=_number(d, "uptime_s", what),
+            outbox_depth=_int(d, "outbox_depth", what),
+            reconnects=_int(d, "reconnects", what),
+            clock_synced=_bool(d, "clock_synced", what),
+            ts=_signed_int(d, "ts", what),
+            mono_ms=_int(d, "mono_ms", what),
+            cpu_temp_c=None if temp is None else float(temp),
+            rss_kb=rss,
+            counters=MappingProxyType(counters),
+        )
+
+
+# -- commands -----------------------------------------------------------------
+
+
+@dataclass(slots=True, frozen=True)
+class Command:
+    """Central to agent: ``{cmd, txn, ...}``."""
+
+    cmd: CommandName
+    txn: str
+    args: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_payload(self) -> bytes:
+        body = dict(self.args)
+        body.update(cmd=str(self.cmd), txn=self.txn)
+        return pack(body)
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Command:
+        d = unpack(payload)
+        name = _str(d, "cmd", "command")
+        try:
+            cmd = CommandName(name)
+        except ValueError:
+            raise DecodeError(f"command: unknown cmd {name!r}") from None
+        txn = _str(d, "txn", "command")
+        what = f"{cmd} command"
+        args: dict[str, Any] = {}
+        if cmd is CommandName.REPLAY:
+            args["from"] = _int(d, "from", what, minimum=1)
+        elif cmd is CommandName.OUTPUT:
+            args["output"] = _str(d, "output", what)
+            args["on"] = _bool(d, "on", what)
+            if "seconds" in d:
+                seconds = _number(d, "seconds", what)
+                if not 0 <= seconds <= 86_400:
+                    raise DecodeError(f"{what}: 'seconds' = {seconds} is out of range")
+                args["seconds"] = seconds
+        elif cmd is CommandName.ALARM_ACK:
+            args["source"] = _str(d, "source", what)
+        return cls(cmd=cmd, txn=txn, args=MappingProxyType(args))
+
+
+@dataclass(slots=True, frozen=True)
+class CommandResponse:
+    txn: str
+    ok: bool
+    error: str | None = None
+
+    def to_payload(self) -> bytes:
+        body: dict[str, Any] = {"txn": self.txn, "ok": self.ok}
+        if self.error is not None:
+            body["error"] = self.error
+        return pack(body)
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> CommandResponse:
+        d = unpack(payload)
+        error = d.get("error")
+        if error is not None and not isinstance(error, str):
+            raise DecodeError("command response: 'error' must be a string")
+        return cls(txn=_str(d, "txn", "command response"), ok=_bool(d, "ok", "command response"), error=error)
+
+
+@dataclass(slots=True, frozen=True)
+class Ack:
+    """Central to agent: the highest eseq central holds with no gap below it."""
+
+    eseq: int
+
+    def to_payload(self) -> bytes:
+        return pack({"eseq": self.eseq})
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> Ack:
+        return cls(eseq=_int(unpack(payload), "eseq", "ack"))
+
+
+# -- JSON status payloads -----------------------------------------------------
+
+_MAX_STATUS_BYTES = 1024
+
+
+def _json_map(payload: bytes, what: str) -> dict[str, Any]:
+    if len(payload) > _MAX_STATUS_BYTES:
+        raise DecodeError(f"{what}: payload of {len(payload)} bytes is too large")
+    try:
+        d = json.loads(payload)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DecodeError(f"{what}: payload is not JSON: {exc}") from None
+    if not isinstance(d, dict):
+        raise DecodeError(f"{what}: payload must be a JSON object")
+    return d
+
+
+@dataclass(slots=True, frozen=True)
+class AgentStatus:
+    """Retained JSON ``{"state", "bdseq", "ts"}``; the offline form is the Will."""
+
+    state: AgentState
+    bdseq: int
+    ts: int
+
+    def to_payload(self) -> bytes:
+        return json.dumps({"state": str(self.state), "bdseq": self.bdseq, "ts": self.ts}).encode()
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> AgentStatus:
+        d = _json_map(payload, "status")
+        name = _str(d, "state", "status")
+        try:
+            state = AgentState(name)
+        except ValueError:
+            raise DecodeError(f"status: unknown state {name!r}") from None
+        return cls(state=state, bdseq=_int(d, "bdseq", "status"), ts=_signed_int(d, "ts", "status"))
+
+
+@dataclass(slots=True, frozen=True)
+class CentralStatus:
+    """Central's retained JSON ``{"online", "ts"}``; its Will says offline."""
+
+    online: bool
+    ts: int
+
+    def to_payload(self) -> bytes:
+        return json.dumps({"online": self.online, "ts": self.ts}).encode()
+
+    @classmethod
+    def from_payload(cls, payload: bytes) -> CentralStatus:
+        d = _json_map(payload, "central status")
+        return cls(online=_bool(d, "online", "central status"), ts=_signed_int(d, "ts", "central status"))
