@@ -1,0 +1,1 @@
+"""The collector: ingest, store, presence, alarms, patrol plan, completion, reports, web."""
