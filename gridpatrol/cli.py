@@ -55,11 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp = plan.add_parser("import", help="check a plan file and store it as a new version")
     sp.add_argument("plan_file", metavar="PLAN.toml")
     config(sp)
-    sp.set_defaults(func=_target("central.cli:run_plan_import"))
+    sp.set_defaults(func=_target("central.plan_cli:run_plan_import"))
     sp = plan.add_parser("show", help="print the plan in force")
     config(sp)
     sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=_target("central.cli:run_plan_show"))
+    sp.set_defaults(func=_target("central.plan_cli:run_plan_show"))
 
     sp = cmd("agents", "central.cli:run_agents", "list agents and their presence")
     config(sp)
@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--kind", metavar="KIND")
     sp.add_argument("--json", action="store_true")
 
-    sp = cmd("alarms", "central.cli:run_alarms", "list alarms, or acknowledge one")
+    sp = cmd("alarms", "central.plan_cli:run_alarms", "list alarms, or acknowledge one")
     sp.add_argument("action", nargs="?", choices=["ack"], help="ack: acknowledge alarm ID")
     sp.add_argument("alarm_id", nargs="?", metavar="ID")
     sp.add_argument("--by", metavar="NAME")
@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--date", metavar="YYYY-MM-DD")
     sp.add_argument("--tier", choices=["district", "street", "community", "grid"])
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sp.set_defaults(func=_target("central.cli:run_report_completion"))
+    sp.set_defaults(func=_target("central.plan_cli:run_report_completion"))
 
     sp = cmd("demo", "gridpatrol.demo:run_demo", "a whole simulated district on this machine")
     sp.add_argument("--agents", type=int, default=6, metavar="N")
@@ -102,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("name", metavar="NAME")
     sp.add_argument("--unit", required=True, metavar="UNIT")
     config(sp)
-    sp.set_defaults(func=_target("central.cli:run_users_add"))
+    sp.set_defaults(func=_target("central.web.users:run_users_add"))
 
     pki = sub.add_parser("pki", help="certificates for agents, central, broker").add_subparsers(dest="pki_command", required=True, parser_class=_Parser)
     sp = pki.add_parser("init")
