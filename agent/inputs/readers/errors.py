@@ -1,0 +1,24 @@
+"""Exceptions of the RFID reader package.
+
+:class:`ReaderError` is the root; each subclass also inherits the builtin it
+resembles, so a caller that only knows ``ValueError`` (bad input) or
+``TimeoutError`` (a silent device) still catches the right thing.
+"""
+
+from __future__ import annotations
+
+
+class ReaderError(Exception):
+    """Root of every error raised by ``agent.inputs.readers``."""
+
+
+class WiegandError(ReaderError, ValueError):
+    """A Wiegand frame of an unsupported length or with a bad parity bit."""
+
+
+class FrameError(ReaderError, ValueError):
+    """A reader frame that cannot be encoded or decoded as given."""
+
+
+class ReaderSilent(ReaderError, TimeoutError):
+    """The reader did not answer within its timeout (power glitch, unplugged)."""
