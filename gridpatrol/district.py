@@ -1,0 +1,293 @@
+"""A simulated district: the plan, the agents' configurations and the script
+of what happens during a demo run. Pure: it writes no files and starts nothing.
+
+One district, two streets, four communities, eight grids. Agent ``i`` sits in
+grid ``i % 8``; each has a perimeter loop, a panic button, a siren, an
+indicator, a status LED and an RDM6300 checkpoint reader. Each community has
+one route through the checkpoints of its grids, walked by its own team, in
+slots of ``SLOT_MIN`` minutes so rounds finish while the demo runs.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from zoneinfo import ZoneInfo
+
+TIMEZONE = "Asia/Shanghai"
+SLOT_MIN = 1
+TOLERANCE_MIN = 1
+ZONE_PIN = 17
+BUTTON_PIN = 27
+SIREN_PIN = 22
+INDICATOR_PIN = 23
+STATUS_PIN = 24
+BUTTON_HOLD_MS = 800
+FIRST_WALK_S = 15  # agents start within this many seconds of the demo
+
+STREETS = (("quanxiu", "泉秀街道 Quanxiu Street"), ("donghai", "东海街道 Donghai Street"))
+COMMUNITIES = (
+    ("chengzhou", "quanxiu", "城洲社区 Chengzhou"),
+    ("xinhua", "quanxiu", "新华社区 Xinhua"),
+    ("baozhou", "donghai", "宝洲社区 Baozhou"),
+    ("fuqiao", "donghai", "浮桥社区 Fuqiao"),
+)
+SITES = ("school", "gate", "library", "market", "clinic", "park")
+
+
+@dataclass(frozen=True, slots=True)
+class DemoAgent:
+    agent_id: str
+    unit: str
+    name: str
+    checkpoint: str
+
+
+@dataclass(frozen=True, slots=True)
+class DemoRoute:
+    route_id: str
+    unit: str
+    team: str
+    checkpoints: tuple[str, ...]
+    agents: tuple[str, ...]  # the agent of each checkpoint, in route order
+    member_tags: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class District:
+    agents: tuple[DemoAgent, ...]
+    routes: tuple[DemoRoute, ...]
+    window_start: dt.datetime  # aware, in TIMEZONE, on a minute boundary
+    window_minutes: int
+    unknown_tag: str = "0B00C0FFEE"
+    grids: tuple[tuple[str, str, str], ...] = field(default=())  # (id, community, name)
+
+
+def grid_ids() -> tuple[tuple[str, str, str], ...]:
+    grids = []
+    for community, _, cname in COMMUNITIES:
+        for g in (1, 2):
+            grids.append((f"{community}-g{g}", community, f"{cname.split()[0]} 第{g}网格 Grid {g}"))
+    return tuple(grids)
+
+
+def member_tag(community_index: int, member: int) -> str:
+    """Distinct EM4100 ids, 10 upper-case hex digits."""
+    return f"{0x67 + community_index:02X}00{community_index:02X}{member:02X}{0x51 + member:02X}"
+
+
+def build(n_agents: int, *, now: dt.datetime, minutes: float) -> District:
+    """The district for ``n_agents`` agents, its windows opening at the next minute."""
+    if n_agents < 4:
+        raise ValueError(f"--agents: {n_agents} is too few for a district (at least 4)")
+    tz = ZoneInfo(TIMEZONE)
+    local = now.astimezone(tz)
+    # The window opens at the start of the current minute: its first slot is
+    # already under way and is walked by nobody (a missed round, as happens).
+    start = local.replace(second=0, microsecond=0)
+    window_minutes = max(2, int(minutes) + 2) if minutes else 60
+    grids = grid_ids()
+    agents = []
+    for i in range(n_agents):
+        grid_id, community, gname = grids[i % len(grids)]
+        site = SITES[(i // len(grids)) % len(SITES)]
+        agent_id = f"{community}-{site}-{i + 1}"
+        agents.append(DemoAgent(agent_id, grid_id, f"{gname} {site} {i + 1}", f"cp-{agent_id}"))
+    routes = []
+    for ci, (community, _, _) in enumerate(COMMUNITIES):
+        mine = [a for a in agents if a.unit.startswith(community + "-")]
+        if len(mine) < 2:
+            continue
+        routes.append(
+            DemoRoute(
+                route_id=f"{community}-night",
+                unit=community,
+                team=f"{community}-volunteers",
+                checkpoints=tuple(a.checkpoint for a in mine),
+                agents=tuple(a.agent_id for a in mine),
+                member_tags=(member_tag(ci, 1), member_tag(ci, 2)),
+            )
+        )
+    return District(tuple(agents), tuple(routes), start, window_minutes, grids=grids)
+
+
+def plan_toml(d: District) -> str:
+    """The patrol plan in DESIGN.md's TOML form."""
+    q = _quote
+    lines = [f"timezone = {q(TIMEZONE)}", "", "unit = ["]
+    lines.append(f'  {{ id = "fengze", tier = "district", name = {q("丰泽区 Fengze District")} }},')
+    for sid, sname in STREETS:
+        lines.append(f'  {{ id = {q(sid)}, tier = "street", parent = "fengze", name = {q(sname)} }},')
+    for cid, street, cname in COMMUNITIES:
+        lines.append(f'  {{ id = {q(cid)}, tier = "community", parent = {q(street)}, name = {q(cname)} }},')
+    for gid, community, gname in d.grids:
+        lines.append(f'  {{ id = {q(gid)}, tier = "grid", parent = {q(community)}, name = {q(gname)} }},')
+    lines += ["]", "", "agent = ["]
+    for a in d.agents:
+        lines.append(f"  {{ id = {q(a.agent_id)}, unit = {q(a.unit)}, name = {q(a.name)} }},")
+    lines += ["]", "", "checkpoint = ["]
+    for a in d.agents:
+        lines.append(f'  {{ id = {q(a.checkpoint)}, unit = {q(a.unit)}, agent = {q(a.agent_id)}, reader = "gate-reader" }},')
+    lines.append("]")
+    end = d.window_start + dt.timedelta(minutes=d.window_minutes)
+    for r in d.routes:
+        members = ", ".join(f"{{ name = {q(f'Volunteer {i + 1}')}, tag = {q(tag)} }}" for i, tag in enumerate(r.member_tags))
+        lines += ["", "[[team]]", f"id = {q(r.team)}", f"unit = {q(r.unit)}", f"members = [ {members} ]"]
+        lines += [
+            "",
+            "[[route]]",
+            f"id = {q(r.route_id)}",
+            f"unit = {q(r.unit)}",
+            f"teams = [{q(r.team)}]",
+            'order = "strict"',
+            "checkpoints = [" + ", ".join(q(c) for c in r.checkpoints) + "]",
+            f'window = {{ start = "{d.window_start:%H:%M}", end = "{end:%H:%M}", every_min = {SLOT_MIN}, tolerance_min = {TOLERANCE_MIN} }}',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def agent_toml(a: DemoAgent, *, data_dir: str, mqtt_port: int, sim_socket: str, reader_port: str) -> str:
+    q = _quote
+    return f"""agent_id = {q(a.agent_id)}
+data_dir = {q(data_dir)}
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+keepalive_s = 5
+resend_s = 5
+
+[gpio]
+pin_factory = "mock"
+sim_socket = {q(sim_socket)}
+status_led = "status-led"
+
+[[zone]]
+name = "perimeter"
+pin = {ZONE_PIN}
+contact = "nc"
+debounce_ms = 50
+siren = "siren"
+
+[[button]]
+name = "office-panic"
+pin = {BUTTON_PIN}
+hold_ms = {BUTTON_HOLD_MS}
+siren = "siren"
+indicator = "panic-led"
+
+[[output]]
+name = "siren"
+pin = {SIREN_PIN}
+max_on_s = 30
+
+[[output]]
+name = "panic-led"
+pin = {INDICATOR_PIN}
+
+[[output]]
+name = "status-led"
+pin = {STATUS_PIN}
+
+[telemetry]
+interval_s = 5
+
+[[reader]]
+name = "gate-reader"
+port = {q(reader_port)}
+protocol = "rdm6300"
+"""
+
+
+def central_toml(*, data_dir: str, mqtt_port: int, web_listen: str) -> str:
+    q = _quote
+    return f"""timezone = {q(TIMEZONE)}
+data_dir = {q(data_dir)}
+
+[mqtt]
+host = "127.0.0.1"
+port = {mqtt_port}
+
+[store]
+url = {q(f"sqlite://{data_dir}/central.db")}
+
+[escalation]
+grid_s = 60
+community_s = 120
+street_s = 180
+
+[alarms]
+offline_grace_s = 20
+
+[web]
+listen = {q(web_listen)}
+"""
+
+
+def _quote(value: str) -> str:
+    return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+# -- what happens during the run ----------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Action:
+    """One step of the demo script, ``at`` seconds after the demo's start.
+
+    ``what``: ``tap`` (agent, tag), ``drive`` (agent, pin, level),
+    ``cut``/``heal`` (the agent's network link), ``kill``/``restart`` (its power).
+    """
+
+    at: float
+    what: str
+    agent: str
+    arg: str = ""
+    level: str = ""
+    note: str = ""
+
+
+def timeline(d: District, *, started: dt.datetime, minutes: float) -> list[Action]:
+    """The script: volunteers walking, a breach, a panic press, a power cut."""
+    actions: list[Action] = []
+    t0 = started.timestamp()
+    horizon = (minutes or 60) * 60
+    slot_s = SLOT_MIN * 60
+    for ri, route in enumerate(d.routes):
+        behaviour = ("on-time", "late", "skip", "unknown-card")[ri % 4]
+        # Slots under way when the demo starts, or too soon for every agent to
+        # be up, are walked by nobody: they end as missed rounds, as happens.
+        slot = 0
+        while d.window_start.timestamp() + slot * slot_s - t0 < FIRST_WALK_S:
+            slot += 1
+        while True:
+            slot_start = d.window_start.timestamp() + slot * slot_s - t0
+            if slot_start > horizon or slot >= d.window_minutes // SLOT_MIN:
+                break
+            n = len(route.checkpoints)
+            gap = min(12.0, (slot_s - 10) / n)
+            tag = route.member_tags[slot % len(route.member_tags)]
+            for j, (cp_agent, _) in enumerate(zip(route.agents, route.checkpoints)):
+                at = slot_start + 4 + j * gap
+                if behaviour == "skip" and j == 1 and n > 2:
+                    continue
+                if behaviour == "late" and j == n - 1:
+                    at = slot_start + slot_s + 20  # inside the tolerance after the slot
+                actions.append(Action(at, "tap", cp_agent, tag, note=f"{route.route_id} slot {slot} ({behaviour})"))
+            if behaviour == "unknown-card":
+                actions.append(Action(slot_start + 2, "tap", route.agents[0], d.unknown_tag, note="a card of no team"))
+            slot += 1
+    a = d.agents
+    actions += [
+        Action(25, "drive", a[1].agent_id, str(ZONE_PIN), "high", "perimeter breach"),
+        Action(40, "drive", a[1].agent_id, str(ZONE_PIN), "low", "perimeter restored"),
+        Action(50, "drive", a[2].agent_id, str(BUTTON_PIN), "low", "panic button pressed"),
+        Action(51.5, "drive", a[2].agent_id, str(BUTTON_PIN), "high", "panic button released"),
+        Action(60, "cut", a[3].agent_id, note="network cut"),
+        Action(66, "drive", a[3].agent_id, str(ZONE_PIN), "high", "breach while cut off"),
+        Action(72, "drive", a[3].agent_id, str(ZONE_PIN), "low", "restored while cut off"),
+        Action(78, "kill", a[3].agent_id, note="power cut"),
+        Action(84, "restart", a[3].agent_id, note="power back"),
+        Action(92, "heal", a[3].agent_id, note="network back: backlog replays"),
+    ]
+    return sorted(x for x in actions if x.at <= horizon)
