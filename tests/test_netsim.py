@@ -16,11 +16,14 @@ def echo_server() -> Iterator[int]:
     server = socket.create_server(("127.0.0.1", 0))
     port = server.getsockname()[1]
     stop = threading.Event()
+    conns: list[socket.socket] = []
 
     def serve(conn: socket.socket) -> None:
-        with conn:
+        try:
             while data := conn.recv(4096):
                 conn.sendall(data)
+        except OSError:
+            pass  # closed at teardown
 
     def accept() -> None:
         server.settimeout(0.2)
@@ -31,6 +34,7 @@ def echo_server() -> Iterator[int]:
                 continue
             except OSError:
                 return
+            conns.append(conn)
             threading.Thread(target=serve, args=(conn,), daemon=True).start()
 
     t = threading.Thread(target=accept, daemon=True)
@@ -41,6 +45,8 @@ def echo_server() -> Iterator[int]:
         stop.set()
         t.join(timeout=5)
         server.close()
+        for conn in conns:
+            conn.close()
 
 
 def _roundtrip(port: int, payload: bytes = b"ping") -> bytes:
