@@ -1,0 +1,416 @@
+"""The durable outbox: every event is committed here before it is published.
+
+SQLite in WAL mode with ``synchronous = FULL``: when :meth:`Outbox.append`
+returns, the event survives a power cut. Rows leave only when central's ack
+covers them (:meth:`Outbox.ack`), never on the broker's PUBACK.
+
+Numbering: ``eseq`` starts at 1, has no gaps and is never reused. Acked rows
+are deleted, so ``max(eseq)`` of the table cannot say where numbering stands
+once the outbox has drained; the last eseq handed out is kept in the ``meta``
+table and updated in the same transaction as the row it numbers. ``bdseq``
+(birth/death sequence of the MQTT session) lives there too. Because acks
+delete a prefix, the rows are always exactly ``(acked_eseq, last_eseq]``.
+
+Bound: at ``max_events`` rows, kinds other than alarms, panics, tampers and
+scans are no longer stored (counted, one ``outbox-full`` fault); those four
+are never dropped. A dropped event gets no eseq, so central sees no gap.
+
+The outbox knows no MQTT. It is thread-safe: the input loop appends, the
+session thread acks and reads.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import threading
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from agent.events import FaultCode
+from wire.codec import pack, unpack
+from wire.messages import CRITICAL_KINDS, Event, EventKind
+
+_LOGGER = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+OUTBOX_SOURCE = "outbox"  # ``source`` of the faults the outbox raises about itself
+BUSY_TIMEOUT_MS = 5_000
+# After a warning, the depth must fall this far below the warning level before
+# the next one may be raised, so a depth that hovers at the level warns once.
+REARM_FRACTION = 0.75
+# Critical events that met a full disk wait in memory (in order) for space;
+# beyond this many something is badly wrong and we say so in the log.
+PENDING_CRITICAL_WARN = 1_000
+READ_LIMIT = 1_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS events(
+    eseq INTEGER PRIMARY KEY,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    mono_ms INTEGER NOT NULL,
+    clock_synced INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    fields BLOB NOT NULL
+);
+"""
+_META_DEFAULTS = {"schema": SCHEMA_VERSION, "last_eseq": 0, "acked_eseq": 0, "bdseq": 0}
+_RESERVED_FIELDS = frozenset({"eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed"})
+
+
+class OutboxError(OSError):
+    """The outbox file cannot be used (corrupt, wrong schema, closed)."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Pending:
+    """An event waiting to be numbered and stored (eseq is assigned on insert)."""
+
+    kind: EventKind
+    source: str
+    fields: Mapping[str, Any]
+    ts: int
+    mono_ms: int
+    clock_synced: bool
+    boot_id: str
+
+    def numbered(self, eseq: int) -> Event:
+        return Event(
+            eseq=eseq, boot_id=self.boot_id, kind=self.kind, source=self.source, ts=self.ts,
+            mono_ms=self.mono_ms, clock_synced=self.clock_synced, fields=self.fields,
+        )
+
+
+def _is_disk_full(exc: sqlite3.Error) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
+
+
+class Outbox:
+    """Durable, bounded, ack-driven store of an agent's events."""
+
+    def __init__(self, path: Path, *, max_events: int, warn_fraction: float = 0.8) -> None:
+        if max_events < 1:
+            raise ValueError(f"outbox max_events must be at least 1, not {max_events}")
+        if not 0 < warn_fraction <= 1:
+            raise ValueError(f"outbox warn_fraction must be in (0, 1], not {warn_fraction}")
+        self.path = Path(path)
+        self.max_events = max_events
+        self.warn_level = max(1, int(max_events * warn_fraction))
+        self._rearm_level = int(self.warn_level * REARM_FRACTION)
+        self._lock = threading.Lock()
+        self._pending: deque[_Pending] = deque()
+        self._counters = {"appended": 0, "dropped": 0, "disk_full": 0, "critical_waiting": 0, "acks_ahead": 0}
+        try:
+            self._db: sqlite3.Connection | None = sqlite3.connect(
+                self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
+            )
+        except sqlite3.Error as exc:
+            raise OutboxError(f"{self.path}: cannot open the outbox: {exc}") from None
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            self._db = None
+            raise OutboxError(f"{self.path}: not a usable outbox: {exc}") from None
+        except BaseException:
+            self._db.close()
+            self._db = None
+            raise
+
+    def _open(self) -> None:
+        db = self._conn()
+        mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+        if mode != "wal":
+            raise OutboxError(f"{self.path}: cannot switch the outbox to WAL mode (got {mode!r})")
+        db.execute("PRAGMA synchronous=FULL")  # commit = on the disk: power-safe
+        db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        db.executescript(_SCHEMA)
+        with self._transaction(db):
+            for key, value in _META_DEFAULTS.items():
+                db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        if meta["schema"] != SCHEMA_VERSION:
+            raise OutboxError(f"{self.path}: outbox schema {meta['schema']} is not {SCHEMA_VERSION}")
+        self._last = int(meta["last_eseq"])
+        self._acked = int(meta["acked_eseq"])
+        self._bdseq = int(meta["bdseq"])
+        low, high, count = db.execute("SELECT min(eseq), max(eseq), count(*) FROM events").fetchone()
+        # Both are written in the transaction that changes the rows, so these
+        # only disagree if someone edited the file; never number below a row.
+        if high is not None and high > self._last:
+            _LOGGER.warning("outbox %s: rows up to eseq %s above last_eseq %s; numbering continues above them",
+                            self.path, high, self._last)
+            self._last = high
+        if low is not None and low <= self._acked:
+            _LOGGER.warning("outbox %s: rows at or below acked eseq %s; they are kept", self.path, self._acked)
+            self._acked = low - 1
+        self._depth = int(count)
+        self._filling_reported = self._depth >= self.warn_level
+        self._full_reported = self._depth >= self.max_events
+        _LOGGER.info("outbox %s: %d unacked events (eseq %d..%d), bdseq %d",
+                     self.path, self._depth, self._acked + 1, self._last, self._bdseq)
+
+    # -- small helpers ---------------------------------------------------------
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise OutboxError(f"{self.path}: the outbox is closed")
+        return self._db
+
+    class _transaction:
+        """BEGIN IMMEDIATE ... COMMIT, rolled back on any exception."""
+
+        def __init__(self, db: sqlite3.Connection) -> None:
+            self.db = db
+
+        def __enter__(self) -> sqlite3.Connection:
+            self.db.execute("BEGIN IMMEDIATE")
+            return self.db
+
+        def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+            if exc_type is None:
+                self.db.execute("COMMIT")
+            elif self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+
+    # -- the public surface ----------------------------------------------------
+
+    @property
+    def depth(self) -> int:
+        """Events stored and not yet covered by central's ack."""
+        return self._depth
+
+    @property
+    def last_eseq(self) -> int:
+        return self._last
+
+    @property
+    def acked_eseq(self) -> int:
+        return self._acked
+
+    @property
+    def bdseq(self) -> int:
+        return self._bdseq
+
+    @property
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            counters = dict(self._counters)
+            counters["critical_waiting"] = len(self._pending)
+        return {f"outbox_{k}": v for k, v in counters.items()}
+
+    def append(
+        self, kind: EventKind | str, source: str, fields: Mapping[str, Any] | None = None, *,
+        ts: int, mono_ms: int, clock_synced: bool, boot_id: str,
+    ) -> Event | None:
+        """Number and commit one event; returns it, or None when it was not stored.
+
+        A non-critical event is not stored when the outbox is at its bound or
+        the disk is full (both counted). A critical event is never dropped: if
+        the disk is full it waits in memory and is stored, in order, as soon as
+        an ack or a later append finds room.
+        """
+        kind = EventKind(kind)
+        fields = dict(fields or {})
+        clash = _RESERVED_FIELDS.intersection(fields)
+        if clash:
+            raise ValueError(f"event field {sorted(clash)[0]!r} is reserved for the event envelope")
+        item = _Pending(kind, source, fields, int(ts), int(mono_ms), bool(clock_synced), boot_id)
+        item.numbered(1).to_payload()  # raises EncodeError now rather than poison the outbox later
+        critical = kind in CRITICAL_KINDS
+        with self._lock:
+            db = self._conn()
+            self._store_waiting(db)
+            if self._pending:
+                # The disk is still full. Critical events queue up behind the
+                # ones already waiting, in order; others are not kept.
+                if critical:
+                    self._pending.append(item)
+                else:
+                    self._counters["disk_full"] += 1
+                return None
+            faults: list[_Pending] = []
+            if self._depth >= self.max_events and not critical:
+                self._counters["dropped"] += 1
+                if not self._full_reported:
+                    self._full_reported = True
+                    faults.append(self._fault(item, FaultCode.OUTBOX_FULL,
+                                              f"{self._depth} events unacknowledged; only alarms, panics, "
+                                              f"tampers and scans are kept"))
+                    _LOGGER.warning("outbox %s is full (%d events): dropping non-critical events", self.path, self._depth)
+                if faults:
+                    self._insert(db, faults, critical=False)
+                return None
+            batch = [item]
+            if not self._filling_reported and self._depth + 1 >= self.warn_level:
+                self._filling_reported = True
+                batch.append(self._fault(item, FaultCode.OUTBOX_FILLING,
+                                         f"{self._depth + 1} of {self.max_events} events unacknowledged"))
+                _LOGGER.warning("outbox %s is filling: %d of %d events", self.path, self._depth + 1, self.max_events)
+            stored = self._insert(db, batch, critical=critical)
+            return stored[0] if stored else None
+
+    def _fault(self, cause: _Pending, code: str, detail: str) -> _Pending:
+        return _Pending(EventKind.FAULT, OUTBOX_SOURCE, {"code": code, "detail": detail},
+                        cause.ts, cause.mono_ms, cause.clock_synced, cause.boot_id)
+
+    def _insert(self, db: sqlite3.Connection, batch: list[_Pending], *, critical: bool) -> list[Event]:
+        """Store ``batch`` in one transaction; on a full disk count it or keep it waiting."""
+        first = self._last + 1
+        events = [item.numbered(first + i) for i, item in enumerate(batch)]
+        try:
+            with self._transaction(db):
+                db.executemany(
+                    "INSERT INTO events(eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    [(e.eseq, str(e.kind), e.source, e.ts, e.mono_ms, int(e.clock_synced), e.boot_id,
+                      pack(dict(e.fields))) for e in events],
+                )
+                db.execute("UPDATE meta SET value = ? WHERE key = 'last_eseq'", (events[-1].eseq,))
+        except sqlite3.OperationalError as exc:
+            if not _is_disk_full(exc):
+                raise
+            self._counters["disk_full"] += 1
+            if critical:
+                self._pending.append(batch[0])  # the fault after it is not worth keeping
+                if len(self._pending) in (1, PENDING_CRITICAL_WARN):
+                    _LOGGER.error("outbox %s: disk full; %d critical events wait in memory", self.path, len(self._pending))
+            else:
+                _LOGGER.warning("outbox %s: disk full; %s event from %s not stored", self.path, batch[0].kind, batch[0].source)
+            return []
+        self._last = events[-1].eseq
+        self._depth += len(events)
+        self._counters["appended"] += len(events)
+        return events
+
+    def _store_waiting(self, db: sqlite3.Connection) -> None:
+        """Store critical events that met a full disk, oldest first, while space allows."""
+        while self._pending:
+            item = self._pending[0]
+            first = self._last + 1
+            event = item.numbered(first)
+            try:
+                with self._transaction(db):
+                    db.execute(
+                        "INSERT INTO events(eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields)"
+                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (event.eseq, str(event.kind), event.source, event.ts, event.mono_ms,
+                         int(event.clock_synced), event.boot_id, pack(dict(event.fields))),
+                    )
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'last_eseq'", (event.eseq,))
+            except sqlite3.OperationalError as exc:
+                if not _is_disk_full(exc):
+                    raise
+                return
+            self._pending.popleft()
+            self._last = event.eseq
+            self._depth += 1
+            self._counters["appended"] += 1
+            _LOGGER.info("outbox %s: stored waiting %s event from %s as eseq %d", self.path, event.kind, event.source, event.eseq)
+
+    def ack(self, eseq: int) -> int:
+        """Central holds everything up to ``eseq``: delete those rows; returns how many.
+
+        An ack beyond the last eseq (central remembers more than this outbox:
+        the data directory was replaced) is counted, logged and clamped.
+        """
+        with self._lock:
+            db = self._conn()
+            if eseq <= self._acked:
+                return 0
+            if eseq > self._last:
+                self._counters["acks_ahead"] += 1
+                _LOGGER.warning("outbox %s: ack of eseq %d is beyond the last eseq %d", self.path, eseq, self._last)
+                eseq = self._last
+                if eseq <= self._acked:
+                    return 0
+            with self._transaction(db):
+                deleted = db.execute("DELETE FROM events WHERE eseq <= ?", (eseq,)).rowcount
+                db.execute("UPDATE meta SET value = ? WHERE key = 'acked_eseq'", (eseq,))
+            self._acked = eseq
+            self._depth = self._last - self._acked
+            if self._depth < self._rearm_level:
+                self._filling_reported = False
+                self._full_reported = False
+            self._store_waiting(db)
+            return deleted
+
+    def unacked(self, from_eseq: int = 1, limit: int = READ_LIMIT) -> list[Event]:
+        """Stored events from ``from_eseq`` on, in eseq order, at most ``limit``."""
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields FROM events"
+                " WHERE eseq >= ? ORDER BY eseq LIMIT ?",
+                (max(from_eseq, self._acked + 1), limit),
+            ).fetchall()
+        return [self._row_event(row) for row in rows]
+
+    def get_many(self, eseqs: Iterable[int]) -> dict[int, Event]:
+        """The stored events among ``eseqs`` (acked ones are simply absent)."""
+        wanted = sorted(set(eseqs))
+        if not wanted:
+            return {}
+        found: dict[int, Event] = {}
+        # The publisher asks for runs of neighbours: one range scan per run.
+        runs: list[tuple[int, int]] = []
+        for e in wanted:
+            if runs and e == runs[-1][1] + 1:
+                runs[-1] = (runs[-1][0], e)
+            else:
+                runs.append((e, e))
+        with self._lock:
+            db = self._conn()
+            for low, high in runs:
+                for row in db.execute(
+                    "SELECT eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields FROM events"
+                    " WHERE eseq BETWEEN ? AND ?", (low, high),
+                ):
+                    found[row[0]] = self._row_event(row)
+        return found
+
+    @staticmethod
+    def _row_event(row: tuple[Any, ...]) -> Event:
+        eseq, kind, source, ts, mono_ms, synced, boot_id, fields = row
+        return Event(eseq=eseq, boot_id=boot_id, kind=EventKind(kind), source=source, ts=ts,
+                     mono_ms=mono_ms, clock_synced=bool(synced), fields=unpack(fields) if fields else {})
+
+    def next_bdseq(self) -> int:
+        """Increase and persist the birth/death sequence; call before every connect."""
+        with self._lock:
+            db = self._conn()
+            with self._transaction(db):
+                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'bdseq'")
+                (value,) = db.execute("SELECT value FROM meta WHERE key = 'bdseq'").fetchone()
+            self._bdseq = int(value)
+            return self._bdseq
+
+    def integrity_ok(self) -> bool:
+        with self._lock:
+            rows = self._conn().execute("PRAGMA integrity_check").fetchall()
+        return rows == [("ok",)]
+
+    def close(self) -> None:
+        with self._lock:
+            if self._db is None:
+                return
+            if self._pending:
+                _LOGGER.error("outbox %s closes with %d critical events that never found disk space",
+                              self.path, len(self._pending))
+            try:
+                self._db.close()
+            finally:
+                self._db = None
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
