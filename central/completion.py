@@ -1,0 +1,295 @@
+"""Rounds and their statuses, pure: slots from windows, scans in, a verdict out.
+
+DESIGN.md ("Patrol plan") defines the rules; this module is their one
+implementation, shared by the report (a whole day from the store) and the
+live tracker (one round at a time as scans arrive). Times are UTC ms; local
+wall-clock times are turned into instants with the plan's ``zoneinfo`` zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from bisect import bisect_left
+from dataclasses import dataclass, field
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping, Sequence
+from zoneinfo import ZoneInfo
+
+from central.plan.model import Order, Route
+
+MS_PER_MIN = 60_000
+
+
+class RoundStatus(StrEnum):
+    COMPLETE = "complete"
+    LATE = "late"
+    INCOMPLETE = "incomplete"
+    MISSED = "missed"
+    OPEN = "open"
+
+
+STATUSES = tuple(RoundStatus)
+
+
+@dataclass(slots=True, frozen=True)
+class Scan:
+    """A card presented at a reader; ``ts`` is when it happened (the store's ``ts_est``)."""
+
+    ts: int
+    agent: str
+    reader: str
+    tag: str
+    eseq: int = 0
+
+
+@dataclass(slots=True, frozen=True)
+class Slot:
+    """One round of a route: ``[start_ms, end_ms)``, scans count until ``close_ms``.
+
+    ``close_ms`` is the end plus the window's tolerance. ``day`` is the date on
+    which the window opened, which is the date the round belongs to.
+    """
+
+    route: str
+    unit: str
+    day: dt.date
+    window: int
+    index: int
+    start_ms: int
+    end_ms: int
+    close_ms: int
+
+    @property
+    def key(self) -> tuple[str, dt.date, int, int]:
+        return (self.route, self.day, self.window, self.index)
+
+
+def to_ms(moment: dt.datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+def iso(ts_ms: int, tz: ZoneInfo) -> str:
+    """ISO 8601 with the zone's offset, e.g. ``2024-05-01T22:00:00+08:00``."""
+    return dt.datetime.fromtimestamp(ts_ms / 1000, tz).isoformat()
+
+
+def local_midnight_ms(day: dt.date, tz: ZoneInfo) -> int:
+    return to_ms(dt.datetime.combine(day, dt.time(0, 0), tzinfo=tz))
+
+
+def slots_for(route: Route, tz: ZoneInfo, day: dt.date) -> list[Slot]:
+    """The rounds of ``route`` whose windows open on ``day``.
+
+    Slots are cut every ``every_min`` of elapsed time from the window's start;
+    the last one ends with the window even if that makes it shorter.
+    """
+    slots = []
+    for wi, w in enumerate(route.windows):
+        start = to_ms(dt.datetime.combine(day, dt.time(w.start_min // 60, w.start_min % 60), tzinfo=tz))
+        end_day = day if w.end_min > w.start_min else day + dt.timedelta(days=1)
+        end = to_ms(dt.datetime.combine(end_day, dt.time(w.end_min // 60, w.end_min % 60), tzinfo=tz))
+        every = w.every_min * MS_PER_MIN
+        tolerance = w.tolerance_min * MS_PER_MIN
+        s, i = start, 0
+        while s < end:
+            e = min(s + every, end)
+            slots.append(Slot(route.id, route.unit, day, wi, i, s, e, e + tolerance))
+            s, i = s + every, i + 1
+    return slots
+
+
+@dataclass(slots=True, frozen=True)
+class Round:
+    """A judged round with what a supervisor wants to see next to the status.
+
+    ``repeated`` maps a checkpoint to the most scans one card made there in
+    the round (only when 2 or more); ``min_gap_s`` is the shortest time between
+    two consecutive scans at different checkpoints; ``unauthorised`` lists cards
+    seen at the route's checkpoints that no team of the route holds.
+    """
+
+    slot: Slot
+    status: RoundStatus
+    scanned: tuple[str, ...]
+    missing: tuple[str, ...]
+    out_of_order: bool = False
+    repeated: Mapping[str, int] = field(default_factory=lambda: MappingProxyType({}))
+    min_gap_s: float | None = None
+    unauthorised: tuple[str, ...] = ()
+    plan_version: int = 0
+
+    def to_json(self, tz: ZoneInfo) -> dict[str, Any]:
+        """The keys DESIGN.md lists for a round of ``report completion --format json``."""
+        return {
+            "route": self.slot.route,
+            "unit": self.slot.unit,
+            "slot_start": iso(self.slot.start_ms, tz),
+            "status": str(self.status),
+            "scanned": list(self.scanned),
+            "missing": list(self.missing),
+        }
+
+    def flags(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.out_of_order:
+            out["out_of_order"] = True
+        if self.repeated:
+            out["repeated"] = dict(self.repeated)
+        if self.min_gap_s is not None:
+            out["min_gap_s"] = self.min_gap_s
+        if self.unauthorised:
+            out["unauthorised"] = list(self.unauthorised)
+        return out
+
+
+# (ts, checkpoint, tag), sorted by ts then arrival: the scans at a route's checkpoints.
+RouteScan = tuple[int, str, str]
+
+
+def judge(
+    route: Route,
+    slot: Slot,
+    scans: Sequence[RouteScan],
+    now_ms: int,
+    *,
+    authorised: frozenset[str],
+    plan_version: int = 0,
+) -> Round:
+    """The status and flags of one round from the scans at the route's checkpoints.
+
+    ``scans`` may hold scans outside the round and of any card: only those in
+    ``[start, close)`` by an authorised card count.
+    """
+    ok: list[tuple[int, str, str]] = []
+    bad: set[str] = set()
+    for ts, cp, tag in scans:
+        if slot.start_ms <= ts < slot.close_ms:
+            if tag in authorised:
+                ok.append((ts, cp, tag))
+            else:
+                bad.add(tag)
+    seen = {cp for _, cp, _ in ok}
+    scanned = tuple(cp for cp in route.checkpoints if cp in seen)
+    missing = tuple(cp for cp in route.checkpoints if cp not in seen)
+    if now_ms < slot.close_ms:
+        status = RoundStatus.OPEN
+    else:
+        finish = finish_time(route.order, route.checkpoints, ok)
+        if finish is not None and finish < slot.end_ms:
+            status = RoundStatus.COMPLETE
+        elif finish is not None:
+            status = RoundStatus.LATE
+        elif ok:
+            status = RoundStatus.INCOMPLETE
+        else:
+            status = RoundStatus.MISSED
+    return Round(
+        slot=slot,
+        status=status,
+        scanned=scanned,
+        missing=missing,
+        out_of_order=_out_of_order(route, ok),
+        repeated=MappingProxyType(_repeated(ok)),
+        min_gap_s=_min_gap_s(ok),
+        unauthorised=tuple(sorted(bad)),
+        plan_version=plan_version,
+    )
+
+
+def finish_time(order: Order, checkpoints: Sequence[str], ok: Sequence[tuple[int, str, str]]) -> int | None:
+    """When the last scan needed fell, in the earliest valid walk; None if there is none.
+
+    Greedy matching gives the earliest finish: for ``strict`` the first scan of
+    each checkpoint after the previous one's; for ``start-then-any`` the first
+    start scan, then each other checkpoint's first scan after it.
+    """
+    if order is Order.STRICT:
+        k, finish = 0, None
+        for ts, cp, _ in ok:
+            if k < len(checkpoints) and cp == checkpoints[k]:
+                k, finish = k + 1, ts
+        return finish if k == len(checkpoints) else None
+    first: dict[str, int] = {}
+    if order is Order.START_THEN_ANY:
+        start = checkpoints[0]
+        begun = False
+        for ts, cp, _ in ok:
+            if not begun:
+                if cp == start:
+                    begun = True
+                    first[cp] = ts
+                continue
+            first.setdefault(cp, ts)
+    else:
+        for ts, cp, _ in ok:
+            first.setdefault(cp, ts)
+    if all(cp in first for cp in checkpoints):
+        return max(first[cp] for cp in checkpoints)
+    return None
+
+
+def _out_of_order(route: Route, ok: Sequence[tuple[int, str, str]]) -> bool:
+    """A scan made while a checkpoint the route puts before it was still unscanned."""
+    if route.order is Order.ANY or not ok:
+        return False
+    position = {cp: i for i, cp in enumerate(route.checkpoints)}
+    if route.order is Order.START_THEN_ANY:
+        start = route.checkpoints[0]
+        return ok[0][1] != start
+    done: set[int] = set()
+    for _, cp, _ in ok:
+        p = position[cp]
+        if any(q not in done for q in range(p)):
+            return True
+        done.add(p)
+    return False
+
+
+def _repeated(ok: Sequence[tuple[int, str, str]]) -> dict[str, int]:
+    per_card: dict[tuple[str, str], int] = {}
+    for _, cp, tag in ok:
+        per_card[(cp, tag)] = per_card.get((cp, tag), 0) + 1
+    out: dict[str, int] = {}
+    for (cp, _), n in per_card.items():
+        if n >= 2 and n > out.get(cp, 0):
+            out[cp] = n
+    return out
+
+
+def _min_gap_s(ok: Sequence[tuple[int, str, str]]) -> float | None:
+    best: int | None = None
+    for (t0, c0, _), (t1, c1, _) in zip(ok, ok[1:]):
+        if c0 != c1 and (best is None or t1 - t0 < best):
+            best = t1 - t0
+    return None if best is None else best / 1000
+
+
+def route_scans(route: Route, by_checkpoint: Mapping[str, Sequence[tuple[int, str]]], lo_ms: int, hi_ms: int) -> list[RouteScan]:
+    """The scans at the route's checkpoints with ``lo <= ts < hi``, in time order.
+
+    ``by_checkpoint`` maps a checkpoint to its ``(ts, tag)`` scans sorted by time.
+    """
+    out: list[RouteScan] = []
+    for cp in route.checkpoints:
+        seq = by_checkpoint.get(cp)
+        if not seq:
+            continue
+        i = bisect_left(seq, (lo_ms, ""))
+        while i < len(seq) and seq[i][0] < hi_ms:
+            out.append((seq[i][0], cp, seq[i][1]))
+            i += 1
+    out.sort(key=lambda s: s[0])  # stable: equal times keep the route's order
+    return out
+
+
+def index_scans(scans: Iterable[Scan], checkpoint_at: Mapping[tuple[str, str], Any]) -> dict[str, list[tuple[int, str]]]:
+    """Group scans by the checkpoint their reader is, each list sorted by time."""
+    by_cp: dict[str, list[tuple[int, str]]] = {}
+    for s in scans:
+        cp = checkpoint_at.get((s.agent, s.reader))
+        if cp is not None:
+            by_cp.setdefault(cp.id, []).append((s.ts, s.tag))
+    for seq in by_cp.values():
+        seq.sort(key=lambda x: x[0])
+    return by_cp
