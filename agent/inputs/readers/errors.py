@@ -22,3 +22,11 @@ class FrameError(ReaderError, ValueError):
 
 class ReaderSilent(ReaderError, TimeoutError):
     """The reader did not answer within its timeout (power glitch, unplugged)."""
+
+
+class DeviceError(ReaderError, RuntimeError):
+    """The reader reported an error of its own (a PN532 error frame)."""
+
+
+class Cancelled(ReaderError):
+    """The owner asked the driver to stop while it waited for the reader."""

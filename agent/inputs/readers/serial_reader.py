@@ -1,0 +1,298 @@
+"""A checkpoint reader on a serial port: one thread per reader, scans out through an EventSink.
+
+The thread owns the port (any pyserial URL or device path). It feeds what it
+reads to the protocol's pure parser, lets :class:`PresenceFilter` turn a card
+lying on the reader into one scan, and calls ``emit`` itself: this is our own
+thread, not a callback of pyserial's, and the sink returns quickly.
+
+When the port disappears (a USB reader unplugged or re-enumerated) it emits a
+``port-lost`` fault, tries to reopen with a backoff capped at
+``RECONNECT_MAX_S``, and emits ``port-back`` when the port is there again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any, Callable, Final
+
+import serial
+
+from agent.config import ReaderConfig
+from agent.events import EventSink, FaultCode
+from agent.inputs.readers.errors import Cancelled, DeviceError, FrameError, ReaderSilent
+from agent.inputs.readers.pn532 import PN532_BAUDRATE, Pn532Driver
+from agent.inputs.readers.presence import PRESENCE_ABSENT_S, PresenceFilter
+from agent.inputs.readers.rdm6300 import RDM6300_BAUDRATE, Rdm6300Parser
+from wire.messages import EventKind
+
+_LOGGER = logging.getLogger(__name__)
+
+READ_TIMEOUT_S: Final = 0.05  # a read returns this often with nothing, so close() is prompt
+RECONNECT_MIN_S: Final = 0.1
+RECONNECT_MAX_S: Final = 2.0
+PN532_POLL_S: Final = 0.1  # well below the 1 s absence rule, cheap for the chip
+# A PN532 that keeps failing to answer for this long is reported; shorter
+# glitches are recovered (wake-up + SAMConfiguration) and only counted.
+READER_SILENT_FAULT_S: Final = 5.0
+JOIN_TIMEOUT_S: Final = 5.0
+MAX_DETAIL_LEN: Final = 500
+# Code of the fault that ends a ``reader-silent`` episode (agent/events.py has
+# no constant for it yet).
+READER_BACK: Final = "reader-back"
+
+DEFAULT_BAUDRATES: Final = {"rdm6300": RDM6300_BAUDRATE, "pn532": PN532_BAUDRATE}
+
+OpenPort = Callable[..., Any]
+
+
+class ReaderState:
+    UP = "up"
+    DOWN = "down"
+
+
+class SerialReader:
+    """An RDM6300 or PN532 reader on ``config.port``; a ``scan`` per presentation of a card.
+
+    ``counters`` (telemetry) holds the parser's drops (bad checksums, garbled
+    frames, line noise) and the reader's own: scans, ports lost, PN532
+    recoveries. ``state`` is ``up`` while the port is open and the reader
+    answers, ``down`` otherwise. ``last_beat`` is the monotonic time the thread
+    last went round its loop.
+    """
+
+    def __init__(
+        self,
+        config: ReaderConfig,
+        *,
+        emit: EventSink,
+        wake: Callable[[], None] = lambda: None,
+        clock: Callable[[], float] = time.monotonic,
+        open_port: OpenPort = serial.serial_for_url,
+        absent_s: float = PRESENCE_ABSENT_S,
+    ) -> None:
+        if config.protocol not in DEFAULT_BAUDRATES:
+            raise ValueError(f"reader {config.name!r}: protocol {config.protocol!r} is not read on a serial port")
+        if not config.port:
+            raise ValueError(f"reader {config.name!r}: no port")
+        self.config = config
+        self.name = config.name
+        self._emit = emit
+        self._wake = wake
+        self._clock = clock
+        self._open_port = open_port
+        self._absent_s = absent_s
+        self._baudrate = config.baudrate or DEFAULT_BAUDRATES[config.protocol]
+        self._presence = PresenceFilter(absent_s)
+        self._rdm = Rdm6300Parser()
+        self._driver: Pn532Driver | None = None
+        self._lock = threading.Lock()
+        self._own: dict[str, int] = dict.fromkeys(
+            ("scans", "port_lost", "open_failures", "silent", "recoveries", "device_errors", "bad_answers", "thread_restarts"),
+            0,
+        )
+        self._state = ReaderState.DOWN
+        self._port: Any = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_beat = clock()
+
+    # -- public ------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._state
+
+    @property
+    def counters(self) -> dict[str, int]:
+        with self._lock:
+            merged = dict(self._own)
+            if self.config.protocol == "rdm6300":
+                merged.update(self._rdm.counters)
+            elif self._driver is not None:
+                merged.update(self._driver.frame_counters)
+                merged.update(self._driver.counters)
+            return merged
+
+    def start(self) -> None:
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name=f"reader {self.name}", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop the thread and close the port; returns within a read timeout or so."""
+        self._stop.set()
+        port = self._port
+        if port is not None and hasattr(port, "cancel_read"):
+            try:
+                port.cancel_read()
+            except Exception:  # the port may be half-closed by the thread already
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=JOIN_TIMEOUT_S)
+            if self._thread.is_alive():
+                _LOGGER.warning("reader %s: thread did not stop within %s s", self.name, JOIN_TIMEOUT_S)
+
+    def tick(self, now: float) -> float | None:
+        """Restart the thread should it have died; the reading itself needs no tick."""
+        if self._stop.is_set() or self._thread is None or self._thread.is_alive():
+            return None
+        _LOGGER.error("reader %s: its thread died; starting it again", self.name)
+        self._count("thread_restarts")
+        self.start()
+        return None
+
+    # -- the thread --------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = RECONNECT_MIN_S
+        lost = False  # a port-lost fault went out and port-back has not
+        while not self._stop.is_set():
+            self.last_beat = self._clock()
+            try:
+                self._port = self._open_port(self.config.port, baudrate=self._baudrate, timeout=READ_TIMEOUT_S)
+            except (serial.SerialException, OSError, ValueError) as exc:
+                self._count("open_failures")
+                if not lost:  # also at start: a reader missing at boot is worth a fault
+                    lost = True
+                    self._fault(FaultCode.PORT_LOST, f"cannot open {self.config.port}: {exc}")
+                self._stop.wait(backoff)
+                backoff = min(backoff * 2, RECONNECT_MAX_S)
+                continue
+            backoff = RECONNECT_MIN_S
+            try:
+                if lost:
+                    lost = False
+                    _LOGGER.info("reader %s: port %s is back", self.name, self.config.port)
+                    self._fault(FaultCode.PORT_BACK, f"{self.config.port} opened again")
+                self._state = ReaderState.UP
+                self._session()
+            except Cancelled:
+                pass
+            except (serial.SerialException, OSError) as exc:
+                lost = True
+                self._count("port_lost")
+                _LOGGER.warning("reader %s: port %s lost: %s", self.name, self.config.port, exc)
+                self._fault(FaultCode.PORT_LOST, f"{self.config.port}: {exc}")
+                # Give a re-enumerating USB device a moment before the first retry.
+                self._stop.wait(RECONNECT_MIN_S)
+            except Exception:
+                # Contained: a bug must not end the reader for good.
+                _LOGGER.exception("reader %s: unexpected error; reopening the port", self.name)
+                self._stop.wait(RECONNECT_MAX_S)
+            finally:
+                self._state = ReaderState.DOWN
+                self._close_port()
+        self._close_port()
+
+    def _close_port(self) -> None:
+        port, self._port = self._port, None
+        if port is not None:
+            try:
+                port.close()
+            except (serial.SerialException, OSError) as exc:
+                _LOGGER.debug("reader %s: closing the port: %s", self.name, exc)
+
+    def _session(self) -> None:
+        if self.config.protocol == "rdm6300":
+            self._rdm6300_session()
+        else:
+            self._pn532_session()
+
+    def _rdm6300_session(self) -> None:
+        port = self._port
+        self._rdm.reset()
+        last_data = self._clock()
+        while not self._stop.is_set():
+            data = port.read(max(1, port.in_waiting))
+            now = self._clock()
+            self.last_beat = now
+            if data:
+                last_data = now
+                with self._lock:
+                    tags = self._rdm.feed(data)
+                for tag in tags:
+                    self._sighting(tag, now)
+            elif now - last_data >= self._absent_s:
+                # The module is quiet once the card is gone: a frame seen
+                # before the quiet spell must not pair with one seen after it.
+                with self._lock:
+                    self._rdm.reset()
+                last_data = now
+            self._presence.tick(now)
+
+    def _pn532_session(self) -> None:
+        with self._lock:
+            self._driver = Pn532Driver(self._port, clock=self._clock, cancelled=self._stop.is_set)
+        driver = self._driver
+        ready = False
+        silent_since: float | None = None
+        reported = False
+        while not self._stop.is_set():
+            now = self._clock()
+            self.last_beat = now
+            try:
+                if not ready:
+                    driver.wake()
+                    driver.sam_configuration()
+                    driver.limit_retries()
+                    ready = True
+                    if silent_since is not None:
+                        self._count("recoveries")
+                        _LOGGER.info("reader %s: PN532 answers again", self.name)
+                        if reported:
+                            self._fault(READER_BACK, "PN532 answers again")
+                    silent_since, reported = None, False
+                    self._state = ReaderState.UP
+                uid = driver.poll()
+            except ReaderSilent as exc:
+                # Caught before OSError: ReaderSilent is a TimeoutError.
+                self._count("silent")
+                ready = False
+                if silent_since is None:
+                    silent_since = now
+                    _LOGGER.warning("reader %s: %s; waking it up", self.name, exc)
+                elif not reported and now - silent_since >= READER_SILENT_FAULT_S:
+                    reported = True
+                    self._state = ReaderState.DOWN
+                    self._fault(FaultCode.READER_SILENT, f"PN532 on {self.config.port} silent for {now - silent_since:.0f} s")
+                continue
+            except DeviceError as exc:
+                self._count("device_errors")
+                _LOGGER.debug("reader %s: %s", self.name, exc)
+                ready = False
+                self._stop.wait(PN532_POLL_S)
+                continue
+            except FrameError as exc:
+                self._count("bad_answers")
+                _LOGGER.debug("reader %s: %s", self.name, exc)
+                uid = None
+            now = self._clock()
+            if uid is not None:
+                self._sighting(uid.hex().upper(), now)
+            self._presence.tick(now)
+            self._stop.wait(PN532_POLL_S)
+
+    def _sighting(self, tag: str, now: float) -> None:
+        if not self._presence.seen(tag, now):
+            return
+        self._count("scans")
+        _LOGGER.info("reader %s: scan %s", self.name, tag)
+        self._send(EventKind.SCAN, tag=tag)
+
+    def _fault(self, code: str, detail: str) -> None:
+        self._send(EventKind.FAULT, code=code, detail=detail[:MAX_DETAIL_LEN])
+
+    def _send(self, kind: EventKind, **fields: Any) -> None:
+        try:
+            self._emit(kind, self.name, **fields)
+        except Exception:
+            _LOGGER.exception("reader %s: could not record a %s event %s", self.name, kind, fields)
+        self._wake()
+
+    def _count(self, name: str) -> None:
+        with self._lock:
+            self._own[name] += 1
