@@ -1,0 +1,330 @@
+"""Central configuration: TOML into frozen dataclasses, checked at start-up.
+
+Every mistake raises :class:`ConfigError` with one line naming the file and the
+key path at fault (``central.toml: store.url: ...``); the command line turns it
+into exit status 2. The reading rules are agent/config.py's (unknown keys are
+rejected, types are exact, a bool is never a number); the small table reader
+is repeated here because central and agent never import each other.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import zoneinfo
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+DEFAULT_CLIENT_ID = "gridpatrol-central"
+# A week: long enough that a central down over a holiday weekend finds its
+# queued messages; the agents' outboxes carry the guarantee beyond that.
+DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
+SESSION_EXPIRY_MAX_S = 0xFFFFFFFF  # MQTT v5: the largest expiry interval
+_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_SQLITE_PREFIX = "sqlite://"
+
+
+class ConfigError(ValueError):
+    """A configuration file is wrong; the message names the file and the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class MqttConfig:
+    host: str = "127.0.0.1"
+    port: int = 1883
+    keepalive_s: int = 30
+    client_id: str = DEFAULT_CLIENT_ID
+    session_expiry_s: int = DEFAULT_SESSION_EXPIRY_S
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """Where the event store lives; only SQLite for now."""
+
+    url: str
+    path: Path
+
+
+@dataclass(frozen=True, slots=True)
+class EscalationConfig:
+    """Seconds an alarm may stay unacknowledged at a tier before it goes up."""
+
+    grid_s: float = 120.0
+    community_s: float = 300.0
+    street_s: float = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class WebConfig:
+    listen: str = "127.0.0.1:8080"
+    host: str = "127.0.0.1"
+    port: int = 8080
+    secret_key: str | None = None  # None: the web server makes one and keeps it in data_dir
+    session_max_age_s: int = 12 * 3600  # one control-room shift
+    cookie_secure: bool = False  # True once the dashboard is served over HTTPS
+
+
+@dataclass(frozen=True, slots=True)
+class HomeAssistantConfig:
+    enabled: bool = False
+    discovery_prefix: str = "homeassistant"
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmsConfig:
+    offline_grace_s: float = 60.0  # an agent offline this long raises an alarm
+
+
+@dataclass(frozen=True, slots=True)
+class CentralConfig:
+    timezone: str
+    data_dir: Path
+    store: StoreConfig
+    mqtt: MqttConfig = field(default_factory=MqttConfig)
+    escalation: EscalationConfig = field(default_factory=EscalationConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
+    alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    source: str = "<config>"
+
+    @property
+    def tz(self) -> zoneinfo.ZoneInfo:
+        return zoneinfo.ZoneInfo(self.timezone)
+
+
+# -- reading ------------------------------------------------------------------
+
+
+class _Table:
+    """A TOML table being read: tracks which keys were used, names the path."""
+
+    def __init__(self, raw: Any, path: str, fail: Callable[[str, str], ConfigError]) -> None:
+        if not isinstance(raw, dict):
+            raise fail(path, f"must be a table, not {type(raw).__name__}")
+        self.raw = raw
+        self.path = path
+        self.fail = fail
+        self.used: set[str] = set()
+
+    def key(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *,
+            check: Callable[[Any], str | None] | None = None) -> Any:
+        self.used.add(key)
+        if key not in self.raw:
+            if default is ...:
+                raise self.fail(self.key(key), "missing key")
+            return default
+        value = self.raw[key]
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(self.key(key), f"must be {_kind_name(kinds)}, not a boolean")
+        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kinds):
+            raise self.fail(self.key(key), f"must be {_kind_name(kinds)}, not {type(value).__name__}")
+        if check is not None:
+            problem = check(value)
+            if problem:
+                raise self.fail(self.key(key), problem)
+        return value
+
+    def table(self, key: str) -> _Table:
+        return _Table(self.get(key, dict, {}), self.key(key), self.fail)
+
+    def done(self) -> None:
+        unknown = sorted(set(self.raw) - self.used)
+        if unknown:
+            raise self.fail(self.key(unknown[0]), "unknown key")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "a table"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _positive(value: float) -> str | None:
+    return None if value > 0 else f"must be greater than 0, not {value}"
+
+
+def _non_negative(value: float) -> str | None:
+    return None if value >= 0 else f"must not be negative, not {value}"
+
+
+def _not_empty(value: str) -> str | None:
+    return None if value else "must not be empty"
+
+
+def _port(value: int) -> str | None:
+    return None if 0 < value < 65536 else f"port {value} is out of range (1 to 65535)"
+
+
+def _timezone(value: str) -> str | None:
+    try:
+        zoneinfo.ZoneInfo(value)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return f"{value!r} is not a known IANA time zone (Asia/Shanghai, UTC, ...)"
+    return None
+
+
+def _client_id(value: str) -> str | None:
+    return None if _CLIENT_ID_RE.match(value) else f"{value!r} is not a valid client id ([A-Za-z0-9_-], 1 to 64 characters)"
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` or ``[v6]:port`` into its parts; ValueError names the form."""
+    host, sep, port_text = value.rpartition(":")
+    if not sep or not host or not port_text.isdigit():
+        raise ValueError(f"{value!r} is not HOST:PORT")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    port = int(port_text)
+    if not 0 < port < 65536:
+        raise ValueError(f"port {port} is out of range (1 to 65535)")
+    return host, port
+
+
+def _listen(value: str) -> str | None:
+    try:
+        split_listen(value)
+    except ValueError as exc:
+        return str(exc)
+    return None
+
+
+def store_path_from_url(url: str) -> Path:
+    """``sqlite:///abs/path.db`` -> ``/abs/path.db``; ValueError says what is wrong."""
+    scheme = url.partition(":")[0].lower()
+    if scheme in ("postgresql", "postgres"):
+        raise ValueError(f"{url!r}: postgresql is not supported yet (use sqlite:///ABSOLUTE/PATH)")
+    if not url.startswith(_SQLITE_PREFIX):
+        raise ValueError(f"{url!r} is not a sqlite:///ABSOLUTE/PATH url")
+    rest = url[len(_SQLITE_PREFIX):]
+    if not rest.startswith("/") or rest.strip("/") == "":
+        raise ValueError(f"{url!r} does not name an absolute path (sqlite:///ABSOLUTE/PATH)")
+    # sqlite:////abs (SQLAlchemy's spelling of an absolute path) means the same file.
+    return Path("/" + rest.lstrip("/"))
+
+
+def load_config(path: str | Path) -> CentralConfig:
+    """Read and check a central configuration file."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    return parse_config(data, source=str(path))
+
+
+def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfig:
+    """Check a central configuration given as TOML text."""
+    if isinstance(data, str):
+        data = data.encode()
+
+    def fail(key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
+
+    try:
+        raw = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
+
+    top = _Table(raw, "", fail)
+    timezone = top.get("timezone", str, check=_timezone)
+    data_dir = Path(top.get("data_dir", str, check=_not_empty))
+
+    t = top.table("mqtt")
+    mqtt = MqttConfig(
+        host=t.get("host", str, "127.0.0.1", check=_not_empty),
+        port=t.get("port", int, 1883, check=_port),
+        keepalive_s=t.get("keepalive_s", int, 30,
+                          check=lambda v: None if 2 <= v <= 3600 else f"{v} is out of range (2 to 3600)"),
+        client_id=t.get("client_id", str, DEFAULT_CLIENT_ID, check=_client_id),
+        session_expiry_s=t.get("session_expiry_s", int, DEFAULT_SESSION_EXPIRY_S,
+                               check=lambda v: None if 60 <= v <= SESSION_EXPIRY_MAX_S
+                               else f"{v} is out of range (60 to {SESSION_EXPIRY_MAX_S})"),
+        tls_ca=_opt_path(t.get("tls_ca", str, None, check=_not_empty)),
+        tls_cert=_opt_path(t.get("tls_cert", str, None, check=_not_empty)),
+        tls_key=_opt_path(t.get("tls_key", str, None, check=_not_empty)),
+        username=t.get("username", str, None),
+        password=t.get("password", str, None),
+    )
+    t.done()
+    if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
+        raise fail("mqtt.tls_cert", "tls_cert and tls_key go together")
+    if mqtt.password is not None and mqtt.username is None:
+        raise fail("mqtt.password", "needs mqtt.username")
+
+    t = top.table("store")
+    url = t.get("url", str, None)
+    t.done()
+    if url is None:
+        store_path = data_dir / "central.db"
+        url = f"{_SQLITE_PREFIX}{store_path}"
+    else:
+        try:
+            store_path = store_path_from_url(url)
+        except ValueError as exc:
+            raise fail("store.url", str(exc)) from None
+    store = StoreConfig(url=url, path=store_path)
+
+    t = top.table("escalation")
+    escalation = EscalationConfig(
+        grid_s=t.get("grid_s", float, 120.0, check=_positive),
+        community_s=t.get("community_s", float, 300.0, check=_positive),
+        street_s=t.get("street_s", float, 600.0, check=_positive),
+    )
+    t.done()
+
+    t = top.table("web")
+    listen = t.get("listen", str, "127.0.0.1:8080", check=_listen)
+    host, port = split_listen(listen)
+    web = WebConfig(
+        listen=listen,
+        host=host,
+        port=port,
+        secret_key=t.get("secret_key", str, None,
+                         check=lambda v: None if len(v) >= 16 else "must be at least 16 characters"),
+        session_max_age_s=t.get("session_max_age_s", int, 12 * 3600, check=_positive),
+        cookie_secure=t.get("cookie_secure", bool, False),
+    )
+    t.done()
+
+    t = top.table("homeassistant")
+    homeassistant = HomeAssistantConfig(
+        enabled=t.get("enabled", bool, False),
+        discovery_prefix=t.get("discovery_prefix", str, "homeassistant",
+                               check=lambda v: None if v and "#" not in v and "+" not in v
+                               else f"{v!r} is not a topic prefix"),
+    )
+    t.done()
+
+    t = top.table("alarms")
+    alarms = AlarmsConfig(offline_grace_s=t.get("offline_grace_s", float, 60.0, check=_non_negative))
+    t.done()
+    top.done()
+
+    return CentralConfig(
+        timezone=timezone,
+        data_dir=data_dir,
+        store=store,
+        mqtt=mqtt,
+        escalation=escalation,
+        web=web,
+        homeassistant=homeassistant,
+        alarms=alarms,
+        source=source,
+    )
+
+
+def _opt_path(value: str | None) -> Path | None:
+    return None if value is None else Path(value)

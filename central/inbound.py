@@ -1,0 +1,123 @@
+"""Decoding what agents publish, on paho's thread, before anything is stored.
+
+Each MQTT message becomes an :class:`Inbound` (a typed wire message and who
+sent it) or a :class:`Rejected` naming the counter it goes to: garbage,
+wrong types, oversized, unknown kind, bad topic. Nothing here raises on
+input from the network, and nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable
+
+from wire import topics
+from wire.codec import MAX_PAYLOAD_BYTES, unpack
+from wire.errors import DecodeError
+from wire.messages import AgentStatus, Birth, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
+from wire.topics import Channel
+
+STATUS_MAX_BYTES = 1024  # wire's limit for the JSON status payloads
+
+
+class Counter(StrEnum):
+    """Names in central's ``counters`` table."""
+
+    EVENTS_STORED = "events_stored"
+    EVENTS_DUPLICATE = "events_duplicate"
+    EVENTS_SUSPICIOUS = "events_suspicious"  # a stored eseq sent again with different content
+    EVENTS_UNPLANNED = "events_unplanned"
+    EVENTS_LOST = "events_lost"  # eseqs given up on after REPLAY_GIVE_UP requests
+    REPLAY_REQUESTS = "replay_requests"
+    REBIRTH_REQUESTS = "rebirth_requests"
+    STALE_STATUS = "stale_status"
+    LISTENER_ERRORS = "listener_errors"
+    QUEUE_OVERFLOW = "queue_overflow"
+    STORE_ERRORS = "store_errors"
+    BAD_TOPIC = "bad_message.bad_topic"
+    BAD_OVERSIZED = "bad_message.oversized"
+    BAD_GARBAGE = "bad_message.garbage"
+    BAD_UNKNOWN_KIND = "bad_message.unknown_kind"
+    BAD_WRONG_TYPES = "bad_message.wrong_types"
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound:
+    agent: str
+    channel: Channel
+    message: Any  # Event | Birth | AgentStatus | Telemetry | StateSnapshot | CommandResponse
+    received_ts: int
+    retained: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    reason: Counter
+    topic: str
+    detail: str
+
+
+_MSGPACK_TYPES: dict[Channel, Callable[[bytes], Any]] = {
+    Channel.BIRTH: Birth.from_payload,
+    Channel.STATE: StateSnapshot.from_payload,
+    Channel.TELE: Telemetry.from_payload,
+    Channel.CMD_RESP: CommandResponse.from_payload,
+}
+_EVENT_KINDS = frozenset(str(k) for k in EventKind)
+
+
+def decode(topic: str, payload: bytes, *, received_ts: int, retained: bool = False) -> Inbound | Rejected | None:
+    """One MQTT message into a typed message, a rejection with its reason, or None (ignore)."""
+    try:
+        parsed = topics.parse(topic)
+    except DecodeError as exc:
+        return Rejected(Counter.BAD_TOPIC, topic, str(exc))
+    if parsed.agent_id == topics.CENTRAL_ID:
+        if parsed.channel is Channel.STATUS:
+            return None  # our own retained status comes back through gridpatrol/v1/+/status
+        return Rejected(Counter.BAD_TOPIC, topic, "only central publishes as 'central'")
+    channel = parsed.channel
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        return Rejected(Counter.BAD_OVERSIZED, topic, f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        if channel is Channel.STATUS:
+            if not payload:
+                return None  # someone cleared the retained status: nothing to learn
+            if len(payload) > STATUS_MAX_BYTES:
+                return Rejected(Counter.BAD_OVERSIZED, topic, f"status of {len(payload)} bytes exceeds {STATUS_MAX_BYTES}")
+            json.loads(payload)  # garbage and wrong types are told apart for the counters
+            message: Any = _wrong_types(AgentStatus.from_payload, payload)
+        elif channel is Channel.EVT:
+            message = _event(unpack(payload))
+        elif channel in _MSGPACK_TYPES:
+            unpack(payload)  # garbage and wrong types are told apart for the counters
+            message = _wrong_types(_MSGPACK_TYPES[channel], payload)
+        else:
+            return Rejected(Counter.BAD_TOPIC, topic, f"agents do not publish on {channel!r}")
+    except _WrongTypes as exc:
+        return Rejected(exc.reason, topic, str(exc))
+    except (DecodeError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
+        return Rejected(Counter.BAD_GARBAGE, topic, str(exc) or type(exc).__name__)
+    return Inbound(parsed.agent_id, channel, message, received_ts, retained)
+
+
+class _WrongTypes(Exception):
+    def __init__(self, reason: Counter, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
+def _event(d: dict[str, Any]) -> Event:
+    kind = d.get("kind")
+    if isinstance(kind, str) and kind not in _EVENT_KINDS:
+        raise _WrongTypes(Counter.BAD_UNKNOWN_KIND, f"event: unknown kind {kind[:64]!r}")
+    return _wrong_types(Event.from_map, d)
+
+
+def _wrong_types(parse: Callable[[Any], Any], value: Any) -> Any:
+    try:
+        return parse(value)
+    except DecodeError as exc:
+        raise _WrongTypes(Counter.BAD_WRONG_TYPES, str(exc)) from None

@@ -1,0 +1,532 @@
+"""Central's MQTT session and the writer thread that stores what arrives.
+
+paho's network thread only decodes each message and puts it on a queue. One
+writer thread drains the queue in batches: it inserts a batch of events in
+one transaction, commits, and only then publishes one ``ack`` per agent (the
+highest eseq held with no gap below it), calls the listeners and asks for
+what is missing. Committing per message would cap ingest at the disk's fsync
+rate; a batch costs one fsync however large it is.
+
+The session is persistent (MQTT v5, clean_start false, a fixed client id, a
+long session expiry) so that what agents send while central restarts waits at
+the broker. The broker is not what makes delivery certain (its persistence is
+a periodic snapshot a crash loses): the agents' outboxes and central's acks
+are. A message decoded but not yet committed when central dies was never
+acked, so its agent sends it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Protocol, Sequence
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from central.config import MqttConfig
+from central.inbound import Counter, Rejected, decode
+from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
+from central.store import Store, StoredEvent
+from central.timeest import ClockEstimator
+from wire import topics
+from wire.messages import (
+    Ack, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, StateSnapshot, Telemetry,
+)
+
+_LOGGER = logging.getLogger(__name__)
+
+BATCH_MAX = 5000  # events per transaction; bounds the time a batch holds the write lock
+QUEUE_MAX = 200_000  # decoded messages waiting; beyond this they are dropped unacked (agents resend)
+TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
+GAP_GRACE_S = 1.0  # a gap must stand this long without progress before asking for a replay
+REPLAY_INTERVAL_S = 5.0  # at most one replay request per agent this often
+# Replay requests without any progress before central takes the missing eseqs
+# as lost (an agent whose full outbox dropped them can never send them).
+REPLAY_GIVE_UP = 12
+LOG_EVERY_S = 10.0  # one log line per kind of bad message this often, the rest counted
+STOP_TIMEOUT_S = 10.0
+_LOST_RANGES_KEPT = 20
+
+
+class Listener(Protocol):
+    """Told on the ingest thread, after the commit; must return quickly."""
+
+    def events_stored(self, events: Sequence[StoredEvent]) -> None: ...
+
+    def presence_changed(self, agent: str, state: str, ts: int) -> None: ...
+
+
+# -- eseq bookkeeping (on the writer thread) ----------------------------------
+
+
+@dataclass(slots=True)
+class _Sequence:
+    """One agent's eseqs: all up to ``contiguous`` are covered, ``above`` are held past a gap."""
+
+    contiguous: int
+    above: set[int]
+    progress_at: float
+    replay_at: float | None = None
+    attempts: int = 0
+
+    def add(self, eseq: int, now: float) -> None:
+        if eseq == self.contiguous + 1:
+            self.contiguous = eseq
+            self.above.discard(eseq)
+            while self.contiguous + 1 in self.above:
+                self.contiguous += 1
+                self.above.remove(self.contiguous)
+            self.progress_at = now
+            self.attempts = 0
+        elif eseq > self.contiguous + 1:
+            if not self.above:
+                self.progress_at = now  # a gap opens
+            self.above.add(eseq)
+
+    def give_up(self, now: float) -> tuple[int, int]:
+        """Take the first gap as lost; returns its first and last eseq."""
+        first, last = self.contiguous + 1, min(self.above) - 1
+        self.contiguous = last
+        self.add(last + 1, now)
+        return first, last
+
+
+class _LogLimiter:
+    def __init__(self, every_s: float, monotonic: Callable[[], float]) -> None:
+        self._every_s = every_s
+        self._monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        """(log now?, how many were held back since the last line)."""
+        now = self._monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self._every_s:
+            self._held[key] = self._held.get(key, 0) + 1
+            return False, 0
+        self._last[key] = now
+        return True, self._held.pop(key, 0)
+
+
+_STOP = object()
+
+
+class Ingest:
+    """Subscribes to every agent, stores events once, acks, asks for what is missing.
+
+    ``is_planned(agent_id)`` says whether the patrol plan knows an agent; it is
+    called on the ingest thread at most once per agent per batch and must be a
+    quick in-memory lookup. Without it every event is stored as planned: no
+    plan, nothing to flag.
+    """
+
+    def __init__(self, config: MqttConfig, store: Store, *, listeners: Iterable[Listener] = (),
+                 is_planned: Callable[[str], bool] | None = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic, gap_grace_s: float = GAP_GRACE_S,
+                 replay_interval_s: float = REPLAY_INTERVAL_S, replay_give_up: int = REPLAY_GIVE_UP,
+                 rebirth_interval_s: float = REBIRTH_INTERVAL_S, batch_max: int = BATCH_MAX,
+                 queue_max: int = QUEUE_MAX) -> None:
+        self._config = config
+        self._store = store
+        self._listeners: tuple[Listener, ...] = tuple(listeners)
+        self.is_planned = is_planned
+        self._clock = clock
+        self._monotonic = monotonic
+        self._gap_grace_s = gap_grace_s
+        self._replay_interval_s = replay_interval_s
+        self._replay_give_up = replay_give_up
+        self._batch_max = batch_max
+        self._queue_max = queue_max
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._presence = Presence(rebirth_interval_s=rebirth_interval_s)
+        self._times = ClockEstimator()
+        self._sequences: dict[str, _Sequence] = {}
+        self._gapped: set[str] = set()
+        self._counts_lock = threading.Lock()
+        self._totals: dict[str, int] = {}
+        self._deltas: dict[str, int] = {}
+        self._overflowed = 0  # written by paho's thread only
+        self._overflow_taken = 0
+        self._log_limit = _LogLimiter(LOG_EVERY_S, monotonic)
+        self._connected = threading.Event()
+        self._ready = threading.Event()
+        self._start_error: BaseException | None = None
+        self._writer: threading.Thread | None = None
+        self._client = self._make_client()
+
+    # -- life cycle -------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Attach a listener; call before start()."""
+        self._listeners = (*self._listeners, listener)
+
+    def start(self) -> None:
+        """Open the store, then connect (in the background, retrying until the broker answers)."""
+        self._writer = threading.Thread(target=self._run, name="central-ingest", daemon=True)
+        self._writer.start()
+        self._ready.wait()
+        if self._start_error is not None:
+            self._writer.join()
+            raise self._start_error
+        c = self._config
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = c.session_expiry_s
+        self._client.connect_async(c.host, c.port, keepalive=c.keepalive_s, clean_start=False, properties=props)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Store what is queued, publish offline status, disconnect."""
+        if self._writer is not None and self._writer.is_alive():
+            self._queue.put(_STOP)
+            self._writer.join(STOP_TIMEOUT_S)
+        if self._connected.is_set():
+            info = self._client.publish(topics.CENTRAL_STATUS, self._status(False), qos=1, retain=True)
+            if info.rc == mqtt.MQTT_ERR_SUCCESS:
+                info.wait_for_publish(timeout=2.0)
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected and subscribed."""
+        return self._connected.wait(timeout)
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Every counter since the store was created (committed and pending)."""
+        with self._counts_lock:
+            out = dict(self._totals)
+            for name, n in self._deltas.items():
+                out[name] = out.get(name, 0) + n
+        if self._overflowed > self._overflow_taken:
+            out[Counter.QUEUE_OVERFLOW] = out.get(Counter.QUEUE_OVERFLOW, 0) + self._overflowed - self._overflow_taken
+        return out
+
+    def send_command(self, agent_id: str, command: Command) -> bool:
+        """Publish a command to an agent (thread-safe); False when it could not even be queued."""
+        if not topics.is_valid_agent_id(agent_id):
+            raise ValueError(f"agent id {agent_id!r} is not valid")
+        info = self._client.publish(topics.cmd(agent_id), command.to_payload(), qos=1)
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: sent on reconnect
+
+    @staticmethod
+    def new_txn() -> str:
+        return secrets.token_hex(6)
+
+    # -- MQTT (paho's thread: decode, enqueue, return) --------------------------
+
+    def _make_client(self) -> mqtt.Client:
+        c = self._config
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=mqtt.MQTTv5)
+        if c.tls_ca is not None or c.tls_cert is not None:
+            client.tls_set(ca_certs=_opt(c.tls_ca), certfile=_opt(c.tls_cert), keyfile=_opt(c.tls_key))
+        if c.username is not None:
+            client.username_pw_set(c.username, c.password)
+        client.will_set(topics.CENTRAL_STATUS, self._status(False), qos=1, retain=True)
+        client.reconnect_delay_set(min_delay=1, max_delay=30)
+        client.max_inflight_messages_set(100)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_subscribe = self._on_subscribe
+        client.on_message = self._on_message
+        return client
+
+    def _status(self, online: bool) -> bytes:
+        return CentralStatus(online=online, ts=int(self._clock() * 1000)).to_payload()
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        if reason.is_failure:
+            _LOGGER.warning("broker refused the connection: %s", reason)
+            return
+        _LOGGER.info("connected to %s:%s (session present: %s)", self._config.host, self._config.port,
+                     flags.session_present)
+        client.subscribe([(t, 1) for t in topics.CENTRAL_SUBSCRIPTIONS])
+        client.publish(topics.CENTRAL_STATUS, self._status(True), qos=1, retain=True)
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
+        failed = [r for r in reasons if r.is_failure]
+        if failed:
+            _LOGGER.error("broker refused central's subscriptions: %s", failed)
+            return
+        self._connected.set()  # connected and subscribed: nothing sent from now on is missed
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
+        self._connected.clear()
+        if reason.is_failure:
+            _LOGGER.warning("disconnected from the broker: %s; reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            if self._queue.qsize() >= self._queue_max:
+                self._overflowed += 1  # not acked, so its agent sends it again
+                return
+            try:
+                topic = msg.topic
+            except UnicodeDecodeError:
+                self._queue.put(Rejected(Counter.BAD_TOPIC, repr(msg._topic), "topic is not UTF-8"))
+                return
+            item = decode(topic, msg.payload, received_ts=int(self._clock() * 1000), retained=msg.retain)
+            if item is not None:
+                self._queue.put(item)
+        except Exception:  # an exception here would end paho's network thread
+            _LOGGER.exception("could not decode a message on %r", getattr(msg, "_topic", b"?"))
+
+    # -- the writer thread ------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._conn = self._store.connect()
+            self._presence.load(self._store.list_agents(conn=self._conn))
+            for rec in self._store.list_agents(conn=self._conn):
+                self._times.load(rec.agent, rec.flags.get("clock", {}))
+            self._totals = self._store.counters(conn=self._conn)
+        except BaseException as exc:
+            self._start_error = exc
+            self._ready.set()
+            return
+        self._ready.set()
+        try:
+            while True:
+                try:
+                    items = [self._queue.get(timeout=TICK_S)]
+                except queue.Empty:
+                    items = []
+                while items and len(items) < self._batch_max:
+                    try:
+                        items.append(self._queue.get_nowait())
+                    except queue.Empty:
+                        break
+                stop = any(i is _STOP for i in items)
+                if stop:
+                    items = items[:next(n for n, i in enumerate(items) if i is _STOP)]
+                self._process(items)
+                if stop:
+                    return
+        finally:
+            self._conn.close()
+
+    def _count(self, name: Counter, n: int = 1) -> None:
+        with self._counts_lock:
+            self._deltas[name] = self._deltas.get(name, 0) + n
+
+    def _process(self, items: list[Any]) -> None:
+        now = self._monotonic()
+        events: list[StoredEvent] = []
+        changes: list[PresenceChange] = []
+        commands: list[tuple[str, Command]] = []
+        planned: dict[str, bool] = {}
+        for item in items:
+            if isinstance(item, Rejected):
+                self._reject(item)
+                continue
+            agent, msg, ts = item.agent, item.message, item.received_ts
+            if isinstance(msg, Event):
+                self._presence.touch(agent, ts)
+                if agent not in planned:
+                    planned[agent] = self._planned(agent)
+                events.append(self._stored(agent, msg, ts, item.retained, unplanned=not planned[agent]))
+            elif isinstance(msg, AgentStatus):
+                change = self._presence.on_status(agent, msg, ts, retained=item.retained)
+                if change is not None:
+                    changes.append(change)
+                if msg.state == "online" and item.retained:
+                    self._want_birth(agent, now, commands)  # connected before central came up
+                continue
+            elif isinstance(msg, Birth):
+                change = self._presence.on_birth(agent, msg, ts)
+                if change is not None:
+                    changes.append(change)
+                if msg.mono_ms or msg.ts:
+                    self._observe_time(agent, msg.boot_id, msg.ts, msg.mono_ms, msg.clock_synced, ts, live=True)
+            elif isinstance(msg, Telemetry):
+                self._presence.on_tele(agent, msg, ts)
+                rec = self._presence.record(agent, ts)
+                # A sample belongs to a boot: tele names none, so it counts only
+                # while central holds the birth of the agent's current connection.
+                if rec.boot_id is not None and rec.birth_bdseq is not None and rec.birth_bdseq == rec.bdseq:
+                    self._observe_time(agent, rec.boot_id, msg.ts, msg.mono_ms, msg.clock_synced, ts, live=True)
+            elif isinstance(msg, StateSnapshot):
+                self._presence.on_snapshot(agent, msg, ts, retained=item.retained)
+            elif isinstance(msg, CommandResponse):
+                self._presence.touch(agent, ts)
+                level = logging.DEBUG if msg.ok else logging.WARNING
+                _LOGGER.log(level, "agent %s answered txn %s: ok=%s %s", agent, msg.txn, msg.ok, msg.error or "")
+            self._want_birth(agent, now, commands)
+        stale = self._presence.stale_statuses
+        if stale:
+            self._count(Counter.STALE_STATUS, stale)
+            self._presence.stale_statuses = 0
+        if not items and not self._gapped:
+            return
+        self._commit(events, changes, commands, now)
+
+    def _commit(self, events: list[StoredEvent], changes: list[PresenceChange],
+                commands: list[tuple[str, Command]], now: float) -> None:
+        conn = self._conn
+        acks: set[str] = set()
+        rows = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            inserted = self._store.insert_events(conn, events)
+            self._check_duplicates(events, inserted)
+            for e in inserted:
+                self._sequence(e.agent, now).add(e.eseq, now)
+                if self._sequences[e.agent].above:
+                    self._gapped.add(e.agent)
+            acks.update(e.agent for e in events)
+            acks.update(self._look_at_gaps(now, commands))
+            for agent in acks:
+                rec = self._presence.record(agent, 0)
+                rec.acked_eseq = self._sequence(agent, now).contiguous
+                self._presence.mark_dirty(agent)
+            self._count(Counter.EVENTS_STORED, len(inserted))
+            self._count(Counter.EVENTS_UNPLANNED, sum(1 for e in inserted if e.unplanned))
+            rows = self._presence.take_dirty()
+            self._store.save_agents(conn, rows)
+            with self._counts_lock:
+                deltas, self._deltas = self._deltas, {}
+            overflowed = self._overflowed
+            deltas[Counter.QUEUE_OVERFLOW] = deltas.get(Counter.QUEUE_OVERFLOW, 0) + overflowed - self._overflow_taken
+            self._store.add_counters(conn, deltas)
+            conn.commit()
+        except Exception:
+            _LOGGER.exception("could not store a batch of %s events; they stay unacked", len(events))
+            conn.rollback()
+            self._count(Counter.STORE_ERRORS)
+            self._presence.restore_dirty(rows)
+            for agent in {e.agent for e in events} | acks:  # reload their eseqs from what was committed
+                self._sequences.pop(agent, None)
+                self._gapped.discard(agent)
+            return
+        self._overflow_taken = overflowed
+        with self._counts_lock:
+            for name, n in deltas.items():
+                self._totals[name] = self._totals.get(name, 0) + n
+        for agent in sorted(acks):
+            contiguous = self._sequences[agent].contiguous
+            if contiguous > 0:
+                self._client.publish(topics.ack(agent), Ack(contiguous).to_payload(), qos=1)
+        for agent, command in commands:
+            self._client.publish(topics.cmd(agent), command.to_payload(), qos=1)
+        if inserted:
+            self._tell("events_stored", inserted)
+        for change in changes:
+            self._tell("presence_changed", change.agent, str(change.state), change.ts)
+
+    def _tell(self, method: str, *args: Any) -> None:
+        for listener in self._listeners:
+            try:
+                getattr(listener, method)(*args)
+            except Exception:
+                self._count(Counter.LISTENER_ERRORS)
+                _LOGGER.exception("listener %r failed in %s", listener, method)
+
+    def _planned(self, agent: str) -> bool:
+        if self.is_planned is None:
+            return True
+        try:
+            return bool(self.is_planned(agent))
+        except Exception:
+            self._count(Counter.LISTENER_ERRORS)
+            _LOGGER.exception("is_planned(%r) failed; storing its events as planned", agent)
+            return True
+
+    def _stored(self, agent: str, e: Event, received_ts: int, retained: bool, *, unplanned: bool) -> StoredEvent:
+        self._observe_time(agent, e.boot_id, e.ts, e.mono_ms, e.clock_synced, received_ts,
+                           live=not e.replayed and not retained)
+        est = self._times.estimate(agent, e.boot_id, ts=e.ts, mono_ms=e.mono_ms, clock_synced=e.clock_synced,
+                                   received_ts=received_ts)
+        return StoredEvent(agent=agent, eseq=e.eseq, kind=str(e.kind), source=e.source, ts=e.ts, ts_est=est.ts_est,
+                           ts_estimated=est.estimated, received_ts=received_ts, replayed=e.replayed, fields=e.fields,
+                           unplanned=unplanned, boot_id=e.boot_id, mono_ms=e.mono_ms, clock_synced=e.clock_synced)
+
+    def _observe_time(self, agent: str, boot_id: str, ts: int, mono_ms: int, synced: bool, received_ts: int, *,
+                      live: bool) -> None:
+        if self._times.observe(agent, boot_id, ts=ts, mono_ms=mono_ms, clock_synced=synced,
+                               received_ts=received_ts, live=live):
+            rec = self._presence.record(agent, received_ts)
+            rec.flags["clock"] = self._times.export(agent)
+            self._presence.mark_dirty(agent)
+
+    def _want_birth(self, agent: str, now: float, commands: list[tuple[str, Command]]) -> None:
+        if self._presence.needs_rebirth(agent, now):
+            commands.append((agent, Command(CommandName.REBIRTH, self.new_txn())))
+            self._count(Counter.REBIRTH_REQUESTS)
+            _LOGGER.info("agent %s: no birth for its current connection; asking for a rebirth", agent)
+
+    def _reject(self, item: Rejected) -> None:
+        self._count(item.reason)
+        log_now, held = self._log_limit.allow(item.reason)
+        if log_now:
+            more = f" ({held} more like it dropped since the last line)" if held else ""
+            _LOGGER.warning("dropped a message on %s: %s: %s%s", item.topic, item.reason, item.detail, more)
+
+    def _check_duplicates(self, events: list[StoredEvent], inserted: list[StoredEvent]) -> None:
+        fresh = {id(e) for e in inserted}
+        duplicates = [e for e in events if id(e) not in fresh]
+        if not duplicates:
+            return
+        self._count(Counter.EVENTS_DUPLICATE, len(duplicates))
+        stored = self._store.stored_contents(self._conn, ((e.agent, e.eseq) for e in duplicates))
+        for e in duplicates:
+            held = stored.get((e.agent, e.eseq))
+            if held is not None and held != e.content():
+                self._count(Counter.EVENTS_SUSPICIOUS)
+                _LOGGER.warning("agent %s sent eseq %s again with different content; kept the first: held %s, got %s",
+                                e.agent, e.eseq, held, e.content())
+
+    def _sequence(self, agent: str, now: float) -> _Sequence:
+        seq = self._sequences.get(agent)
+        if seq is None:
+            rec = self._presence.record(agent, 0)
+            contiguous = self._store.contiguous_eseq(agent, after=rec.acked_eseq, conn=self._conn)
+            above = set(self._store.eseqs_above(agent, contiguous, conn=self._conn))
+            seq = self._sequences[agent] = _Sequence(contiguous, above, progress_at=now)
+        return seq
+
+    def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]]) -> set[str]:
+        """Ask for replays of gaps that stand still; give up on hopeless ones. Returns agents to ack."""
+        moved: set[str] = set()
+        for agent in sorted(self._gapped):
+            seq = self._sequences[agent]
+            if not seq.above:
+                self._gapped.discard(agent)
+                continue
+            rec: AgentRecord | None = self._presence.get(agent)
+            state = rec.state if rec is not None else PresenceState.UNKNOWN
+            if state in (PresenceState.OFFLINE, PresenceState.DISCONNECTED):
+                continue  # it sends its whole backlog when it is back
+            if now - seq.progress_at < self._gap_grace_s:
+                continue
+            if seq.replay_at is not None and now - seq.replay_at < self._replay_interval_s:
+                continue
+            if seq.attempts >= self._replay_give_up and state is PresenceState.ONLINE:
+                first, last = seq.give_up(now)
+                self._count(Counter.EVENTS_LOST, last - first + 1)
+                _LOGGER.warning("agent %s: eseq %s to %s never came after %s replay requests; taken as lost",
+                                agent, first, last, seq.attempts)
+                if rec is not None:
+                    rec.flags["lost"] = [*rec.flags.get("lost", []), [first, last]][-_LOST_RANGES_KEPT:]
+                moved.add(agent)
+                continue
+            seq.attempts += 1
+            seq.replay_at = now
+            commands.append((agent, Command(CommandName.REPLAY, self.new_txn(), {"from": seq.contiguous + 1})))
+            self._count(Counter.REPLAY_REQUESTS)
+            _LOGGER.info("agent %s: eseq %s missing (holding %s above it); asking for a replay", agent,
+                         seq.contiguous + 1, len(seq.above))
+        return moved
+
+
+def _opt(path: Any) -> str | None:
+    return None if path is None else str(path)

@@ -1,0 +1,399 @@
+"""The event store: one SQLite file in WAL mode holding events, agents, counters.
+
+One writer (the ingest thread) and any number of readers (the dashboard, the
+command line in another process). Readers never block the writer and see only
+committed batches. ``synchronous = FULL`` on the write connection: central
+acks an event only after the commit, and an ack makes the agent delete its
+copy, so a commit must survive a power cut, not just a crash of the process.
+
+``alarms`` and ``alarm_steps`` live in the same file but belong to
+central/alarms.py, which creates them itself.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import closing, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+from urllib.parse import quote
+
+_LOGGER = logging.getLogger(__name__)
+
+BUSY_TIMEOUT_S = 5.0
+# SQLite allows 32766 host parameters; stay far below for any build.
+_IN_CHUNK = 500
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events(
+    agent TEXT NOT NULL,
+    eseq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    ts INTEGER NOT NULL,            -- as the agent said (UTC ms)
+    ts_est INTEGER NOT NULL,        -- central's estimate of when it really happened
+    ts_estimated INTEGER NOT NULL,  -- 1 when ts_est is not the agent's synced clock
+    mono_ms INTEGER NOT NULL,
+    clock_synced INTEGER NOT NULL,
+    replayed INTEGER NOT NULL,
+    received_ts INTEGER NOT NULL,
+    fields TEXT NOT NULL,           -- JSON: the kind's own keys
+    unplanned INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(agent, eseq)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS events_kind_ts_est ON events(kind, ts_est);
+CREATE INDEX IF NOT EXISTS events_received_ts ON events(received_ts);
+CREATE TABLE IF NOT EXISTS agents(
+    agent TEXT PRIMARY KEY,
+    state TEXT,                     -- online | offline | disconnected | NULL (unknown)
+    bdseq INTEGER,
+    boot_id TEXT,
+    last_seen INTEGER,
+    acked_eseq INTEGER NOT NULL DEFAULT 0,
+    first_seen INTEGER,
+    birth TEXT,                     -- JSON
+    tele TEXT,                      -- JSON
+    snapshot TEXT,                  -- JSON
+    flags TEXT                      -- JSON
+);
+CREATE TABLE IF NOT EXISTS counters(
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+"""
+
+_EVENT_COLUMNS = (
+    "agent, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms, clock_synced, replayed, "
+    "received_ts, fields, unplanned"
+)
+_INSERT_EVENT = f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+_AGENT_COLUMNS = "agent, state, bdseq, boot_id, last_seen, acked_eseq, first_seen, birth, tele, snapshot, flags"
+
+
+class StoreError(Exception):
+    """The store cannot be used (missing file, wrong schema)."""
+
+
+def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if isinstance(value, MappingProxyType):
+        return value
+    return MappingProxyType(dict(value or {}))
+
+
+@dataclass(frozen=True, slots=True)
+class StoredEvent:
+    """One event as central holds it; what listeners receive after the commit."""
+
+    agent: str
+    eseq: int
+    kind: str
+    source: str
+    ts: int
+    ts_est: int
+    ts_estimated: bool
+    received_ts: int
+    replayed: bool
+    fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    unplanned: bool = False
+    boot_id: str = ""
+    mono_ms: int = 0
+    clock_synced: bool = False
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.fields, MappingProxyType):
+            object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
+
+    def content(self) -> dict[str, Any]:
+        """The same map as :meth:`wire.messages.Event.content` of the event received."""
+        body = dict(self.fields)
+        body.update(eseq=self.eseq, boot_id=self.boot_id, kind=self.kind, source=self.source, ts=self.ts,
+                    mono_ms=self.mono_ms, clock_synced=self.clock_synced)
+        return body
+
+    def to_json(self) -> dict[str, Any]:
+        """DESIGN.md's machine-readable form; ``unplanned: true`` only on flagged events."""
+        body = dict(self.fields)  # first, so a stray field can never shadow a column
+        body.update(agent=self.agent, eseq=self.eseq, kind=self.kind, source=self.source, ts=self.ts,
+                    received_ts=self.received_ts, replayed=self.replayed)
+        if self.unplanned:
+            body["unplanned"] = True
+        return body
+
+    def to_notice(self) -> dict[str, Any]:
+        """The ``event`` notice on the bus: the JSON form plus central's time estimate."""
+        body = self.to_json()
+        body.update(ts_est=self.ts_est, ts_estimated=self.ts_estimated, unplanned=self.unplanned)
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class AgentRow:
+    """One row of ``agents``; ``state`` None means central never heard a status."""
+
+    agent: str
+    state: str | None = None
+    bdseq: int | None = None
+    boot_id: str | None = None
+    last_seen: int | None = None
+    acked_eseq: int = 0
+    first_seen: int | None = None
+    birth: Mapping[str, Any] | None = None
+    tele: Mapping[str, Any] | None = None
+    snapshot: Mapping[str, Any] | None = None
+    flags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+    def to_json(self) -> dict[str, Any]:
+        """DESIGN.md's machine-readable form."""
+        return {"agent": self.agent, "state": self.state or "unknown", "bdseq": self.bdseq,
+                "last_seen": self.last_seen, "acked_eseq": self.acked_eseq}
+
+
+def _dumps(value: Mapping[str, Any] | None) -> str | None:
+    return None if value is None else json.dumps(_plain(value), separators=(",", ":"), sort_keys=True)
+
+
+def _plain(value: Any) -> Any:
+    """MappingProxyType and tuples into what json can write."""
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, bytes):
+        return value.hex()
+    return value
+
+
+def _loads(text: str | None) -> Mapping[str, Any] | None:
+    if text is None:
+        return None
+    value = json.loads(text)
+    return MappingProxyType(value) if isinstance(value, dict) else MappingProxyType({})
+
+
+def _event_row(e: StoredEvent) -> tuple[Any, ...]:
+    return (e.agent, e.eseq, e.boot_id, e.kind, e.source, e.ts, e.ts_est, int(e.ts_estimated), e.mono_ms,
+            int(e.clock_synced), int(e.replayed), e.received_ts,
+            json.dumps(dict(e.fields), separators=(",", ":")), int(e.unplanned))
+
+
+def _event_from_row(r: Sequence[Any]) -> StoredEvent:
+    (agent, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms, clock_synced, replayed,
+     received_ts, fields, unplanned) = r
+    return StoredEvent(agent=agent, eseq=eseq, kind=kind, source=source, ts=ts, ts_est=ts_est,
+                       ts_estimated=bool(ts_estimated), received_ts=received_ts, replayed=bool(replayed),
+                       fields=MappingProxyType(json.loads(fields)), unplanned=bool(unplanned), boot_id=boot_id,
+                       mono_ms=mono_ms, clock_synced=bool(clock_synced))
+
+
+def _agent_from_row(r: Sequence[Any]) -> AgentRow:
+    agent, state, bdseq, boot_id, last_seen, acked, first_seen, birth, tele, snapshot, flags = r
+    return AgentRow(agent=agent, state=state, bdseq=bdseq, boot_id=boot_id, last_seen=last_seen,
+                    acked_eseq=acked or 0, first_seen=first_seen, birth=_loads(birth), tele=_loads(tele),
+                    snapshot=_loads(snapshot), flags=_loads(flags) or MappingProxyType({}))
+
+
+def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
+class Store:
+    """The SQLite file at ``path``; connections and the queries other code needs.
+
+    Query methods take an optional ``conn``; without one they open a short
+    read-only connection of their own, so any thread may call them.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    def connect(self, readonly: bool = False) -> sqlite3.Connection:
+        """A connection in WAL mode with a busy timeout; the writer's also creates the schema."""
+        if readonly:
+            if not self.path.exists():
+                raise StoreError(f"store {self.path} does not exist (has `gridpatrol central` run?)")
+            conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
+            conn.execute("PRAGMA query_only = ON")
+            return conn
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            with conn:
+                conn.executescript(SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    @contextmanager
+    def _reading(self, conn: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+        if conn is not None:
+            yield conn
+            return
+        with closing(self.connect(readonly=True)) as own:
+            yield own
+
+    # -- writing (the ingest thread, inside its batch transaction) -------------
+
+    @staticmethod
+    def insert_events(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+        """Insert the events not yet stored; return those inserted, in the order given.
+
+        An (agent, eseq) already in the table, or twice in ``events``, is not
+        inserted again and not returned; the caller compares its content.
+        """
+        if not events:
+            return []
+        by_agent: dict[str, list[int]] = {}
+        for e in events:
+            by_agent.setdefault(e.agent, []).append(e.eseq)
+        held: set[tuple[str, int]] = set()
+        for agent, eseqs in by_agent.items():
+            for chunk in _chunks(sorted(set(eseqs))):
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(f"SELECT eseq FROM events WHERE agent = ? AND eseq IN ({marks})", (agent, *chunk))
+                held.update((agent, eseq) for (eseq,) in rows)
+        fresh: list[StoredEvent] = []
+        for e in events:
+            key = (e.agent, e.eseq)
+            if key not in held:
+                held.add(key)
+                fresh.append(e)
+        before = conn.total_changes
+        conn.executemany(_INSERT_EVENT, [_event_row(e) for e in fresh])
+        inserted = conn.total_changes - before
+        if inserted != len(fresh):  # only another writer on the same file could do this
+            _LOGGER.error("store: inserted %s of %s new events; is a second writer using %s?", inserted,
+                          len(fresh), conn)
+        return fresh
+
+    @staticmethod
+    def stored_contents(conn: sqlite3.Connection, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
+        """The :meth:`StoredEvent.content` of each stored (agent, eseq) among ``keys``."""
+        by_agent: dict[str, set[int]] = {}
+        for agent, eseq in keys:
+            by_agent.setdefault(agent, set()).add(eseq)
+        found: dict[tuple[str, int], dict[str, Any]] = {}
+        for agent, eseqs in by_agent.items():
+            for chunk in _chunks(sorted(eseqs)):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE agent = ? AND eseq IN ({marks})"
+                for row in conn.execute(sql, (agent, *chunk)):
+                    e = _event_from_row(row)
+                    found[(e.agent, e.eseq)] = e.content()
+        return found
+
+    @staticmethod
+    def save_agents(conn: sqlite3.Connection, rows: Iterable[AgentRow]) -> None:
+        conn.executemany(
+            f"INSERT OR REPLACE INTO agents({_AGENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            [(r.agent, r.state, r.bdseq, r.boot_id, r.last_seen, r.acked_eseq, r.first_seen, _dumps(r.birth),
+              _dumps(r.tele), _dumps(r.snapshot), _dumps(r.flags)) for r in rows],
+        )
+
+    @staticmethod
+    def add_counters(conn: sqlite3.Connection, deltas: Mapping[str, int]) -> None:
+        conn.executemany(
+            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
+            [(name, n) for name, n in deltas.items() if n],
+        )
+
+    # -- queries ---------------------------------------------------------------
+
+    def contiguous_eseq(self, agent: str, *, after: int = 0, conn: sqlite3.Connection | None = None) -> int:
+        """The highest eseq held with none missing between ``after`` and it.
+
+        ``after`` is an eseq known to be covered already (the last ack), so a
+        range central gave up on is not counted as missing again.
+        """
+        with self._reading(conn) as c:
+            if c.execute("SELECT 1 FROM events WHERE agent = ? AND eseq = ?", (agent, after + 1)).fetchone() is None:
+                return after
+            # The end of the run that starts at after + 1: the first held eseq whose successor is missing.
+            row = c.execute(
+                "SELECT MIN(e.eseq) FROM events e WHERE e.agent = ? AND e.eseq > ? AND NOT EXISTS "
+                "(SELECT 1 FROM events f WHERE f.agent = e.agent AND f.eseq = e.eseq + 1)",
+                (agent, after),
+            ).fetchone()
+            return int(row[0])
+
+    def eseqs_above(self, agent: str, eseq: int, *, conn: sqlite3.Connection | None = None) -> list[int]:
+        with self._reading(conn) as c:
+            return [e for (e,) in c.execute("SELECT eseq FROM events WHERE agent = ? AND eseq > ? ORDER BY eseq",
+                                            (agent, eseq))]
+
+    def iter_events(self, conn: sqlite3.Connection, *, agent: str | None = None, kind: str | None = None,
+                    since: int | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
+        """Matching events oldest first by agent, then eseq; ``since`` is on received_ts (UTC ms)."""
+        where, args = [], []
+        if agent is not None:
+            where.append("agent = ?")
+            args.append(agent)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        if since is not None:
+            where.append("received_ts >= ?")
+            args.append(since)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY agent, eseq"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        for row in conn.execute(sql, args):
+            yield _event_from_row(row)
+
+    def list_events(self, agent: str | None = None, kind: str | None = None, since: int | None = None,
+                    limit: int | None = None, *, conn: sqlite3.Connection | None = None) -> list[StoredEvent]:
+        with self._reading(conn) as c:
+            return list(self.iter_events(c, agent=agent, kind=kind, since=since, limit=limit))
+
+    def recent_events(self, limit: int = 100, *, kind: str | None = None, agent: str | None = None,
+                      conn: sqlite3.Connection | None = None) -> list[StoredEvent]:
+        """The last ``limit`` events to arrive, newest first (for a live page)."""
+        where, args = [], []
+        if agent is not None:
+            where.append("agent = ?")
+            args.append(agent)
+        if kind is not None:
+            where.append("kind = ?")
+            args.append(kind)
+        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY received_ts DESC, agent, eseq DESC LIMIT ?"
+        with self._reading(conn) as c:
+            return [_event_from_row(r) for r in c.execute(sql, (*args, limit))]
+
+    def events_between(self, kind: str, start_ms: int, end_ms: int, *,
+                       conn: sqlite3.Connection | None = None) -> list[StoredEvent]:
+        """Events of ``kind`` whose ``ts_est`` is in [start_ms, end_ms), in time order."""
+        with self._reading(conn) as c:
+            rows = c.execute(
+                f"SELECT {_EVENT_COLUMNS} FROM events WHERE kind = ? AND ts_est >= ? AND ts_est < ? "
+                "ORDER BY ts_est, agent, eseq",
+                (kind, start_ms, end_ms),
+            )
+            return [_event_from_row(r) for r in rows]
+
+    def list_agents(self, *, conn: sqlite3.Connection | None = None) -> list[AgentRow]:
+        with self._reading(conn) as c:
+            return [_agent_from_row(r) for r in c.execute(f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY agent")]
+
+    def get_agent(self, agent: str, *, conn: sqlite3.Connection | None = None) -> AgentRow | None:
+        with self._reading(conn) as c:
+            row = c.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE agent = ?", (agent,)).fetchone()
+            return None if row is None else _agent_from_row(row)
+
+    def counters(self, *, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+        with self._reading(conn) as c:
+            return dict(c.execute("SELECT name, value FROM counters ORDER BY name"))

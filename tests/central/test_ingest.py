@@ -1,0 +1,430 @@
+"""Ingest against a real Mosquitto: store once, ack, replay, presence, bad input."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from central.config import MqttConfig
+from central.ingest import Ingest
+from central.store import Store, StoredEvent
+from tests.support import Broker, wait_until
+from wire import topics
+from wire.messages import (
+    Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, Event, EventKind, Telemetry,
+)
+
+BOOT = "boot-a"
+T0 = 1_700_000_000_000
+
+
+class FakeAgent:
+    """An agent on the wire, built from wire messages: publishes, and records its acks and commands."""
+
+    def __init__(self, broker: Broker, agent_id: str, *, will_bdseq: int | None = None) -> None:
+        self.agent_id = agent_id
+        self.acks: list[int] = []
+        self.commands: list[Command] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{agent_id}",
+                                  protocol=mqtt.MQTTv5)
+        if will_bdseq is not None:
+            self.client.will_set(topics.status(agent_id), AgentStatus(AgentState.OFFLINE, will_bdseq, T0).to_payload(),
+                                 qos=1, retain=True)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_connect = lambda c, *a: c.subscribe([(topics.ack(agent_id), 1), (topics.cmd(agent_id), 1)])
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "fake agent did not get its subscriptions"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            if msg.topic == topics.ack(self.agent_id):
+                self.acks.append(Ack.from_payload(msg.payload).eseq)
+            else:
+                self.commands.append(Command.from_payload(msg.payload))
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
+
+    def event(self, eseq: int, *, kind: EventKind = EventKind.SCAN, source: str = "gate-1", replayed: bool = False,
+              synced: bool = True, ts: int | None = None, mono_ms: int | None = None, boot_id: str = BOOT,
+              **fields: Any) -> Event:
+        if kind is EventKind.SCAN and not fields:
+            fields = {"tag": f"{eseq:010X}"}
+        e = Event(eseq=eseq, boot_id=boot_id, kind=kind, source=source,
+                  ts=T0 + eseq * 1000 if ts is None else ts, mono_ms=5000 + eseq * 1000 if mono_ms is None else mono_ms,
+                  clock_synced=synced, replayed=replayed, fields=fields)
+        self.publish(topics.evt(self.agent_id), e.to_payload())
+        return e
+
+    def status(self, state: AgentState, bdseq: int) -> None:
+        self.publish(topics.status(self.agent_id), AgentStatus(state, bdseq, T0).to_payload(), retain=True)
+
+    def birth(self, bdseq: int, *, boot_id: str = BOOT, ts: int = 0, mono_ms: int = 0, synced: bool = False) -> None:
+        b = Birth(bdseq=bdseq, boot_id=boot_id, fw="test-1", inventory={"readers": ({"name": "gate-1"},)},
+                  ts=ts, mono_ms=mono_ms, clock_synced=synced)
+        self.publish(topics.birth(self.agent_id), b.to_payload())
+
+    def online(self, bdseq: int = 1) -> None:
+        self.status(AgentState.ONLINE, bdseq)
+        self.birth(bdseq)
+
+    def acked(self, eseq: int) -> bool:
+        with self._lock:
+            return eseq in self.acks
+
+    def command_list(self, name: CommandName) -> list[Command]:
+        with self._lock:
+            return [c for c in self.commands if c.cmd is name]
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class Recorder:
+    """A listener that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.events: list[StoredEvent] = []
+        self.presence: list[tuple[str, str]] = []
+
+    def events_stored(self, events: Sequence[StoredEvent]) -> None:
+        self.events.extend(events)
+
+    def presence_changed(self, agent: str, state: str, ts: int) -> None:
+        self.presence.append((agent, state))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "central.db")
+
+
+def make_ingest(broker: Broker, store: Store, **kw: Any) -> Ingest:
+    return Ingest(MqttConfig(host=broker.host, port=broker.port, client_id="central-under-test"), store, **kw)
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def ingest(broker: Broker, store: Store, recorder: Recorder) -> Iterator[Ingest]:
+    ing = make_ingest(broker, store, listeners=[recorder], gap_grace_s=0.2, replay_interval_s=0.5)
+    ing.start()
+    try:
+        assert ing.wait_connected(10)
+        yield ing
+    finally:
+        ing.stop()
+
+
+@pytest.fixture
+def agent(broker: Broker) -> Iterator[FakeAgent]:
+    a = FakeAgent(broker, "school-9-gate-1")
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+def stored(store: Store, agent: str | None = None) -> list[StoredEvent]:
+    return store.list_events(agent=agent)
+
+
+def test_events_are_stored_once_and_acked_after_the_commit(broker: Broker, store: Store, recorder: Recorder,
+                                                           ingest: Ingest, agent: FakeAgent) -> None:
+    seen_at_ack: list[int] = []
+    # Read the store (another connection) the moment each ack arrives: the commit must already be visible.
+    original = agent._on_message
+
+    def on_message(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if msg.topic == topics.ack(agent.agent_id):
+            with closing(store.connect(readonly=True)) as conn:
+                seen_at_ack.append(len(store.list_events(conn=conn)))
+        original(client, userdata, msg)
+
+    agent.client.on_message = on_message
+    agent.online()
+    sent = [agent.event(n) for n in (1, 2, 3)]
+    wait_until(lambda: agent.acked(3), message="ack of eseq 3")
+    events = stored(store)
+    assert [(e.agent, e.eseq, e.kind, e.source, e.ts, dict(e.fields), e.replayed) for e in events] == [
+        (agent.agent_id, s.eseq, "scan", "gate-1", s.ts, dict(s.fields), False) for s in sent
+    ]
+    assert all(e.content() == s.content() for e, s in zip(events, sent))
+    assert [e.eseq for e in recorder.events] == [1, 2, 3]
+    assert seen_at_ack and all(n >= 1 for n in seen_at_ack)
+    assert seen_at_ack[-1] == 3
+    assert store.get_agent(agent.agent_id).acked_eseq == 3  # type: ignore[union-attr]
+
+
+def test_a_duplicate_is_acked_again_and_not_stored_twice(store: Store, recorder: Recorder, ingest: Ingest,
+                                                         agent: FakeAgent) -> None:
+    agent.online()
+    for n in (1, 2):
+        agent.event(n)
+    wait_until(lambda: agent.acked(2))
+    acks_before = len(agent.acks)
+    agent.event(2, replayed=True)  # its ack was lost: the agent sends it again
+    wait_until(lambda: len(agent.acks) > acks_before, message="a second ack")
+    assert agent.acks[-1] == 2
+    assert [e.eseq for e in stored(store)] == [1, 2]
+    assert stored(store)[1].replayed is False  # the first copy stays
+    assert [e.eseq for e in recorder.events] == [1, 2]  # listeners hear of it once
+    assert ingest.counters["events_duplicate"] == 1
+    assert ingest.counters.get("events_suspicious", 0) == 0
+
+
+def test_same_eseq_with_other_content_is_flagged_and_never_overwrites(store: Store, ingest: Ingest,
+                                                                      agent: FakeAgent) -> None:
+    agent.online()
+    first = agent.event(1)
+    wait_until(lambda: agent.acked(1))
+    agent.event(1, tag="DEADBEEF00")
+    wait_until(lambda: ingest.counters.get("events_suspicious") == 1, message="suspicious counter")
+    assert [dict(e.fields) for e in stored(store)] == [dict(first.fields)]
+    assert ingest.counters["events_duplicate"] == 1
+
+
+def test_a_gap_asks_for_a_replay_from_the_first_missing(store: Store, ingest: Ingest, agent: FakeAgent) -> None:
+    agent.online()
+    for n in (1, 2, 5):
+        agent.event(n)
+    wait_until(lambda: agent.command_list(CommandName.REPLAY), message="a replay command")
+    replay = agent.command_list(CommandName.REPLAY)[0]
+    assert dict(replay.args) == {"from": 3}
+    assert agent.acks[-1] == 2  # the ack never covers the gap
+    assert [e.eseq for e in stored(store)] == [1, 2, 5]
+    agent.event(3, replayed=True)
+    agent.event(4, replayed=True)
+    wait_until(lambda: agent.acked(5), message="ack of 5 once the gap is filled")
+    assert [e.eseq for e in stored(store)] == [1, 2, 3, 4, 5]
+    assert ingest.counters["replay_requests"] >= 1
+
+
+def test_replays_are_rate_limited_and_a_hopeless_gap_is_given_up(broker: Broker, store: Store,
+                                                                 agent: FakeAgent) -> None:
+    ing = make_ingest(broker, store, gap_grace_s=0.1, replay_interval_s=0.3, replay_give_up=3)
+    ing.start()
+    try:
+        assert ing.wait_connected(10)
+        agent.online()
+        agent.event(1)
+        agent.event(4)
+        wait_until(lambda: agent.acked(4), timeout=15, message="ack past the lost eseqs")
+        replays = agent.command_list(CommandName.REPLAY)
+        assert [dict(c.args) for c in replays] == [{"from": 2}] * 3
+        assert ing.counters["events_lost"] == 2
+        assert store.get_agent(agent.agent_id).flags["lost"] == [[2, 3]]  # type: ignore[union-attr]
+        # A lost event that turns up after all is still stored.
+        agent.event(2, replayed=True)
+        wait_until(lambda: len(stored(store)) == 3)
+    finally:
+        ing.stop()
+
+
+def test_the_session_outlives_central(broker: Broker, store: Store, agent: FakeAgent) -> None:
+    first = make_ingest(broker, store)
+    first.start()
+    assert first.wait_connected(10)
+    first.stop()
+    agent.online()
+    for n in range(1, 51):  # sent while central is away: queued by the broker for its session
+        agent.event(n)
+    second = make_ingest(broker, store)
+    second.start()
+    try:
+        wait_until(lambda: agent.acked(50), message="ack of all 50 queued events")
+        assert [e.eseq for e in stored(store)] == list(range(1, 51))
+    finally:
+        second.stop()
+
+
+def test_central_status_is_retained_online_and_offline_after_stop(broker: Broker, store: Store) -> None:
+    statuses: list[CentralStatus] = []
+    watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher", protocol=mqtt.MQTTv5)
+    watcher.on_message = lambda c, u, m: statuses.append(CentralStatus.from_payload(m.payload))
+    watcher.on_connect = lambda c, *a: c.subscribe(topics.CENTRAL_STATUS, 1)
+    watcher.connect(broker.host, broker.port)
+    watcher.loop_start()
+    try:
+        ing = make_ingest(broker, store, clock=lambda: 1_800_000_000.0)
+        ing.start()
+        assert ing.wait_connected(10)
+        wait_until(lambda: statuses, message="central's online status")
+        ing.stop()
+        wait_until(lambda: len(statuses) == 2, message="central's offline status")
+        assert statuses == [CentralStatus(True, 1_800_000_000_000), CentralStatus(False, 1_800_000_000_000)]
+    finally:
+        watcher.disconnect()
+        watcher.loop_stop()
+
+
+def test_a_will_of_an_older_connection_is_ignored(broker: Broker, store: Store, recorder: Recorder,
+                                                  ingest: Ingest, agent: FakeAgent) -> None:
+    agent.online(bdseq=2)
+    wait_until(lambda: recorder.presence == [(agent.agent_id, "online")])
+    agent.status(AgentState.OFFLINE, 1)  # the late Will of connection 1
+    wait_until(lambda: ingest.counters.get("stale_status") == 1)
+    assert store.get_agent(agent.agent_id).state == "online"  # type: ignore[union-attr]
+    agent.status(AgentState.OFFLINE, 2)
+    wait_until(lambda: recorder.presence[-1] == (agent.agent_id, "offline"))
+    row = store.get_agent(agent.agent_id)
+    assert row is not None and row.to_json()["state"] == "offline" and row.bdseq == 2
+
+
+@pytest.mark.slow
+def test_a_real_will_marks_the_agent_offline(broker: Broker, store: Store, recorder: Recorder, ingest: Ingest,
+                                              agent: FakeAgent) -> None:
+    import subprocess
+
+    will = AgentStatus(AgentState.OFFLINE, 3, T0).to_payload()
+    # mosquitto_sub stands in for the agent's connection: its Will is the agent's.
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-i", "will-holder", "-t", "nothing/here",
+         "--will-topic", topics.status(agent.agent_id), "--will-payload", will.decode(), "--will-qos", "1",
+         "--will-retain"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        agent.online(bdseq=3)
+        wait_until(lambda: (agent.agent_id, "online") in recorder.presence)
+        sub.kill()  # the connection dies without a DISCONNECT: the broker publishes the Will
+        sub.wait(10)
+        wait_until(lambda: recorder.presence[-1] == (agent.agent_id, "offline"), message="offline from the Will")
+    finally:
+        if sub.poll() is None:
+            sub.kill()
+            sub.wait(10)
+
+
+def test_an_agent_without_a_birth_is_asked_for_one(store: Store, ingest: Ingest, agent: FakeAgent) -> None:
+    agent.event(1)
+    wait_until(lambda: agent.command_list(CommandName.REBIRTH), message="a rebirth command")
+    assert len(agent.command_list(CommandName.REBIRTH)) == 1
+    agent.event(2)
+    wait_until(lambda: agent.acked(2))
+    assert len(agent.command_list(CommandName.REBIRTH)) == 1  # rate-limited
+    assert [e.eseq for e in stored(store)] == [1, 2]  # stored and acked all the same
+
+
+@pytest.mark.parametrize(
+    ("payload", "counter"),
+    [
+        (b"\xc1\xc1 not msgpack", "bad_message.garbage"),
+        (Event(1, BOOT, EventKind.SCAN, "gate-1", T0, 1, True, fields={"tag": "AB"}).to_payload()[:-4],
+         "bad_message.garbage"),
+        (b"\x81\xa4kind\xa7explode", "bad_message.unknown_kind"),
+        (b"\x81\xa4eseq\xa3one", "bad_message.wrong_types"),
+        (b"\x80" * (1024 * 1024), "bad_message.oversized"),
+    ],
+    ids=["garbage", "truncated", "unknown-kind", "wrong-types", "1MB"],
+)
+def test_a_bad_message_is_counted_and_central_goes_on(broker: Broker, store: Store, ingest: Ingest,
+                                                      agent: FakeAgent, payload: bytes, counter: str,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    agent.online()
+    broker.pub(topics.evt(agent.agent_id), payload)
+    wait_until(lambda: ingest.counters.get(counter) == 1, message=counter)
+    assert f"dropped a message on {topics.evt(agent.agent_id)}: {counter}" in caplog.text
+    agent.event(1)
+    wait_until(lambda: agent.acked(1), message="the next real event acked")
+    assert [e.eseq for e in stored(store)] == [1]
+    assert store.counters()[counter] == 1
+
+
+def test_bad_topics_and_statuses_are_counted(broker: Broker, ingest: Ingest) -> None:
+    broker.pub("gridpatrol/v1/Bad_Agent/evt", b"\x80")
+    broker.pub("gridpatrol/v1/school-1/status", b"{not json")
+    broker.pub("gridpatrol/v1/school-1/status", b'{"state": "sleeping", "bdseq": 1, "ts": 1}')
+    wait_until(lambda: ingest.counters.get("bad_message.bad_topic") == 1)
+    wait_until(lambda: ingest.counters.get("bad_message.garbage") == 1)
+    wait_until(lambda: ingest.counters.get("bad_message.wrong_types") == 1)
+
+
+def test_events_of_agents_outside_the_plan_are_stored_acked_and_flagged(broker: Broker, store: Store) -> None:
+    ing = make_ingest(broker, store, is_planned=lambda agent_id: agent_id == "known-1")
+    ing.start()
+    known, stranger = FakeAgent(broker, "known-1"), FakeAgent(broker, "stranger-1")
+    try:
+        assert ing.wait_connected(10)
+        known.online()
+        stranger.online()
+        known.event(1)
+        stranger.event(1)
+        wait_until(lambda: known.acked(1) and stranger.acked(1))
+        assert {e.agent: e.unplanned for e in stored(store)} == {"known-1": False, "stranger-1": True}
+        assert ing.counters["events_unplanned"] == 1
+    finally:
+        known.close()
+        stranger.close()
+        ing.stop()
+
+
+def test_time_is_estimated_from_the_boot_offset_when_the_clock_is_not_synced(store: Store, ingest: Ingest,
+                                                                             agent: FakeAgent) -> None:
+    # The birth carries a synced sample: wall = mono + T0.
+    agent.status(AgentState.ONLINE, 1)
+    agent.birth(1, ts=T0 + 1000, mono_ms=1000, synced=True)
+    agent.event(1, synced=True, ts=T0 + 2000, mono_ms=2000)
+    agent.event(2, synced=False, ts=42, mono_ms=3000)  # the clock fell back to 1970
+    agent.event(3, synced=False, ts=99, mono_ms=7000, boot_id="boot-b")  # a new boot, nothing known: live offset
+    wait_until(lambda: agent.acked(3))
+    e1, e2, e3 = stored(store)
+    assert (e1.ts, e1.ts_est, e1.ts_estimated) == (T0 + 2000, T0 + 2000, False)
+    assert (e2.ts, e2.ts_est, e2.ts_estimated) == (42, T0 + 3000, True)
+    assert (e3.ts, e3.ts_est, e3.ts_estimated) == (99, e3.received_ts, True)
+
+
+def test_telemetry_of_the_current_boot_is_a_time_sample(store: Store, ingest: Ingest, agent: FakeAgent) -> None:
+    agent.online()
+    tele = Telemetry(uptime_s=10, outbox_depth=0, reconnects=0, clock_synced=True, ts=T0 + 500, mono_ms=500)
+    agent.publish(topics.tele(agent.agent_id), tele.to_payload(), qos=0)
+    wait_until(lambda: (store.get_agent(agent.agent_id) or None) and store.get_agent(agent.agent_id).tele)  # type: ignore[union-attr]
+    agent.event(1, synced=False, ts=5, mono_ms=900, replayed=True)
+    wait_until(lambda: agent.acked(1))
+    (e,) = stored(store)
+    assert (e.ts_est, e.ts_estimated) == (T0 + 900, True)
+
+
+@pytest.mark.allow_logged_exceptions
+def test_a_failing_listener_is_counted_and_ingest_goes_on(broker: Broker, store: Store, agent: FakeAgent,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    class Broken:
+        def events_stored(self, events: Sequence[StoredEvent]) -> None:
+            raise RuntimeError("listener bug")
+
+        def presence_changed(self, agent: str, state: str, ts: int) -> None:
+            pass
+
+    recorder = Recorder()
+    ing = make_ingest(broker, store, listeners=[Broken(), recorder])
+    ing.start()
+    try:
+        assert ing.wait_connected(10)
+        agent.online()
+        agent.event(1)
+        agent.event(2)
+        wait_until(lambda: [e.eseq for e in recorder.events] == [1, 2])
+        assert ing.counters["listener_errors"] >= 1
+        assert "listener bug" in caplog.text
+    finally:
+        ing.stop()
+
+
+def test_send_command_reaches_the_agent(ingest: Ingest, agent: FakeAgent) -> None:
+    cmd = Command(CommandName.ALARM_ACK, "txn-1", {"source": "office-panic"})
+    assert ingest.send_command(agent.agent_id, cmd)
+    wait_until(lambda: agent.command_list(CommandName.ALARM_ACK))
+    assert agent.command_list(CommandName.ALARM_ACK) == [cmd]
+    with pytest.raises(ValueError, match="agent id 'central' is not valid"):
+        ingest.send_command("central", cmd)
