@@ -104,7 +104,7 @@ COUNTER_NAMES: Final = (
     "frames",
     "bad_lcs",
     "bad_dcs",
-    "bad_postamble",  # counted, the frame is still taken: its DCS already vouched for it
+    "bad_postamble",
     "oversized",
     "cut",  # the line went quiet in the middle of a frame
     "noise_bytes",
@@ -230,7 +230,10 @@ class FrameReader:
         if (sum(data) + buf[head + length]) & 0xFF:
             return self._reject("bad_dcs")
         if buf[end] != 0x00:
-            self.counters["bad_postamble"] += 1
+            # Checked as libnfc does: after a cut frame, bytes of the next one
+            # can complete it and pass the 8-bit DCS by chance; the postamble
+            # is a second, independent test.
+            return self._reject("bad_postamble")
         self.counters["frames"] += 1
         if data == bytes([ERROR_TFI]):
             return ErrorFrame(), end + 1

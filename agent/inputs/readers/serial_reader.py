@@ -13,6 +13,7 @@ When the port disappears (a USB reader unplugged or re-enumerated) it emits a
 from __future__ import annotations
 
 import logging
+import termios
 import threading
 import time
 from typing import Any, Callable, Final
@@ -46,6 +47,10 @@ DEFAULT_BAUDRATES: Final = {"rdm6300": RDM6300_BAUDRATE, "pn532": PN532_BAUDRATE
 
 OpenPort = Callable[..., Any]
 
+# What a port that went away raises. pyserial lets termios.error (not an
+# OSError) through from reset_input_buffer() on a device that has vanished.
+PORT_ERRORS: Final = (serial.SerialException, OSError, termios.error)
+
 
 class ReaderState:
     UP = "up"
@@ -71,6 +76,7 @@ class SerialReader:
         clock: Callable[[], float] = time.monotonic,
         open_port: OpenPort = serial.serial_for_url,
         absent_s: float = PRESENCE_ABSENT_S,
+        silent_fault_s: float = READER_SILENT_FAULT_S,
     ) -> None:
         if config.protocol not in DEFAULT_BAUDRATES:
             raise ValueError(f"reader {config.name!r}: protocol {config.protocol!r} is not read on a serial port")
@@ -83,6 +89,7 @@ class SerialReader:
         self._clock = clock
         self._open_port = open_port
         self._absent_s = absent_s
+        self._silent_fault_s = silent_fault_s
         self._baudrate = config.baudrate or DEFAULT_BAUDRATES[config.protocol]
         self._presence = PresenceFilter(absent_s)
         self._rdm = Rdm6300Parser()
@@ -154,7 +161,7 @@ class SerialReader:
             self.last_beat = self._clock()
             try:
                 self._port = self._open_port(self.config.port, baudrate=self._baudrate, timeout=READ_TIMEOUT_S)
-            except (serial.SerialException, OSError, ValueError) as exc:
+            except (*PORT_ERRORS, ValueError) as exc:
                 self._count("open_failures")
                 if not lost:  # also at start: a reader missing at boot is worth a fault
                     lost = True
@@ -172,8 +179,9 @@ class SerialReader:
                 self._session()
             except Cancelled:
                 pass
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 lost = True
+                self._state = ReaderState.DOWN
                 self._count("port_lost")
                 _LOGGER.warning("reader %s: port %s lost: %s", self.name, self.config.port, exc)
                 self._fault(FaultCode.PORT_LOST, f"{self.config.port}: {exc}")
@@ -193,7 +201,7 @@ class SerialReader:
         if port is not None:
             try:
                 port.close()
-            except (serial.SerialException, OSError) as exc:
+            except PORT_ERRORS as exc:
                 _LOGGER.debug("reader %s: closing the port: %s", self.name, exc)
 
     def _session(self) -> None:
@@ -244,7 +252,7 @@ class SerialReader:
                         self._count("recoveries")
                         _LOGGER.info("reader %s: PN532 answers again", self.name)
                         if reported:
-                            self._fault(READER_BACK, "PN532 answers again")
+                            self._fault(READER_BACK, f"PN532 on {self.config.port} answers again")
                     silent_since, reported = None, False
                     self._state = ReaderState.UP
                 uid = driver.poll()
@@ -255,10 +263,13 @@ class SerialReader:
                 if silent_since is None:
                     silent_since = now
                     _LOGGER.warning("reader %s: %s; waking it up", self.name, exc)
-                elif not reported and now - silent_since >= READER_SILENT_FAULT_S:
+                elif not reported and now - silent_since >= self._silent_fault_s:
                     reported = True
                     self._state = ReaderState.DOWN
-                    self._fault(FaultCode.READER_SILENT, f"PN532 on {self.config.port} silent for {now - silent_since:.0f} s")
+                    self._fault(
+                        FaultCode.READER_SILENT,
+                        f"PN532 on {self.config.port} has not answered for {self._silent_fault_s:g} s",
+                    )
                 continue
             except DeviceError as exc:
                 self._count("device_errors")
