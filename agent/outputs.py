@@ -199,4 +199,5 @@ class StatusLed:
             if self._closed:
                 return
             self._closed = True
+            self._device.off()  # stops the blink thread and leaves the LED dark
             self._device.close()

@@ -23,8 +23,12 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from typing import Iterable
+
 from gpiozero import PinError
-from gpiozero.pins.mock import MockFactory
+from gpiozero.pins.mock import MockFactory, MockPin
+
+from agent.config import ZoneConfig
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -72,7 +76,38 @@ def parse_command(line: bytes) -> tuple[int, bool]:
 def _quote(text: str) -> str:
     """Echo a piece of input back safely: printable, and short."""
     shown = text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
-    return repr(shown[:32] + ("..." if len(shown) > 32 else ""))
+    return "'" + shown[:32] + ("..." if len(shown) > 32 else "") + "'"
+
+
+class ClosedLoopPin(MockPin):
+    """A mock pin with a closed ``nc`` loop on it: the loop to ground wins over the pull-up.
+
+    A plain mock pin follows its pull-up and reads high, which for an ``nc``
+    zone is an open loop: every simulated agent would boot in alarm. This pin
+    stays low when the pull-up is switched on, as a wired, closed loop does;
+    ``drive_high`` / ``drive_low`` then open and close it as usual.
+    """
+
+    def _set_pull(self, value: str) -> None:
+        super()._set_pull(value)
+        if self.function == "input" and self.state:
+            self.drive_low()
+
+
+def wire_at_rest(factory: MockFactory, zones: Iterable[ZoneConfig]) -> None:
+    """Put the simulated world at rest: every GPIO ``nc`` loop closed.
+
+    Call it before the zones are built (their pins must not exist yet).
+    ``no`` contacts and buttons need nothing: their pull-ups hold them at rest.
+    """
+    for zone in zones:
+        if zone.pin is None or zone.contact != "nc":
+            continue
+        pin = factory.pin(zone.pin, pin_class=ClosedLoopPin)
+        if not isinstance(pin, ClosedLoopPin):
+            raise RuntimeError(f"pin {zone.pin} of zone {zone.name!r} already exists: wire the pins at rest before building the zones")
+        if pin.function == "input":
+            pin.drive_low()
 
 
 @dataclass(eq=False)
@@ -152,8 +187,13 @@ class SimSocket:
         try:
             probe.settimeout(1.0)
             probe.connect(str(self.path))
-        except OSError:
+        except (ConnectionRefusedError, FileNotFoundError):
             pass  # nobody listens: left over from a crash
+        except TimeoutError:
+            # A listener whose backlog is full is still a listener.
+            raise SimSocketError(f"{self.path}: in use by a running process") from None
+        except OSError as exc:
+            raise SimSocketError(f"{self.path}: cannot tell whether it is in use: {exc.strerror or exc}") from exc
         else:
             raise SimSocketError(f"{self.path}: in use by a running process")
         finally:
