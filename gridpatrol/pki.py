@@ -258,7 +258,7 @@ def _broker_san(hosts: Sequence[str]) -> list[x509.GeneralName]:
             continue
         except ValueError:
             pass
-        if not _DNS_NAME_RE.match(host):
+        if not _DNS_NAME_RE.fullmatch(host):
             raise PkiError(f"--broker-host {host!r}: expected a DNS name or an IP address")
         names.append(x509.DNSName(host.rstrip(".")))
     return names
