@@ -22,7 +22,6 @@ import stat
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-
 from typing import Iterable
 
 from gpiozero import PinError
