@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Callable, Mapping
+
+from wire.messages import Telemetry
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -44,3 +47,37 @@ def rss_kb(path: Path = PROC_STATUS_PATH) -> int | None:
     except OSError:
         return None
     return None
+
+
+class Health:
+    """Builds the agent's ``tele`` message from its parts and this machine's figures."""
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float],
+        wall_clock: Callable[[], float],
+        clock_synced: Callable[[], bool],
+        cpu_temp: Callable[[], float | None] = cpu_temp_c,
+        rss: Callable[[], int | None] = rss_kb,
+    ) -> None:
+        self._clock = clock
+        self._wall = wall_clock
+        self._synced = clock_synced
+        self._cpu_temp = cpu_temp
+        self._rss = rss
+        self.started = clock()
+
+    def telemetry(self, *, outbox_depth: int, reconnects: int, counters: Mapping[str, int]) -> Telemetry:
+        now = self._clock()
+        return Telemetry(
+            uptime_s=round(now - self.started, 3),
+            outbox_depth=outbox_depth,
+            reconnects=reconnects,
+            clock_synced=self._synced(),
+            ts=int(self._wall() * 1000),
+            mono_ms=int(now * 1000),
+            cpu_temp_c=self._cpu_temp(),
+            rss_kb=self._rss(),
+            counters=dict(counters),
+        )
