@@ -95,7 +95,7 @@ def decode(topic: str, payload: bytes, *, received_ts: int, retained: bool = Fal
             unpack(payload)  # garbage and wrong types are told apart for the counters
             message = _wrong_types(_MSGPACK_TYPES[channel], payload)
         else:
-            return Rejected(Counter.BAD_TOPIC, topic, f"agents do not publish on {channel!r}")
+            return Rejected(Counter.BAD_TOPIC, topic, f"agents do not publish on {str(channel)!r}")
     except _WrongTypes as exc:
         return Rejected(exc.reason, topic, str(exc))
     except (DecodeError, ValueError) as exc:  # ValueError: not JSON, not UTF-8

@@ -1,0 +1,135 @@
+"""The SQLite store: idempotent inserts, gap-free eseq, queries others rely on."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from central.store import AgentRow, Store, StoredEvent, StoreError
+
+
+def ev(agent: str, eseq: int, *, kind: str = "scan", ts_est: int | None = None, received_ts: int = 0,
+       **fields: object) -> StoredEvent:
+    return StoredEvent(agent=agent, eseq=eseq, kind=kind, source="gate-1", ts=1000 + eseq,
+                       ts_est=1000 + eseq if ts_est is None else ts_est, ts_estimated=False,
+                       received_ts=received_ts or 2000 + eseq, replayed=False,
+                       fields=fields or {"tag": "67003B51C6"}, boot_id="b", mono_ms=eseq, clock_synced=True)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "sub" / "central.db")
+
+
+def insert(store: Store, events: list[StoredEvent]) -> list[StoredEvent]:
+    with closing(store.connect()) as conn:
+        with conn:
+            return store.insert_events(conn, events)
+
+
+def test_connect_creates_the_file_in_wal_mode(store: Store) -> None:
+    with closing(store.connect()) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"events", "agents", "counters"} <= tables
+
+
+def test_a_readonly_connection_cannot_write(store: Store) -> None:
+    store.connect().close()
+    with closing(store.connect(readonly=True)) as conn:
+        with pytest.raises(sqlite3.OperationalError):
+            conn.execute("DELETE FROM events")
+
+
+def test_reading_a_store_that_does_not_exist_says_so(store: Store) -> None:
+    with pytest.raises(StoreError) as info:
+        store.list_events()
+    assert str(info.value) == f"store {store.path} does not exist (has `gridpatrol central` run?)"
+    assert not store.path.exists()
+
+
+def test_insert_is_idempotent_and_returns_what_was_new(store: Store) -> None:
+    assert insert(store, [ev("a", 1), ev("a", 2)]) == [ev("a", 1), ev("a", 2)]
+    again = [ev("a", 2), ev("a", 3), ev("a", 3), ev("b", 2)]
+    assert insert(store, again) == [ev("a", 3), ev("b", 2)]
+    assert [(e.agent, e.eseq) for e in store.list_events()] == [("a", 1), ("a", 2), ("a", 3), ("b", 2)]
+    assert store.list_events()[0] == ev("a", 1)  # every column comes back as it went in
+
+
+def test_stored_contents_for_comparing_duplicates(store: Store) -> None:
+    insert(store, [ev("a", 1)])
+    with closing(store.connect(readonly=True)) as conn:
+        found = store.stored_contents(conn, [("a", 1), ("a", 9)])
+    assert found == {("a", 1): ev("a", 1).content()}
+
+
+def test_contiguous_eseq(store: Store) -> None:
+    store.connect().close()
+    assert store.contiguous_eseq("a") == 0
+    insert(store, [ev("a", n) for n in (1, 2, 3, 5, 6, 9)])
+    assert store.contiguous_eseq("a") == 3
+    assert store.contiguous_eseq("a", after=4) == 6  # 4 was given up on
+    assert store.contiguous_eseq("a", after=7) == 7
+    assert store.eseqs_above("a", 3) == [5, 6, 9]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sets(st.integers(min_value=1, max_value=40), max_size=30), st.integers(min_value=0, max_value=10))
+def test_contiguous_eseq_matches_a_plain_count(tmp_path_factory: pytest.TempPathFactory, held: set[int],
+                                               after: int) -> None:
+    store = Store(tmp_path_factory.mktemp("c") / "c.db")
+    insert(store, [ev("a", n) for n in sorted(held)])
+    expected = after
+    while expected + 1 in held:
+        expected += 1
+    assert store.contiguous_eseq("a", after=after) == expected
+
+
+def test_list_events_filters_and_orders(store: Store) -> None:
+    insert(store, [ev("b", 1), ev("a", 2, kind="fault", code="x", detail=""), ev("a", 1), ev("a", 3, received_ts=50)])
+    assert [(e.agent, e.eseq) for e in store.list_events()] == [("a", 1), ("a", 2), ("a", 3), ("b", 1)]
+    assert [(e.agent, e.eseq) for e in store.list_events(agent="a", kind="scan")] == [("a", 1), ("a", 3)]
+    assert [(e.agent, e.eseq) for e in store.list_events(since=2001)] == [("a", 1), ("a", 2), ("b", 1)]
+    assert [(e.agent, e.eseq) for e in store.list_events(limit=2)] == [("a", 1), ("a", 2)]
+    assert [(e.agent, e.eseq) for e in store.recent_events(2)] == [("a", 2), ("a", 1)]
+
+
+def test_events_between_uses_the_estimated_time(store: Store) -> None:
+    insert(store, [ev("a", 1, ts_est=100), ev("a", 2, ts_est=200), ev("b", 1, ts_est=150),
+                   ev("a", 3, kind="alarm", ts_est=150)])
+    assert [(e.agent, e.eseq) for e in store.events_between("scan", 100, 200)] == [("a", 1), ("b", 1)]
+
+
+def test_agents_and_counters(store: Store) -> None:
+    row = AgentRow(agent="a", state="online", bdseq=3, boot_id="b", last_seen=5, acked_eseq=7, first_seen=1,
+                   birth={"bdseq": 3, "inventory": {"readers": [{"name": "gate-1"}]}}, flags={"lost": [[2, 3]]})
+    with closing(store.connect()) as conn:
+        with conn:
+            store.save_agents(conn, [row, AgentRow(agent="b")])
+            store.add_counters(conn, {"x": 2, "y": 0})
+        with conn:
+            store.add_counters(conn, {"x": 3})
+    assert store.list_agents() == [row, AgentRow(agent="b")]
+    assert [a.to_json() for a in store.list_agents()] == [
+        {"agent": "a", "state": "online", "bdseq": 3, "last_seen": 5, "acked_eseq": 7},
+        {"agent": "b", "state": "unknown", "bdseq": None, "last_seen": None, "acked_eseq": 0},
+    ]
+    assert store.get_agent("nobody") is None
+    assert store.counters() == {"x": 5}
+
+
+def test_the_json_form_keeps_the_contract_keys_first() -> None:
+    e = StoredEvent(agent="a", eseq=4, kind="fault", source="gate-1", ts=1, ts_est=1, ts_estimated=False,
+                    received_ts=2, replayed=True, fields={"code": "c", "detail": "d", "agent": "spoof"})
+    assert e.to_json() == {"agent": "a", "eseq": 4, "kind": "fault", "source": "gate-1", "ts": 1,
+                           "received_ts": 2, "replayed": True, "code": "c", "detail": "d"}
+    flagged = StoredEvent(agent="a", eseq=1, kind="scan", source="s", ts=1, ts_est=1, ts_estimated=False,
+                          received_ts=1, replayed=False, fields={"tag": "AB"}, unplanned=True)
+    assert flagged.to_json()["unplanned"] is True
+    assert flagged.to_notice()["ts_est"] == 1

@@ -1,0 +1,58 @@
+"""Central's estimate of when an event happened."""
+
+from __future__ import annotations
+
+from central.timeest import MAX_BOOTS_PER_AGENT, ClockEstimator, Estimate
+
+T0 = 1_700_000_000_000
+
+
+def test_a_synced_event_keeps_its_time() -> None:
+    c = ClockEstimator()
+    assert c.estimate("a", "b", ts=T0, mono_ms=5, clock_synced=True, received_ts=T0 - 10) == Estimate(T0, False)
+
+
+def test_a_synced_sample_of_the_same_boot_wins_over_live_samples() -> None:
+    c = ClockEstimator()
+    c.observe("a", "b", ts=0, mono_ms=1000, clock_synced=False, received_ts=T0 + 1500, live=True)
+    assert c.estimate("a", "b", ts=7, mono_ms=2000, clock_synced=False, received_ts=T0 + 9000) == Estimate(
+        T0 + 2500, True)
+    c.observe("a", "b", ts=T0 + 1000, mono_ms=1000, clock_synced=True, received_ts=T0 + 1500, live=False)
+    assert c.estimate("a", "b", ts=7, mono_ms=2000, clock_synced=False, received_ts=T0 + 9000) == Estimate(
+        T0 + 2000, True)
+
+
+def test_the_live_offset_is_the_smallest_delay_seen() -> None:
+    c = ClockEstimator()
+    assert c.observe("a", "b", ts=0, mono_ms=1000, clock_synced=False, received_ts=T0 + 1900, live=True)
+    assert c.observe("a", "b", ts=0, mono_ms=2000, clock_synced=False, received_ts=T0 + 2050, live=True)
+    assert not c.observe("a", "b", ts=0, mono_ms=3000, clock_synced=False, received_ts=T0 + 3400, live=True)
+    assert not c.observe("a", "b", ts=0, mono_ms=4000, clock_synced=False, received_ts=T0 + 4001, live=False)
+    assert c.estimate("a", "b", ts=0, mono_ms=10_000, clock_synced=False, received_ts=T0 + 20_000) == Estimate(
+        T0 + 10_050, True)
+
+
+def test_nothing_known_of_the_boot_keeps_ts_but_never_after_receipt() -> None:
+    c = ClockEstimator()
+    c.observe("a", "old-boot", ts=T0, mono_ms=0, clock_synced=True, received_ts=T0, live=True)
+    assert c.estimate("a", "new-boot", ts=T0 - 5, mono_ms=0, clock_synced=False, received_ts=T0) == Estimate(
+        T0 - 5, True)
+    assert c.estimate("a", "new-boot", ts=T0 + 99_999, mono_ms=0, clock_synced=False, received_ts=T0) == Estimate(
+        T0, True)
+
+
+def test_export_and_load_round_trip_and_skip_junk() -> None:
+    c = ClockEstimator()
+    c.observe("a", "b", ts=T0, mono_ms=10, clock_synced=True, received_ts=T0 + 50, live=True)
+    saved = c.export("a")
+    assert saved == {"b": {"synced": T0 - 10, "live": T0 + 40}}
+    d = ClockEstimator()
+    d.load("a", {**saved, "junk": 3, "odd": {"synced": "x", "live": True}})
+    assert d.export("a") == {"b": {"synced": T0 - 10, "live": T0 + 40}, "odd": {"synced": None, "live": None}}
+
+
+def test_only_the_last_boots_are_kept() -> None:
+    c = ClockEstimator()
+    for n in range(MAX_BOOTS_PER_AGENT + 2):
+        c.observe("a", f"boot-{n}", ts=T0, mono_ms=0, clock_synced=True, received_ts=T0, live=False)
+    assert list(c.export("a")) == [f"boot-{n}" for n in range(2, MAX_BOOTS_PER_AGENT + 2)]
