@@ -1,0 +1,415 @@
+"""The agent assembled: outbox, session, inputs, outputs and the local reactions.
+
+:class:`Agent` builds everything from an :class:`~agent.config.AgentConfig`.
+Every event goes through :meth:`Agent.emit`, which stamps it (``ts``,
+``mono_ms``, ``clock_synced``, ``boot_id``), commits it to the outbox, wakes
+the session, and applies the local reactions DESIGN.md asks for, broker or no
+broker: an alarm or tamper from a zone with a ``siren`` switches it on, a
+panic from a non-silent button with a ``siren`` too, and a panic lights the
+button's ``indicator`` until central's ``alarm-ack`` for that button.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import asdict
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any, Callable, Protocol
+
+from agent import clock as agent_clock
+from agent.config import AgentConfig, ButtonConfig, ConfigError, ZoneConfig
+from agent.health import Health
+from agent.inputs.button import EmergencyButton
+from agent.inputs.loop import InputLoop
+from agent.inputs.zone import Zone
+from agent.outbox import Outbox, OutboxError
+from agent.outputs import Output, StatusLed
+from agent.session import Session
+from wire.messages import Birth, Command, CommandName, EventKind, StateSnapshot
+
+_LOGGER = logging.getLogger(__name__)
+
+OUTBOX_FILE = "outbox.db"
+BOOT_ID_HEX_CHARS = 16
+STATUS_LED_PERIOD_S = 0.5
+PROTOCOL_VERSION = "1"
+# The agent is healthy (systemd watchdog pings go on) while both its threads
+# have gone round their loops within this many seconds.
+STALE_AFTER_S = 10.0
+
+
+class Switchable(Protocol):
+    name: str
+
+    def on(self, seconds: float | None = None) -> None: ...
+
+    def off(self) -> None: ...
+
+
+def _package_version(name: str) -> str:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def make_pin_factory(name: str, *, source: str = "<config>") -> Any:
+    """A gpiozero pin factory by its entry-point name (``mock``, ``lgpio``, ...)."""
+    if name == "mock":
+        from gpiozero.pins.mock import MockFactory
+
+        return MockFactory()
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group="gpiozero_pin_factories"):
+        if ep.name.lower() == name.lower():
+            return ep.load()()
+    raise ConfigError(f"{source}: gpio.pin_factory: no gpiozero pin factory is named {name!r}")
+
+
+class _StatusLedTicker:
+    """Keeps the status LED in step with the link, on the input loop."""
+
+    def __init__(self, led: StatusLed, agent: Agent) -> None:
+        self.name = led.name
+        self.led = led
+        self.agent = agent
+
+    @property
+    def state(self) -> str:
+        return self.led.mode or "off"
+
+    def tick(self, now: float) -> float:
+        self.led.set(self.agent.session.central_online, self.agent.outbox.depth == 0)
+        return now + STATUS_LED_PERIOD_S
+
+    def close(self) -> None:
+        self.led.close()
+
+
+class Agent:
+    """One edge agent: build it, :meth:`start` it, :meth:`stop` it (a clean shutdown)."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        *,
+        pin_factory: Any = None,
+        clock: Callable[[], float] = agent_clock.monotonic,
+        wall_clock: Callable[[], float] = time.time,
+        clock_synced: Callable[[], bool] | None = None,
+    ) -> None:
+        self.config = config
+        self.boot_id = uuid.uuid4().hex[:BOOT_ID_HEX_CHARS]
+        self._clock = clock
+        self._wall = wall_clock
+        self._clock_synced = clock_synced or agent_clock.clock_synced
+        self._lock = threading.Lock()
+        self._latched: set[str] = set()
+        self._zone_cfg: dict[str, ZoneConfig] = {z.name: z for z in config.zones}
+        self._button_cfg: dict[str, ButtonConfig] = {b.name: b for b in config.buttons}
+        self.counters = {"emit_failures": 0}
+        self.zones: list[Any] = []
+        self.buttons: dict[str, Any] = {}
+        self.readers: list[Any] = []
+        self.mcus: dict[str, Any] = {}
+        self.outputs: dict[str, Switchable] = {}
+        self._gpio_outputs: list[Output] = []
+        self._closables: list[Any] = []  # in the order they were made
+        self.status_led: _StatusLedTicker | None = None
+        self.sim_socket: Any = None
+        self._started = False
+        self._stopped = False
+
+        self._own_factory = pin_factory is None and config.gpio.pin_factory is not None
+        self.pin_factory = make_pin_factory(config.gpio.pin_factory, source=config.source) if self._own_factory else pin_factory
+
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.data_dir / OUTBOX_FILE, max_events=config.outbox.max_events,
+                             warn_fraction=config.outbox.warn_fraction)
+        self.loop = InputLoop(clock=clock)
+        self.health = Health(clock=clock, wall_clock=wall_clock, clock_synced=self._clock_synced)
+        self.session = Session(
+            agent_id=config.agent_id, mqtt_config=config.mqtt, outbox=self.outbox, birth=self.birth,
+            snapshot=self.snapshot, on_command=self._command, telemetry=self.telemetry,
+            tele_interval_s=config.telemetry.interval_s, clock=clock, wall_clock=wall_clock,
+        )
+        try:
+            self._build_devices()
+        except BaseException:
+            self._close_devices()
+            self.session.stop()
+            self.outbox.close()
+            if self._own_factory:
+                self.pin_factory.close()
+            raise
+
+    # -- building -------------------------------------------------------------
+
+    def _build_devices(self) -> None:
+        cfg = self.config
+        factory = self.pin_factory
+        if self._own_factory and cfg.gpio.pin_factory == "mock":
+            from agent.simsocket import wire_at_rest
+
+            wire_at_rest(factory, cfg.zones)  # a simulated site boots with its loops closed
+        for out in cfg.outputs:
+            if out.pin is None:
+                continue
+            if out.name == cfg.gpio.status_led:
+                led = StatusLed(out, pin_factory=factory)
+                self._closables.append(led)
+                self.status_led = _StatusLedTicker(led, self)
+                continue
+            output = Output(out, pin_factory=factory, clock=self._clock, when_changed=self._output_changed,
+                            wake=self.loop.wake)
+            self._closables.append(output)
+            self._gpio_outputs.append(output)
+            self.outputs[out.name] = output
+        for zone_cfg in cfg.zones:
+            if zone_cfg.pin is not None:
+                zone = Zone(zone_cfg, emit=self.emit, wake=self.loop.wake, pin_factory=factory, clock=self._clock)
+                self._closables.append(zone)
+                self.zones.append(zone)
+        for button_cfg in cfg.buttons:
+            if button_cfg.pin is not None:
+                button = EmergencyButton(button_cfg, emit=self.emit, wake=self.loop.wake, pin_factory=factory,
+                                         clock=self._clock)
+                self._closables.append(button)
+                self.buttons[button.name] = button
+        serial_readers = [r for r in cfg.readers if r.port is not None]
+        if serial_readers:
+            from agent.inputs.readers.serial_reader import SerialReader
+
+            for reader_cfg in serial_readers:
+                reader = SerialReader(reader_cfg, emit=self.emit, clock=self._clock)
+                self._closables.append(reader)
+                self.readers.append(reader)
+        if cfg.mcus:
+            from agent.inputs.mcu import McuLink
+
+            for mcu_cfg in cfg.mcus:
+                link = McuLink(
+                    mcu_cfg,
+                    zones=[z for z in cfg.zones if z.mcu == mcu_cfg.name],
+                    buttons=[b for b in cfg.buttons if b.mcu == mcu_cfg.name],
+                    readers=[r for r in cfg.readers if r.mcu == mcu_cfg.name],
+                    outputs=[o for o in cfg.outputs if o.mcu == mcu_cfg.name],
+                    emit=self.emit,
+                    clock=self._clock,
+                    wake=self.loop.wake,
+                )
+                self._closables.append(link)
+                self.mcus[mcu_cfg.name] = link
+                for name, output in link.outputs.items():
+                    if name == cfg.gpio.status_led:
+                        _LOGGER.warning("status LED %r is on mcu %r: it is not driven", name, mcu_cfg.name)
+                        continue
+                    output.when_changed = self._output_changed
+                    self.outputs[name] = output
+        if cfg.gpio.sim_socket is not None:
+            from agent.simsocket import SimSocket
+
+            self.sim_socket = SimSocket(cfg.gpio.sim_socket, factory=factory)
+
+    # -- running --------------------------------------------------------------
+
+    def start(self) -> Agent:
+        if self._started:
+            raise RuntimeError("the agent was already started")
+        self._started = True
+        for device in [*self._gpio_outputs, *self.zones, *self.buttons.values(), *self.readers, *self.mcus.values()]:
+            self.loop.add(device)
+        if self.status_led is not None:
+            self.loop.add(self.status_led)
+        self.loop.start()
+        for reader in self.readers:
+            reader.start()
+        for link in self.mcus.values():
+            link.start()
+        if self.sim_socket is not None:
+            self.sim_socket.start()
+        self.session.start()
+        _LOGGER.info("agent %s started (boot %s): %d zones, %d buttons, %d readers, %d outputs, %d unacked events",
+                     self.config.agent_id, self.boot_id, len(self.config.zones), len(self.config.buttons),
+                     len(self.config.readers), len(self.config.outputs), self.outbox.depth)
+        return self
+
+    def stop(self) -> None:
+        """Clean shutdown: inputs stop, status ``disconnected``, outputs off, outbox closed."""
+        if self._stopped:
+            return
+        self._stopped = True
+        if self.sim_socket is not None:
+            self.sim_socket.close()
+        self.loop.stop()
+        for reader in self.readers:
+            reader.close()
+        self.session.stop()
+        for name, output in self.outputs.items():
+            try:
+                output.off()
+            except Exception as exc:  # one stuck output must not keep the others on
+                _LOGGER.warning("output %s: could not switch off at shutdown: %s", name, exc)
+        self._close_devices()
+        self.outbox.close()
+        if self._own_factory:
+            self.pin_factory.close()
+        _LOGGER.info("agent %s stopped", self.config.agent_id)
+
+    def _close_devices(self) -> None:
+        for device in reversed(self._closables):
+            try:
+                device.close()
+            except Exception:
+                _LOGGER.exception("closing %r failed", device)
+        self._closables.clear()
+        if self.sim_socket is not None:
+            self.sim_socket.close()
+
+    def healthy(self, now: float | None = None) -> bool:
+        """Both threads went round recently (the systemd watchdog's question)."""
+        now = self._clock() if now is None else now
+        beats = (self.loop.last_beat, self.session.last_beat)
+        return all(beat is not None and now - beat < STALE_AFTER_S for beat in beats)
+
+    # -- events and reactions -------------------------------------------------------
+
+    def emit(self, kind: EventKind | str, source: str, /, **fields: Any) -> None:
+        """Stamp, commit and hand on one event; then react locally. Any thread."""
+        kind = EventKind(kind)
+        try:
+            try:
+                self.outbox.append(
+                    kind, source, fields, ts=int(self._wall() * 1000), mono_ms=int(self._clock() * 1000),
+                    clock_synced=self._clock_synced(), boot_id=self.boot_id,
+                )
+            except (OutboxError, sqlite3.Error) as exc:
+                self.counters["emit_failures"] += 1
+                _LOGGER.error("%s event from %s could not be stored: %s", kind, source, exc)
+            self.session.wake()
+        finally:
+            # Safety first: the siren sounds even if the disk failed us.
+            self._react(kind, source)
+        if kind is not EventKind.SCAN and kind is not EventKind.FAULT:
+            self.session.state_changed()
+
+    def _react(self, kind: EventKind, source: str) -> None:
+        if kind in (EventKind.ALARM, EventKind.TAMPER):
+            zone = self._zone_cfg.get(source)
+            if zone is not None and zone.siren is not None:
+                self._switch_on(zone.siren, f"{kind} on zone {source}")
+        elif kind is EventKind.PANIC:
+            button = self._button_cfg.get(source)
+            if button is None:
+                return
+            with self._lock:
+                self._latched.add(source)
+            if button.siren is not None and not button.silent:
+                self._switch_on(button.siren, f"panic on {source}")
+            if button.indicator is not None:
+                self._switch_on(button.indicator, f"panic on {source}")
+
+    def _switch_on(self, name: str, why: str) -> None:
+        output = self.outputs.get(name)
+        if output is None:
+            _LOGGER.warning("%s: output %s is not available", why, name)
+            return
+        try:
+            output.on()
+        except Exception as exc:
+            _LOGGER.error("%s: output %s could not be switched on: %s", why, name, exc)
+
+    def _output_changed(self, name: str, on: bool) -> None:
+        self.emit(EventKind.OUTPUT, name, output=name, on=on)
+
+    # -- what the session asks ---------------------------------------------------------
+
+    def _command(self, command: Command) -> str | None:
+        """``output`` and ``alarm-ack`` from central; runs on the session thread, acts on the loop's."""
+        if command.cmd is CommandName.OUTPUT:
+            name = command.args["output"]
+            output = self.outputs.get(name)
+            if output is None:
+                return f"no output is named {name!r}"
+            seconds = command.args.get("seconds")
+            if command.args["on"]:
+                if seconds is not None and seconds <= 0:
+                    return f"seconds must be greater than 0, not {seconds}"
+                self.loop.post(lambda: output.on(seconds))
+            else:
+                self.loop.post(output.off)
+            return None
+        if command.cmd is CommandName.ALARM_ACK:
+            source = command.args["source"]
+            if source not in self._button_cfg:
+                return f"no button is named {source!r}"
+            self.loop.post(lambda: self._release(source))
+            return None
+        return f"command {command.cmd!r} is not handled here"
+
+    def _release(self, source: str) -> None:
+        """Central's staff answered the panic: release the latch and the indicator."""
+        with self._lock:
+            self._latched.discard(source)
+        config = self._button_cfg[source]
+        button = self.buttons.get(source)
+        if button is not None:
+            button.acknowledge()
+        elif config.mcu is not None and config.mcu in self.mcus:
+            for mcu_button in self.mcus[config.mcu].buttons.values():
+                if mcu_button.name == source:
+                    mcu_button.acknowledge()
+        indicator = config.indicator
+        if indicator is not None and indicator in self.outputs:
+            self.outputs[indicator].off()
+        _LOGGER.info("panic of %s acknowledged by central", source)
+        self.session.state_changed()
+
+    def snapshot(self) -> StateSnapshot:
+        inputs: dict[str, str] = {}
+        for device in [*self.zones, *self.buttons.values(), *self.readers]:
+            inputs[device.name] = str(device.state)
+        for link in self.mcus.values():
+            inputs.update(link.inputs_state())
+        outputs = {name: bool(getattr(out, "is_on", False)) for name, out in self.outputs.items()}
+        with self._lock:
+            latched = tuple(sorted(self._latched))
+        return StateSnapshot(ts=int(self._wall() * 1000), inputs=inputs, outputs=outputs, latched=latched)
+
+    def birth(self, bdseq: int) -> Birth:
+        def items(configs: tuple[Any, ...]) -> tuple[dict[str, Any], ...]:
+            return tuple({k: v for k, v in asdict(c).items() if v is not None} for c in configs)
+
+        now = self._clock()
+        return Birth(
+            bdseq=bdseq,
+            boot_id=self.boot_id,
+            fw=_package_version("gridpatrol"),
+            inventory={
+                "zones": items(self.config.zones),
+                "buttons": items(self.config.buttons),
+                "readers": items(self.config.readers),
+                "outputs": items(self.config.outputs),
+            },
+            config_hash=self.config.config_hash,
+            versions={"protocol": PROTOCOL_VERSION, "python": platform.python_version(),
+                      "paho-mqtt": _package_version("paho-mqtt"), "gpiozero": _package_version("gpiozero")},
+            mono_ms=int(now * 1000),
+            ts=int(self._wall() * 1000),
+            clock_synced=self._clock_synced(),
+        )
+
+    def telemetry(self) -> Any:
+        counters: dict[str, int] = {**self.outbox.counters, **self.session.counters, **self.session.publisher.counters,
+                                    **self.counters, "input_loop_errors": self.loop.errors}
+        for device in [*self.readers, *self.mcus.values()]:
+            for key, value in dict(getattr(device, "counters", {})).items():
+                counters[f"{device.name}.{key}"] = int(value)
+        return self.health.telemetry(outbox_depth=self.outbox.depth, reconnects=self.session.reconnects,
+                                     counters=counters)
