@@ -59,6 +59,11 @@ class Slot:
     start_ms: int
     end_ms: int
     close_ms: int
+    tz: ZoneInfo = field(default=ZoneInfo("UTC"), compare=False, repr=False)
+
+    @property
+    def start_iso(self) -> str:
+        return iso(self.start_ms, self.tz)
 
     @property
     def key(self) -> tuple[str, dt.date, int, int]:
@@ -94,7 +99,7 @@ def slots_for(route: Route, tz: ZoneInfo, day: dt.date) -> list[Slot]:
         s, i = start, 0
         while s < end:
             e = min(s + every, end)
-            slots.append(Slot(route.id, route.unit, day, wi, i, s, e, e + tolerance))
+            slots.append(Slot(route.id, route.unit, day, wi, i, s, e, e + tolerance, tz))
             s, i = s + every, i + 1
     return slots
 
@@ -119,12 +124,12 @@ class Round:
     unauthorised: tuple[str, ...] = ()
     plan_version: int = 0
 
-    def to_json(self, tz: ZoneInfo) -> dict[str, Any]:
+    def to_json(self) -> dict[str, Any]:
         """The keys DESIGN.md lists for a round of ``report completion --format json``."""
         return {
             "route": self.slot.route,
             "unit": self.slot.unit,
-            "slot_start": iso(self.slot.start_ms, tz),
+            "slot_start": self.slot.start_iso,
             "status": str(self.status),
             "scanned": list(self.scanned),
             "missing": list(self.missing),

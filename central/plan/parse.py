@@ -95,13 +95,14 @@ def parse_plan(
 class _Entry:
     """One item of a list, for messages: ``plan.toml: unit[2] 'chengzhou'``."""
 
-    def __init__(self, file: str, kind: str, index: int, item: Any, keys: frozenset[str], required: tuple[str, ...]) -> None:
+    def __init__(self, file: str, kind: str, index: int, item: Any, keys: frozenset[str], required: tuple[str, ...],
+                 *, label: str = "id") -> None:
         self.where = f"{file}: {kind}[{index}]"
         if not isinstance(item, Mapping):
             raise PlanError(f"{self.where}: must be a table, not {_type(item)}")
         self.item = item
-        if isinstance(item.get("id"), str) and item["id"]:
-            self.where += f" {item['id']!r}"
+        if isinstance(item.get(label), str) and item[label]:
+            self.where += f" {item[label][:64]!r}"
         for key in item:
             if key not in keys:
                 raise PlanError(f"{self.where}: unknown key {key!r}")
@@ -292,8 +293,7 @@ class _Parser:
             unit = self._unit_ref(e, unit_ids)
             members = []
             for j, raw in enumerate(e.list_of("members", lambda v: v)):
-                m = _Entry(self.file, f"team[{i}] {tid!r}: member", j, raw, frozenset({"name", "tag"}), ("name", "tag"))
-                m.where = f"{m.where} {raw['name']!r}" if isinstance(raw.get("name"), str) else m.where
+                m = _Entry(self.file, f"team[{i}] {tid!r}: member", j, raw, frozenset({"name", "tag"}), ("name", "tag"), label="name")
                 member_name = m.text("name")
                 tag = m.text("tag", max_len=32).strip().upper()
                 if not TAG_RE.match(tag):

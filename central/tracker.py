@@ -1,0 +1,388 @@
+"""Live completion: rounds of the nights in progress, updated scan by scan.
+
+The tracker holds the rounds of today and yesterday (in the plan's zone: a
+night that began yesterday is still being walked). An incoming scan is routed
+through (agent, reader) -> checkpoint -> routes -> the one or two rounds whose
+``[start, close)`` holds its time; only those rounds are judged again and only
+their units' counts move (up the tree, four tiers at most). A round turns from
+``open`` to its final status by the clock (:meth:`tick`), not by a scan.
+
+What changes is published as retained JSON on ``completion/<unit>`` for the
+*live date* (the latest tracked date with a round already begun) and as a
+``completion`` notice on the bus. Scans older than yesterday's rounds are left
+to the report, which reads the store.
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+import heapq
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Protocol
+
+from central.bus import Bus
+from central.completion import Round, RoundStatus, Scan, Slot, judge
+from central.plan.model import Route, Unit
+from central.plan.registry import PlanHistory, PlanVersion
+from central.report import CompletionReport, Counts, UnitRow, planned_slots, rollup, scan_range, tree_order, unit_tree
+from wire import topics
+
+_LOGGER = logging.getLogger(__name__)
+
+POLL_S = 0.5  # how often the ticker looks for a new plan version and closing rounds
+TRACKED_DAYS = 2  # today and yesterday
+
+
+class HistorySource(Protocol):
+    def history(self) -> PlanHistory: ...
+
+
+Publish = Callable[..., Any]  # publish(topic, payload_bytes, retain=True)
+LoadScans = Callable[[int, int], Iterable[Scan]]
+
+
+def store_scans(store: Any) -> LoadScans:
+    """Scans of central's store with ``ts_est`` in ``[lo, hi)``."""
+
+    def load(lo_ms: int, hi_ms: int) -> list[Scan]:
+        out = []
+        for e in store.events_between("scan", lo_ms, hi_ms):
+            tag = e.fields.get("tag")
+            if isinstance(tag, str):
+                out.append(Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq))
+        return out
+
+    return load
+
+
+@dataclass(slots=True)
+class _Live:
+    """One round being tracked; mutable, owned under the tracker's lock."""
+
+    version: PlanVersion
+    route: Route
+    slot: Slot
+    scans: list[tuple[int, str, str]] = field(default_factory=list)  # (ts, checkpoint, tag), time order
+    round: Round | None = None
+
+    def judge(self, now_ms: int) -> Round:
+        self.round = judge(self.route, self.slot, self.scans, now_ms,
+                           authorised=self.version.plan.route_tags[self.route.id], plan_version=self.version.version)
+        return self.round
+
+
+class _Day:
+    """The rounds of one date and their counts per unit."""
+
+    def __init__(self, day: dt.date, history: PlanHistory, planned: list[tuple[PlanVersion, Route, Slot]]) -> None:
+        self.day = day
+        self.rounds = [_Live(v, r, s) for v, r, s in planned]
+        self.versions = {v.version: v for v, _, _ in planned}
+        # (version, route) -> its rounds by start, to find the one or two a scan falls in
+        self.by_route: dict[tuple[int, str], list[_Live]] = {}
+        for live in self.rounds:
+            self.by_route.setdefault((live.version.version, live.route.id), []).append(live)
+        self.starts = {k: [lv.slot.start_ms for lv in v] for k, v in self.by_route.items()}
+        self.span = {k: max(lv.slot.close_ms - lv.slot.start_ms for lv in v) for k, v in self.by_route.items()}
+        self.by_unit: dict[str, list[_Live]] = {}
+        for live in self.rounds:
+            self.by_unit.setdefault(live.slot.unit, []).append(live)
+        self.units: dict[str, Unit] = unit_tree(history, day, self.versions.values())
+        self.own: dict[str, Counts] = {}
+        self.total: dict[str, Counts] = {}  # rollups, kept up to date along the lineage
+        self.seen: set[tuple[str, int]] = set()  # (agent, eseq) already counted
+        self.first_start = min((lv.slot.start_ms for lv in self.rounds), default=None)
+
+    def sum_up(self) -> None:
+        self.total = {row.unit: row.rollup for row in rollup(self.units, self.own)}
+
+    def row(self, unit: str) -> UnitRow | None:
+        u = self.units.get(unit)
+        if u is None:
+            return None
+        return UnitRow(unit, u.tier, u.name, self.own.get(unit, Counts()), self.total.get(unit, Counts()))
+
+    def rounds_at(self, agent: str, reader: str, ts: int) -> Iterable[tuple[_Live, str]]:
+        for version in self.versions.values():
+            cp = version.plan.checkpoint_at.get((agent, reader))
+            if cp is None:
+                continue
+            for route in version.plan.routes_at.get(cp.id, ()):
+                key = (version.version, route.id)
+                lives = self.by_route.get(key)
+                if not lives:
+                    continue
+                # Tolerance reaches into the next slot (and windows may overlap):
+                # walk back over every round that started recently enough to hold ts.
+                j = bisect.bisect_right(self.starts[key], ts) - 1
+                earliest = ts - self.span[key]
+                while j >= 0 and lives[j].slot.start_ms >= earliest:
+                    if ts < lives[j].slot.close_ms:
+                        yield lives[j], cp.id
+                    j -= 1
+
+    def lineage(self, unit: str) -> list[str]:
+        chain, current = [], unit
+        while current is not None and current in self.units and current not in chain:
+            chain.append(current)
+            current = self.units[current].parent
+        return chain
+
+
+class CompletionTracker:
+    """Listener of ingest (``events_stored``) keeping completion up to date.
+
+    ``plans`` is the :class:`~central.plan.registry.PlanRegistry` (anything with
+    ``history()``); ``load_scans(lo_ms, hi_ms)`` reads scans from the store when a
+    day is (re)built; ``publish(topic, payload, retain=True)`` is the MQTT
+    session's publish. ``clock`` gives UTC seconds.
+    """
+
+    def __init__(
+        self,
+        plans: HistorySource,
+        *,
+        load_scans: LoadScans,
+        publish: Publish | None = None,
+        bus: Bus | None = None,
+        clock: Callable[[], float] = time.time,
+        poll_s: float = POLL_S,
+    ) -> None:
+        self._plans = plans
+        self._load_scans = load_scans
+        self._publish = publish
+        self._bus = bus
+        self._clock = clock
+        self._poll_s = poll_s
+        self._lock = threading.RLock()
+        self._history: PlanHistory | None = None
+        self._days: dict[dt.date, _Day] = {}
+        self._closing: list[tuple[int, int, dt.date, int]] = []  # (close_ms, seq, day, index) of open rounds
+        self._seq = 0
+        self._live_day: dt.date | None = None
+        self._dirty: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.scans_counted = 0
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def start(self) -> None:
+        """Build today's and yesterday's rounds from the store, then tick on a thread."""
+        self.tick()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="completion-tracker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait = self.tick()
+            except Exception:
+                _LOGGER.exception("completion tracker tick failed")
+                wait = self._poll_s
+            self._stop.wait(min(wait, self._poll_s))
+
+    # -- listener protocol -------------------------------------------------------
+
+    def events_stored(self, events: Iterable[Any]) -> None:
+        """Count new scans (``StoredEvent``); called on the ingest thread after the commit."""
+        with self._lock:
+            if self._history is None:
+                return  # not started: start() reads these from the store
+            now_ms = self._now_ms()
+            for e in events:
+                if e.kind != "scan":
+                    continue
+                tag = e.fields.get("tag")
+                if isinstance(tag, str):
+                    self._count(Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq), now_ms)
+            messages = self._flush()
+        self._send(messages)
+
+    def presence_changed(self, agent: str, state: Any, ts: Any = None) -> None:
+        """Presence does not move completion."""
+
+    # -- time --------------------------------------------------------------------
+
+    def tick(self, now: float | None = None) -> float:
+        """Apply a new plan, open a new day, close due rounds; returns seconds until needed again."""
+        now_s = self._clock() if now is None else now
+        now_ms = int(now_s * 1000)
+        history = self._plans.history()
+        with self._lock:
+            if history is not self._history:
+                self._rebuild(history, now_ms)
+            else:
+                self._roll_days(now_ms)
+            while self._closing and self._closing[0][0] <= now_ms:
+                _, _, day, index = heapq.heappop(self._closing)
+                state = self._days.get(day)
+                if state is not None:
+                    self._rejudge(state, state.rounds[index], now_ms)
+            self._update_live_day(now_ms)
+            messages = self._flush()
+            next_ms = self._closing[0][0] if self._closing else None
+        self._send(messages)
+        wait = self._poll_s if next_ms is None else max(0.0, (next_ms - now_ms) / 1000)
+        return min(wait, self._poll_s)
+
+    def _now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    def _today(self, history: PlanHistory, now_ms: int) -> dt.date | None:
+        v = history.at(now_ms) or history.latest
+        if v is None:
+            return None
+        return dt.datetime.fromtimestamp(now_ms / 1000, v.plan.tz).date()
+
+    def _rebuild(self, history: PlanHistory, now_ms: int) -> None:
+        first = self._history is None
+        self._history = history
+        self._days.clear()
+        self._closing.clear()
+        self._roll_days(now_ms)
+        self._dirty.update(u for d in self._days.values() for u in d.units)
+        if not first and self._bus is not None and history.latest is not None:
+            self._bus.publish("plan", {"version": history.latest.version})
+        _LOGGER.info("completion tracker follows plan version %s",
+                     history.latest.version if history.latest else None)
+
+    def _roll_days(self, now_ms: int) -> None:
+        assert self._history is not None
+        today = self._today(self._history, now_ms)
+        if today is None:
+            return
+        wanted = [today - dt.timedelta(days=k) for k in range(TRACKED_DAYS)]
+        for day in list(self._days):
+            if day not in wanted:
+                del self._days[day]
+        for day in wanted:
+            if day not in self._days:
+                self._days[day] = self._build_day(day, now_ms)
+
+    def _build_day(self, day: dt.date, now_ms: int) -> _Day:
+        assert self._history is not None
+        planned = planned_slots(self._history, day)
+        state = _Day(day, self._history, planned)
+        span = scan_range(planned)
+        if span is not None:
+            for scan in sorted(self._load_scans(span[0], span[1]), key=lambda s: s.ts):
+                self._count_in(state, scan)
+        for index, live in enumerate(state.rounds):
+            r = live.judge(now_ms)
+            state.own[live.slot.unit] = state.own.get(live.slot.unit, Counts()).plus(r.status)
+            if r.status is RoundStatus.OPEN:
+                self._seq += 1
+                heapq.heappush(self._closing, (live.slot.close_ms, self._seq, day, index))
+        state.sum_up()
+        return state
+
+    def _update_live_day(self, now_ms: int) -> None:
+        begun = [d for d, s in self._days.items() if s.first_start is not None and s.first_start <= now_ms]
+        live = max(begun) if begun else (max(self._days) if self._days else None)
+        if live != self._live_day:
+            self._live_day = live
+            if live is not None:
+                self._dirty.update(self._days[live].units)
+
+    # -- counting ----------------------------------------------------------------
+
+    def _count_in(self, state: _Day, scan: Scan) -> list[_Live]:
+        key = (scan.agent, scan.eseq)
+        if scan.eseq and key in state.seen:
+            return []
+        touched = []
+        for live, cp in state.rounds_at(scan.agent, scan.reader, scan.ts):
+            item = (scan.ts, cp, scan.tag)
+            live.scans.insert(bisect.bisect_right(live.scans, scan.ts, key=lambda s: s[0]), item)
+            touched.append(live)
+        if touched and scan.eseq:
+            state.seen.add(key)
+        return touched
+
+    def _count(self, scan: Scan, now_ms: int) -> None:
+        for state in self._days.values():
+            for live in self._count_in(state, scan):
+                self.scans_counted += 1
+                self._rejudge(state, live, now_ms)
+
+    def _rejudge(self, state: _Day, live: _Live, now_ms: int) -> None:
+        before = live.round.status if live.round is not None else None
+        after = live.judge(now_ms).status
+        unit = live.slot.unit
+        if before is not after:
+            state.own[unit] = _moved(state.own.get(unit, Counts()), before, after)
+            for u in state.lineage(unit):
+                state.total[u] = _moved(state.total.get(u, Counts()), before, after)
+        if state.day == self._live_day:
+            # A scan in an open round changes only its unit's progress; a status, every rollup above.
+            self._dirty.update(state.lineage(unit) if before is not after else (unit,))
+
+    # -- output ------------------------------------------------------------------
+
+    def _flush(self) -> list[tuple[str, dict[str, Any]]]:
+        """Payloads for the dirty units of the live date (under the lock)."""
+        if not self._dirty or self._live_day is None or self._live_day not in self._days:
+            self._dirty.clear()
+            return []
+        state = self._days[self._live_day]
+        messages = []
+        for unit in sorted(self._dirty):
+            row = state.row(unit)
+            if row is not None:
+                messages.append((unit, self._payload(state, row)))
+        self._dirty.clear()
+        return messages
+
+    def _payload(self, state: _Day, row: UnitRow) -> dict[str, Any]:
+        body = {"date": state.day.isoformat(), **row.to_json(), "ts": self._now_ms()}
+        body["open_rounds"] = [
+            live.round.to_json() for live in state.by_unit.get(row.unit, ())
+            if live.round is not None and live.round.status is RoundStatus.OPEN
+        ]
+        return body
+
+    def _send(self, messages: list[tuple[str, dict[str, Any]]]) -> None:
+        for unit, body in messages:
+            if self._publish is not None:
+                try:
+                    self._publish(topics.completion(unit), json.dumps(body, ensure_ascii=False).encode(), retain=True)
+                except Exception:
+                    _LOGGER.exception("publishing completion of %s failed", unit)
+            if self._bus is not None:
+                self._bus.publish("completion", body)
+
+    # -- queries (web API) -------------------------------------------------------
+
+    def report(self, day: dt.date | None = None) -> CompletionReport | None:
+        """The tracked report of ``day`` (default: the live date); None if not tracked."""
+        with self._lock:
+            day = self._live_day if day is None else day
+            state = self._days.get(day) if day is not None else None
+            if state is None:
+                return None
+            rounds = tuple(lv.round for lv in state.rounds if lv.round is not None)
+            rows = tuple(row for row in (state.row(u) for u in tree_order(state.units)) if row is not None)
+            return CompletionReport(state.day, rows, rounds)
+
+    @property
+    def live_day(self) -> dt.date | None:
+        return self._live_day
+
+
+def _moved(counts: Counts, before: RoundStatus | None, after: RoundStatus) -> Counts:
+    if before is not None:
+        counts = counts.plus(before, -1)
+    return counts.plus(after)
