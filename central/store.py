@@ -117,9 +117,10 @@ class StoredEvent:
 
     def to_json(self) -> dict[str, Any]:
         """DESIGN.md's machine-readable form; ``unplanned: true`` only on flagged events."""
-        body = dict(self.fields)  # first, so a stray field can never shadow a column
-        body.update(agent=self.agent, eseq=self.eseq, kind=self.kind, source=self.source, ts=self.ts,
-                    received_ts=self.received_ts, replayed=self.replayed)
+        body: dict[str, Any] = {"agent": self.agent, "eseq": self.eseq, "kind": self.kind, "source": self.source,
+                                "ts": self.ts, "received_ts": self.received_ts, "replayed": self.replayed}
+        for key, value in self.fields.items():
+            body.setdefault(key, value)  # a stray field never shadows a column
         if self.unplanned:
             body["unplanned"] = True
         return body
