@@ -359,6 +359,7 @@ class Pn532Driver:
                 if acked and nacks < NACK_RETRIES:
                     nacks += 1
                     self.counters["nacks_sent"] += 1
+                    _LOGGER.debug("PN532 answer to command 0x%02X garbled: NACK %d", code, nacks)
                     self._port.write(NACK_FRAME)
                     deadline = self._clock() + self._answer_timeout_s
                 continue
@@ -379,6 +380,7 @@ class Pn532Driver:
                 # A lost ACK is no reason to refuse a good answer.
                 return item.params
             self.counters["stale_frames"] += 1
+            _LOGGER.debug("PN532: dropped a frame that does not answer command 0x%02X", code)
 
     def _next(self, deadline: float, *, what: str, code: int) -> Item | object:
         while not self._items:

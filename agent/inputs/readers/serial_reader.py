@@ -16,6 +16,7 @@ import logging
 import termios
 import threading
 import time
+from enum import StrEnum
 from typing import Any, Callable, Final
 
 import serial
@@ -52,7 +53,7 @@ OpenPort = Callable[..., Any]
 PORT_ERRORS: Final = (serial.SerialException, OSError, termios.error)
 
 
-class ReaderState:
+class ReaderState(StrEnum):
     UP = "up"
     DOWN = "down"
 
@@ -94,6 +95,8 @@ class SerialReader:
         self._presence = PresenceFilter(absent_s)
         self._rdm = Rdm6300Parser()
         self._driver: Pn532Driver | None = None
+        # Counters of the PN532 drivers of earlier sessions: telemetry counters only grow.
+        self._carried: dict[str, int] = {}
         self._lock = threading.Lock()
         self._own: dict[str, int] = dict.fromkeys(
             ("scans", "port_lost", "open_failures", "silent", "recoveries", "device_errors", "bad_answers", "thread_restarts"),
@@ -117,9 +120,11 @@ class SerialReader:
             merged = dict(self._own)
             if self.config.protocol == "rdm6300":
                 merged.update(self._rdm.counters)
-            elif self._driver is not None:
-                merged.update(self._driver.frame_counters)
-                merged.update(self._driver.counters)
+                return merged
+            merged.update(self._carried)
+            if self._driver is not None:
+                for name, value in (*self._driver.frame_counters.items(), *self._driver.counters.items()):
+                    merged[name] = merged.get(name, 0) + value
             return merged
 
     def start(self) -> None:
@@ -136,7 +141,7 @@ class SerialReader:
         if port is not None and hasattr(port, "cancel_read"):
             try:
                 port.cancel_read()
-            except Exception:  # the port may be half-closed by the thread already
+            except PORT_ERRORS:  # the thread may be closing it at this very moment
                 pass
         if self._thread is not None:
             self._thread.join(timeout=JOIN_TIMEOUT_S)
@@ -175,7 +180,6 @@ class SerialReader:
                     lost = False
                     _LOGGER.info("reader %s: port %s is back", self.name, self.config.port)
                     self._fault(FaultCode.PORT_BACK, f"{self.config.port} opened again")
-                self._state = ReaderState.UP
                 self._session()
             except Cancelled:
                 pass
@@ -207,12 +211,21 @@ class SerialReader:
     def _session(self) -> None:
         if self.config.protocol == "rdm6300":
             self._rdm6300_session()
-        else:
+            return
+        try:
             self._pn532_session()
+        finally:
+            with self._lock:
+                driver, self._driver = self._driver, None
+                if driver is not None:
+                    for name, value in (*driver.frame_counters.items(), *driver.counters.items()):
+                        self._carried[name] = self._carried.get(name, 0) + value
 
     def _rdm6300_session(self) -> None:
         port = self._port
-        self._rdm.reset()
+        with self._lock:
+            self._rdm.reset()
+        self._state = ReaderState.UP  # an RDM6300 says nothing until a card comes: an open port is all we know
         last_data = self._clock()
         while not self._stop.is_set():
             data = port.read(max(1, port.in_waiting))
@@ -257,7 +270,8 @@ class SerialReader:
                     self._state = ReaderState.UP
                 uid = driver.poll()
             except ReaderSilent as exc:
-                # Caught before OSError: ReaderSilent is a TimeoutError.
+                # Caught here: ReaderSilent is a TimeoutError, hence an OSError,
+                # which _run would take for a lost port.
                 self._count("silent")
                 ready = False
                 if silent_since is None:

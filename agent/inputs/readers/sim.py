@@ -10,7 +10,6 @@ opens the port is echoed back or translated by the line discipline.
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import select
 import threading
@@ -19,10 +18,8 @@ import tty
 from typing import Final
 
 from agent.inputs.readers import pn532
-from agent.inputs.readers.pn532 import Ack, Command, ErrorFrame, Frame, FrameReader, Nack
+from agent.inputs.readers.pn532 import Command, Frame, FrameReader, Nack
 from agent.inputs.readers.rdm6300 import encode_frame
-
-_LOGGER = logging.getLogger(__name__)
 
 RDM6300_REPEAT_S: Final = 0.1  # a module repeats the frame roughly this often while a card lies on it
 _SELECT_S: Final = 0.05

@@ -21,7 +21,7 @@ from typing import Iterator
 
 import pytest
 import serial
-from hypothesis import assume, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.inputs.readers.errors import DeviceError, FrameError, ReaderError, ReaderSilent

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from agent.config import ReaderConfig
+from agent.events import EventSink
 from agent.inputs.readers.serial_reader import SerialReader
 from agent.inputs.readers.sim import SimulatedPn532, SimulatedRdm6300
 from tests.support import wait_until
@@ -71,7 +72,7 @@ def closing() -> Iterator[Callable[[Any], Any]]:
             thing.close()
 
 
-def rdm_reader(port: str, rec: Recorder, **kwargs: Any) -> SerialReader:
+def rdm_reader(port: str, rec: EventSink, **kwargs: Any) -> SerialReader:
     return SerialReader(ReaderConfig(name="gate-1", protocol="rdm6300", port=port), emit=rec, **kwargs)
 
 
@@ -220,7 +221,7 @@ def test_protocol_and_port_are_checked() -> None:
 # -- PN532 -------------------------------------------------------------------
 
 
-def pn532_reader(port: str, rec: Recorder, **kwargs: Any) -> SerialReader:
+def pn532_reader(port: str, rec: EventSink, **kwargs: Any) -> SerialReader:
     return SerialReader(ReaderConfig(name="library", protocol="pn532", port=port), emit=rec, **kwargs)
 
 
@@ -282,12 +283,37 @@ def test_pn532_unplugged_and_back(closing: Callable[[Any], Any], tmp_path: Path)
         reader = closing(pn532_reader(str(link), rec))
         reader.start()
         wait_until(lambda: reader.state == "up" and first.polls > 0, message="reader polling")
+        frames_before = reader.counters["frames"]
     finally:
         first.close()
     wait_until(lambda: rec.faults() == ["port-lost"], message="port-lost")
+    assert reader.counters["frames"] >= frames_before  # telemetry counters never go back
     link.unlink()
     second = closing(SimulatedPn532())  # a fresh chip, in LowVbat until woken
     os.symlink(second.path, link)
     wait_until(lambda: rec.faults() == ["port-lost", "port-back"], message="port-back")
     second.present(UID4)
     wait_until(lambda: rec.scans() == ["8B0D4F49"], message="scan on the new port")
+    assert reader.counters["frames"] > frames_before
+
+
+@pytest.mark.allow_logged_exceptions
+def test_a_failing_sink_does_not_stop_the_reader(closing: Callable[[Any], Any]) -> None:
+    sim = closing(SimulatedRdm6300())
+    rec = Recorder()
+    calls = []
+
+    def flaky(kind: EventKind, source: str, /, **fields: Any) -> None:
+        calls.append(fields)
+        if len(calls) == 1:
+            raise OSError("disk full")
+        rec(kind, source, **fields)
+
+    reader = closing(rdm_reader(sim.path, flaky))
+    reader.start()
+    wait_until(lambda: reader.state == "up", message="reader up")
+    sim.tap(CARD_A, hold_s=0.3)
+    wait_until(lambda: len(calls) == 1, message="first scan attempted")
+    sim.tap(CARD_B, hold_s=0.3)
+    wait_until(lambda: rec.scans() == [CARD_B], message="the next scan goes through")
+    assert calls == [{"tag": CARD_A}, {"tag": CARD_B}]
