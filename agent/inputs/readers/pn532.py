@@ -24,7 +24,7 @@ import time
 from collections import deque
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Callable, Final, Protocol, Union
+from typing import Callable, Final, Protocol
 
 from agent.inputs.readers.errors import Cancelled, DeviceError, FrameError, ReaderSilent
 
@@ -98,7 +98,7 @@ class ErrorFrame:
     """The chip's application-level error frame (a syntax error in what it was sent)."""
 
 
-Item = Union[Frame, Ack, Nack, ErrorFrame]
+Item = Frame | Ack | Nack | ErrorFrame
 
 COUNTER_NAMES: Final = (
     "frames",
@@ -134,8 +134,8 @@ def command_frame(command: int, params: bytes = b"") -> bytes:
 class FrameReader:
     """Bytes in, frames out; never touches the port.
 
-    ``rejected`` is the running total of frames thrown away (bad LCS or DCS,
-    oversized), which lets a driver see that an answer was garbled and ask
+    ``rejected`` is the running total of frames thrown away (bad LCS, DCS or
+    postamble, oversized, cut), which lets a driver see that an answer was garbled and ask
     for it again with a NACK.
     """
 
