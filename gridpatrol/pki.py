@@ -108,10 +108,6 @@ def _write_file(path: Path, data: bytes, mode: int) -> None:
         raise
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    _write_file(path, data, _PRIVATE_FILE_MODE)
-
-
 def _private_dir(path: Path) -> Path:
     path.mkdir(mode=_PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     return path
@@ -146,7 +142,24 @@ def _load_index(directory: Path) -> dict:
         raise PkiError(f"{path}: not a readable index ({exc})") from None
     if not isinstance(index, dict) or not isinstance(index.get("certificates"), list):
         raise PkiError(f"{path}: expected an object with a list 'certificates'")
+    if type(index.get("crl_number", 0)) is not int or index.get("crl_number", 0) < 0:
+        raise PkiError(f"{path}: crl_number must be a whole number >= 0")
+    for n, entry in enumerate(index["certificates"]):
+        if not _entry_ok(entry):
+            raise PkiError(f"{path}: certificates[{n}] is not {{serial (hex), cn, kind, not_after, revoked_at (ISO or null)}}")
     return index
+
+
+def _entry_ok(entry: object) -> bool:
+    if not isinstance(entry, dict) or not isinstance(entry.get("cn"), str) or entry.get("kind") not in set(Kind):
+        return False
+    try:
+        int(entry["serial"], 16)
+        if entry.get("revoked_at") is not None:
+            dt.datetime.fromisoformat(entry["revoked_at"])
+    except (KeyError, TypeError, ValueError):
+        return False
+    return True
 
 
 def _save_index(directory: Path, index: dict) -> None:
@@ -167,6 +180,14 @@ def _new_key() -> ec.EllipticCurvePrivateKey:
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def _key_usage(*, ca: bool) -> x509.KeyUsage:
+    """A CA signs certificates and CRLs; a leaf signs TLS handshakes (ECDHE: nothing else)."""
+    return x509.KeyUsage(
+        digital_signature=not ca, content_commitment=False, key_encipherment=False, data_encipherment=False,
+        key_agreement=False, key_cert_sign=ca, crl_sign=ca, encipher_only=False, decipher_only=False,
+    )
 
 
 def _load_ca(directory: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
@@ -200,13 +221,7 @@ def _sign_leaf(
         .not_valid_before(now - NOT_BEFORE_SLACK)
         .not_valid_after(min(now + dt.timedelta(days=LEAF_VALIDITY_DAYS), ca_cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                key_agreement=False, key_cert_sign=False, crl_sign=False, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
+        .add_extension(_key_usage(ca=False), critical=True)
         # One purpose per certificate: OpenSSL checks it, so a client certificate
         # cannot serve as a broker and the broker's cannot log in as a client.
         .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
@@ -229,7 +244,7 @@ def _record(index: dict, cert: x509.Certificate, cn: str, kind: Kind) -> None:
 
 
 def _write_crl(directory: Path, index: dict, ca_cert: x509.Certificate, ca_key: ec.EllipticCurvePrivateKey, now: dt.datetime) -> None:
-    index["crl_number"] = int(index.get("crl_number", 0)) + 1
+    index["crl_number"] = index.get("crl_number", 0) + 1
     builder = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
@@ -287,21 +302,15 @@ def init_pki(directory: Path, broker_hosts: Sequence[str] = DEFAULT_BROKER_HOSTS
             .not_valid_before(t - NOT_BEFORE_SLACK)
             .not_valid_after(t + dt.timedelta(days=CA_VALIDITY_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False, data_encipherment=False,
-                    key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-                ),
-                critical=True,
-            )
+            .add_extension(_key_usage(ca=True), critical=True)
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
             .sign(ca_key, hashes.SHA256())
         )
-        _write_private(directory / "ca.key", _key_pem(ca_key))
+        _write_file(directory / "ca.key", _key_pem(ca_key), _PRIVATE_FILE_MODE)
         _write_file(directory / "ca.crt", ca_cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_FILE_MODE)
         index: dict = {"certificates": [], "crl_number": 0}
         broker_cert, broker_key = _sign_leaf(ca_cert, ca_key, BROKER_CN, ExtendedKeyUsageOID.SERVER_AUTH, now=t, san=san)
-        _write_private(directory / "broker.key", _key_pem(broker_key))
+        _write_file(directory / "broker.key", _key_pem(broker_key), _PRIVATE_FILE_MODE)
         _write_file(directory / "broker.crt", broker_cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_FILE_MODE)
         _record(index, broker_cert, BROKER_CN, Kind.BROKER)
         _write_crl(directory, index, ca_cert, ca_key, t)
@@ -320,7 +329,7 @@ def _issue(directory: Path, cn: str, kind: Kind, cert_path: Path, *, now: Callab
         _private_dir(cert_path.parent)
         cert, key = _sign_leaf(ca_cert, ca_key, cn, ExtendedKeyUsageOID.CLIENT_AUTH, now=now())
         key_path = cert_path.with_suffix(".key")
-        _write_private(key_path, _key_pem(key))
+        _write_file(key_path, _key_pem(key), _PRIVATE_FILE_MODE)
         _write_file(cert_path, cert.public_bytes(serialization.Encoding.PEM), _PUBLIC_FILE_MODE)
         _record(index, cert, cn, kind)
         _save_index(directory, index)

@@ -199,7 +199,11 @@ def test_a_directory_that_is_no_pki_and_a_second_init_exit_2(tmp_path: Path) -> 
 
 
 @pytest.mark.parametrize(("damage", "at_fault"), [("index.json", "index.json"), ("ca.key", "ca.crt or ca.key")])
-@pytest.mark.parametrize("content", [b"", b"{\"certificates\": 3}", b"-----BEGIN PRIVATE KEY-----\nAAAA", bytes(range(256))])
+@pytest.mark.parametrize("content", [
+    b"", b'{"certificates": 3}', b'{"certificates": [{"serial": "zz", "cn": "a", "kind": "agent"}]}',
+    b'{"certificates": [{"serial": "1f", "cn": "a", "kind": "agent", "revoked_at": "yesterday"}]}',
+    b"-----BEGIN PRIVATE KEY-----\nAAAA", bytes(range(256)),
+])
 def test_damaged_files_exit_2_naming_them(tmp_path: Path, damage: str, at_fault: str, content: bytes) -> None:
     d = tmp_path / "pki"
     pki.init_pki(d)
