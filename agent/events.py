@@ -28,5 +28,6 @@ class FaultCode:
     LINK_LOST = "link-lost"
     LINK_BACK = "link-back"
     READER_SILENT = "reader-silent"
+    READER_BACK = "reader-back"
     DISK_FULL = "disk-full"
     CLOCK_UNSYNCED = "clock-unsynced"

@@ -40,9 +40,6 @@ PN532_POLL_S: Final = 0.1  # well below the 1 s absence rule, cheap for the chip
 READER_SILENT_FAULT_S: Final = 5.0
 JOIN_TIMEOUT_S: Final = 5.0
 MAX_DETAIL_LEN: Final = 500
-# Code of the fault that ends a ``reader-silent`` episode (agent/events.py has
-# no constant for it yet).
-READER_BACK: Final = "reader-back"
 
 DEFAULT_BAUDRATES: Final = {"rdm6300": RDM6300_BAUDRATE, "pn532": PN532_BAUDRATE}
 
@@ -265,7 +262,7 @@ class SerialReader:
                         self._count("recoveries")
                         _LOGGER.info("reader %s: PN532 answers again", self.name)
                         if reported:
-                            self._fault(READER_BACK, f"PN532 on {self.config.port} answers again")
+                            self._fault(FaultCode.READER_BACK, f"PN532 on {self.config.port} answers again")
                     silent_since, reported = None, False
                     self._state = ReaderState.UP
                 uid = driver.poll()
