@@ -1,0 +1,200 @@
+"""Read-only queries on central's store file for the dashboard.
+
+The web never writes the tables of ingest or the alarm book; it reads them
+with its own read-only SQLite connections (WAL lets it read while ingest
+writes) using the schema in docs/architecture.md, and shapes rows into the
+objects of DESIGN.md's "Machine-readable output". Writes go through their
+owners (``AlarmActions.acknowledge``).
+
+Each call opens a short connection, so any thread may call; the dashboard
+runs these on uvicorn's thread pool, never on its event loop.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+_LOGGER = logging.getLogger(__name__)
+
+SQLITE_BUSY_TIMEOUT_S = 5.0
+EVENTS_DEFAULT_LIMIT = 500
+EVENTS_MAX_LIMIT = 10_000
+# The kind's own keys live in events.fields; these are never taken from it.
+_EVENT_CORE_KEYS = ("agent", "eseq", "kind", "source", "ts", "received_ts", "replayed")
+_ALARM_KEYS = ("id", "agent", "source", "kind", "unit", "state", "raised_ts", "acked_by", "acked_ts", "escalated_to")
+
+
+def _json_object(text: Any) -> dict[str, Any]:
+    """A JSON column as a dict; anything else (NULL, damage) as an empty one."""
+    if not isinstance(text, (str, bytes)) or not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+class StoreReader:
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+        db.row_factory = sqlite3.Row
+        return db
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        try:
+            with closing(self._connect()) as db:
+                return db.execute(sql, params).fetchall()
+        except sqlite3.OperationalError as exc:
+            # Before ingest or the alarm book has made its tables (a fresh
+            # install), there is simply nothing to show yet.
+            if "no such table" in str(exc) or "unable to open" in str(exc):
+                return []
+            raise
+
+    # --- agents -------------------------------------------------------------
+
+    def agents(self) -> list[dict[str, Any]]:
+        rows = self._query("SELECT agent, state, bdseq, last_seen, acked_eseq, first_seen, tele, birth FROM agents ORDER BY agent")
+        return [self._agent(row) for row in rows]
+
+    def agent(self, agent: str) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT agent, state, bdseq, last_seen, acked_eseq, first_seen, tele, birth FROM agents WHERE agent = ?", (agent,))
+        return self._agent(rows[0]) if rows else None
+
+    @staticmethod
+    def _agent(row: sqlite3.Row) -> dict[str, Any]:
+        tele = _json_object(row["tele"])
+        return {
+            "agent": row["agent"],
+            "state": row["state"] or "unknown",
+            "bdseq": row["bdseq"],
+            "last_seen": row["last_seen"],
+            "acked_eseq": row["acked_eseq"],
+            "first_seen": row["first_seen"],
+            # The latest telemetry as presence keeps it (wire.messages.Telemetry's keys).
+            "outbox_depth": tele.get("outbox_depth"),
+            "clock_synced": tele.get("clock_synced"),
+            "reconnects": tele.get("reconnects"),
+            "uptime_s": tele.get("uptime_s"),
+            "cpu_temp_c": tele.get("cpu_temp_c"),
+        }
+
+    # --- events -------------------------------------------------------------
+
+    def events(self, *, agents: Iterable[str] | None = None, kind: str | None = None, source: str | None = None,
+               since_ts: int | None = None, until_ts: int | None = None,
+               limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False) -> list[dict[str, Any]]:
+        """The newest ``limit`` matching events (by ts), returned oldest first.
+
+        Oldest first means DESIGN.md's order, by agent then eseq, unless
+        ``by_time`` asks for the order in which they happened (the event log).
+        """
+        where, params = ["1"], []
+        if agents is not None:
+            names = sorted(set(agents))
+            if not names:
+                return []
+            where.append(f"agent IN ({','.join('?' * len(names))})")
+            params.extend(names)
+        for column, value in (("kind", kind), ("source", source)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                params.append(value)
+        if since_ts is not None:
+            where.append("ts >= ?")
+            params.append(since_ts)
+        if until_ts is not None:
+            where.append("ts < ?")
+            params.append(until_ts)
+        limit = max(1, min(int(limit), EVENTS_MAX_LIMIT))
+        rows = self._query(
+            "SELECT agent, eseq, kind, source, ts, received_ts, replayed, fields, unplanned FROM events "
+            f"WHERE {' AND '.join(where)} ORDER BY ts DESC, agent DESC, eseq DESC LIMIT ?", [*params, limit])
+        events = [self._event(row) for row in reversed(rows)]
+        if not by_time:
+            events.sort(key=lambda e: (e["agent"], e["eseq"]))
+        return events
+
+    def scans(self, agents: Iterable[str], lo_ms: int, hi_ms: int) -> list[tuple[int, str, str, str]]:
+        """``(ts_est, agent, reader, tag)`` of scans that happened in ``[lo, hi)``, by time.
+
+        By central's estimate of when they happened, as the completion engine counts them.
+        """
+        names = sorted(set(agents))
+        out: list[tuple[int, str, str, str]] = []
+        for start in range(0, len(names), 500):
+            chunk = names[start:start + 500]
+            for row in self._query(
+                f"SELECT ts_est, agent, source, fields FROM events WHERE kind = 'scan' AND agent IN ({','.join('?' * len(chunk))}) "
+                "AND ts_est >= ? AND ts_est < ?", [*chunk, lo_ms, hi_ms]):
+                tag = _json_object(row["fields"]).get("tag")
+                if isinstance(tag, str):
+                    out.append((row["ts_est"], row["agent"], row["source"], tag))
+        out.sort()
+        return out
+
+    def event(self, agent: str, eseq: int) -> dict[str, Any] | None:
+        rows = self._query(
+            "SELECT agent, eseq, kind, source, ts, received_ts, replayed, fields, unplanned FROM events "
+            "WHERE agent = ? AND eseq = ?", (agent, eseq))
+        return self._event(rows[0]) if rows else None
+
+    @staticmethod
+    def _event(row: sqlite3.Row) -> dict[str, Any]:
+        fields = _json_object(row["fields"])
+        event = {key: value for key, value in fields.items() if key not in _EVENT_CORE_KEYS}
+        event.update({
+            "agent": row["agent"], "eseq": row["eseq"], "kind": row["kind"], "source": row["source"],
+            "ts": row["ts"], "received_ts": row["received_ts"], "replayed": bool(row["replayed"]),
+        })
+        if row["unplanned"]:
+            event["unplanned"] = True
+        return event
+
+    # --- alarms -------------------------------------------------------------
+
+    def alarms(self, *, include_closed: bool = False, limit: int = 500) -> list[dict[str, Any]]:
+        """Active alarms (all of them), plus the newest closed ones when asked, newest first."""
+        active = self._query(f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE state = 'active' ORDER BY raised_ts DESC, id DESC")
+        rows = list(active)
+        if include_closed:
+            rows += self._query(
+                f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE state != 'active' ORDER BY raised_ts DESC, id DESC LIMIT ?",
+                (max(1, min(limit, EVENTS_MAX_LIMIT)),))
+        alarms = [dict(row) for row in rows]
+        self._attach_trails(alarms)
+        return alarms
+
+    def alarm(self, alarm_id: int) -> dict[str, Any] | None:
+        rows = self._query(f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE id = ?", (alarm_id,))
+        if not rows:
+            return None
+        alarm = dict(rows[0])
+        self._attach_trails([alarm])
+        return alarm
+
+    def _attach_trails(self, alarms: list[dict[str, Any]]) -> None:
+        """The escalation trail of each alarm, as ``trail``: the steps in time order."""
+        if not alarms:
+            return
+        by_id = {a["id"]: a for a in alarms}
+        for alarm in alarms:
+            alarm["trail"] = []
+        ids = list(by_id)
+        for start in range(0, len(ids), 500):  # SQLite's parameter limit
+            chunk = ids[start:start + 500]
+            for step in self._query(
+                f"SELECT alarm_id, ts, unit, tier, action FROM alarm_steps WHERE alarm_id IN ({','.join('?' * len(chunk))}) "
+                "ORDER BY ts, rowid", chunk):
+                by_id[step["alarm_id"]]["trail"].append(
+                    {"ts": step["ts"], "unit": step["unit"], "tier": step["tier"], "action": step["action"]})

@@ -1,0 +1,224 @@
+"""A small district for the dashboard's tests, built from central's real objects.
+
+The store (central.store), the alarm book (central.alarms), the plan registry
+(central.plan.registry), the bus and the report are the real ones; an alarm is
+raised exactly as ingest does it: the event is committed to the store, then
+handed to the alarm book's ``events_stored``, which announces it on the bus.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import itertools
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+from argon2 import PasswordHasher
+
+from central.alarms import AlarmBook
+from central.app import BusBridge
+from central.bus import Bus
+from central.config import CentralConfig, parse_config
+from central.plan.parse import parse_plan_bytes
+from central.plan.registry import PlanRegistry
+from central.store import AgentRow, Store, StoredEvent
+from central.web.app import build_app
+from central.web.auth import LoginLimiter
+from central.web.server import WebServer
+from central.web.users import UserBook
+from central.web.wiring import StoreCompletionReports
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
+PASSWORD = "correct horse battery"
+# argon2id as in production, with a small cost so that a test makes its users
+# in milliseconds; tests/web/test_users.py checks the production parameters.
+TEST_HASHER = PasswordHasher(time_cost=1, memory_cost=8192, parallelism=1)
+
+PLAN = """
+timezone = "Asia/Shanghai"
+unit = [
+  { id = "fengze",       tier = "district",  name = "丰泽区" },
+  { id = "quanxiu",      tier = "street",    parent = "fengze",    name = "泉秀街道" },
+  { id = "chengzhou",    tier = "community", parent = "quanxiu",   name = "城洲社区" },
+  { id = "chengzhou-g1", tier = "grid",      parent = "chengzhou", name = "城洲第一网格" },
+  { id = "xinxing",      tier = "community", parent = "quanxiu",   name = "新星社区" },
+  { id = "xinxing-g1",   tier = "grid",      parent = "xinxing",   name = "新星第一网格" },
+]
+agent = [
+  { id = "school-9-gate-1", unit = "chengzhou-g1", name = "第九中学东门" },
+  { id = "school-3-gate-1", unit = "xinxing-g1",   name = "第三小学北门" },
+]
+checkpoint = [
+  { id = "cp-east-gate",   unit = "chengzhou-g1", agent = "school-9-gate-1", reader = "gate-1", name = "东门" },
+  { id = "cp-north-fence", unit = "chengzhou-g1", agent = "school-9-gate-1", reader = "gate-2", name = "北围墙" },
+  { id = "cp-library",     unit = "chengzhou-g1", agent = "school-9-gate-1", reader = "gate-3", name = "图书馆" },
+]
+[[team]]
+id = "volunteers-7"
+unit = "chengzhou"
+name = "城洲志愿者七队"
+members = [ { name = "林", tag = "67003B51C6" } ]
+
+[[route]]
+id = "night-loop"
+unit = "chengzhou-g1"
+name = "夜间巡逻"
+teams = ["volunteers-7"]
+order = "strict"
+checkpoints = ["cp-east-gate", "cp-north-fence", "cp-library"]
+window = { start = "22:00", end = "06:00", every_min = 120, tolerance_min = 15 }
+"""
+
+USERS = {"duty": "fengze", "lin": "chengzhou", "wang": "xinxing"}
+
+
+@dataclass
+class World:
+    root: Path
+    config: CentralConfig
+    store: Store
+    bus: Bus
+    plans: PlanRegistry
+    alarms: AlarmBook
+    reports: StoreCompletionReports
+    users: UserBook
+    _eseq: dict[str, itertools.count[int]] = field(default_factory=dict)
+
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
+    def store_event(self, agent: str, kind: str, source: str, *, ts: int | None = None, **fields: Any) -> StoredEvent:
+        """Commit one event and hand it to the listeners, as ingest does after its batch commit."""
+        counter = self._eseq.setdefault(agent, itertools.count(1))
+        ts = self.now_ms() if ts is None else ts
+        event = StoredEvent(agent=agent, eseq=next(counter), kind=kind, source=source, ts=ts, ts_est=ts,
+                            ts_estimated=False, received_ts=self.now_ms(), replayed=False, fields=fields,
+                            boot_id="boot-1", mono_ms=1000, clock_synced=True)
+        conn = self.store.connect()
+        try:
+            with conn:
+                self.store.insert_events(conn, [event])
+        finally:
+            conn.close()
+        self.alarms.events_stored([event])
+        BusBridge(self.bus).events_stored([event])
+        return event
+
+    def raise_alarm(self, agent: str, source: str, kind: str = "panic") -> int:
+        self.store_event(agent, kind, source)
+        conn = self.store.connect(readonly=True)
+        try:
+            row = conn.execute("SELECT max(id) FROM alarms WHERE agent = ? AND source = ?", (agent, source)).fetchone()
+        finally:
+            conn.close()
+        return int(row[0])
+
+    def set_presence(self, agent: str, state: str, **tele: Any) -> None:
+        now = self.now_ms()
+        conn = self.store.connect()
+        try:
+            with conn:
+                self.store.save_agents(conn, [AgentRow(agent=agent, state=state, bdseq=1, boot_id="boot-1", last_seen=now,
+                                                       acked_eseq=0, first_seen=now, tele=tele or None)])
+        finally:
+            conn.close()
+        BusBridge(self.bus).presence_changed(agent, state, now)
+
+    def alarm_row(self, alarm_id: int) -> dict[str, Any]:
+        conn = self.store.connect(readonly=True)
+        try:
+            cur = conn.execute("SELECT id, state, acked_by, acked_ts FROM alarms WHERE id = ?", (alarm_id,))
+            row = cur.fetchone()
+        finally:
+            conn.close()
+        return dict(zip(("id", "state", "acked_by", "acked_ts"), row))
+
+    def build_app(self, **kw: Any) -> Any:
+        kw.setdefault("users", self.users)
+        return build_app(config=self.config, store=self.store, bus=self.bus, plan=self.plans, alarms=self.alarms,
+                         report=self.reports, **kw)
+
+
+def make_world(root: Path) -> World:
+    data = root / "data"
+    data.mkdir(parents=True)
+    config = parse_config(f'timezone = "Asia/Shanghai"\ndata_dir = "{data}"\n[store]\nurl = "sqlite:///{data}/central.db"\n')
+
+    store = Store(config.store.path)
+    store.connect().close()  # the writer's connection makes the schema, as ingest's does
+    plans = PlanRegistry.for_data_dir(config.data_dir)
+    # The plan governs from a month back, so the report and chart have history to show.
+    effective = (dt.date.today() - dt.timedelta(days=30)).isoformat()
+    plans.add(parse_plan_bytes(f'effective = "{effective}"\n{PLAN}'.encode()))
+    bus = Bus()
+    alarms = AlarmBook(config.store.path, plans=plans, bus=bus)
+    users = UserBook(config.store.path, hasher=TEST_HASHER)
+    for name, unit in USERS.items():
+        users.add(name, unit, PASSWORD)
+    reports = StoreCompletionReports(store=store, plans=plans)
+    return World(root, config, store, bus, plans, alarms, reports, users)
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    w = make_world(tmp_path)
+    try:
+        yield w
+    finally:
+        w.alarms.close()
+
+
+@pytest.fixture
+def server(world: World) -> Iterator[WebServer]:
+    """The dashboard on a free port; login limits loose enough for many logins in one test."""
+    srv = WebServer(world.build_app(limiter=LoginLimiter(user_failures=50, ip_failures=500)), "127.0.0.1:0")
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="session")
+def chromium_browser() -> Iterator[Any]:
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium); browser tests need it")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=CHROMIUM, headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run", "--autoplay-policy=no-user-gesture-required"])
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+@pytest.fixture
+def chromium(chromium_browser: Any) -> Iterator[Any]:
+    """A fresh browser context (own cookies) per test, on the session's Chromium."""
+    context = chromium_browser.new_context(viewport={"width": 1366, "height": 900}, locale="en-US")
+    try:
+        yield context
+    finally:
+        context.close()
+
+
+def screenshot(page: Any, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=True)
+    return path
+
+
+def copy_artifact(src: Path, name: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, ARTIFACTS / name)
