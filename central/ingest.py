@@ -156,6 +156,7 @@ class Ingest:
         self._overflow_taken = 0
         self._log_limit = _LogLimiter(LOG_EVERY_S, monotonic)
         self._connected = threading.Event()
+        self._disconnected = threading.Event()
         self._ready = threading.Event()
         self._start_error: BaseException | None = None
         self._writer: threading.Thread | None = None
@@ -190,7 +191,13 @@ class Ingest:
             info = self._client.publish(topics.CENTRAL_STATUS, self._status(False), qos=1, retain=True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
                 info.wait_for_publish(timeout=2.0)
-        self._client.disconnect()
+        if self._client.is_connected():
+            self._disconnected.clear()
+            self._client.disconnect()
+            # paho's thread closes the socket once DISCONNECT is written; stopping it earlier leaks the socket.
+            self._disconnected.wait(STOP_TIMEOUT_S)
+        else:
+            self._client.disconnect()  # stops any reconnect attempt
         self._client.loop_stop()
 
     @property
@@ -262,6 +269,7 @@ class Ingest:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected.clear()
+        self._disconnected.set()
         if reason.is_failure:
             _LOGGER.warning("disconnected from the broker: %s; reconnecting", reason)
 

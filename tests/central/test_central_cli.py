@@ -11,7 +11,7 @@ from typing import Any, Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
-from tests.central.test_ingest import T0, FakeAgent
+from tests.central.test_ingest import T0, FakeAgent, hang_up
 from tests.support import Broker, Processes, run_cli, wait_until
 from wire import topics
 from wire.messages import CentralStatus, EventKind
@@ -34,7 +34,9 @@ class StatusWatcher:
     def __init__(self, broker: Broker) -> None:
         self.seen: list[CentralStatus] = []
         self._lock = threading.Lock()
+        self._gone = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="status-watcher", protocol=mqtt.MQTTv5)
+        self.client.on_disconnect = lambda *a: self._gone.set()
         self.client.on_connect = lambda c, *a: c.subscribe(topics.CENTRAL_STATUS, 1)
         self.client.on_message = self._on_message
         self.client.connect(broker.host, broker.port)
@@ -49,8 +51,7 @@ class StatusWatcher:
             return self.seen[-1] if self.seen else None
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        hang_up(self.client, self._gone)
 
 
 @pytest.fixture

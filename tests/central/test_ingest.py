@@ -32,6 +32,7 @@ class FakeAgent:
         self.commands: list[Command] = []
         self._lock = threading.Lock()
         self._subscribed = threading.Event()
+        self._gone = threading.Event()
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{agent_id}",
                                   protocol=mqtt.MQTTv5)
         if will_bdseq is not None:
@@ -39,6 +40,7 @@ class FakeAgent:
                                  qos=1, retain=True)
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_disconnect = lambda *a: self._gone.set()
         self.client.on_connect = lambda c, *a: c.subscribe([(topics.ack(agent_id), 1), (topics.cmd(agent_id), 1)])
         self.client.connect(broker.host, broker.port)
         self.client.loop_start()
@@ -86,8 +88,15 @@ class FakeAgent:
             return [c for c in self.commands if c.cmd is name]
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        hang_up(self.client, self._gone)
+
+
+def hang_up(client: mqtt.Client, gone: threading.Event) -> None:
+    """Disconnect and wait until paho's thread has closed the socket, then stop that thread."""
+    if client.is_connected():
+        client.disconnect()
+        gone.wait(10)
+    client.loop_stop()
 
 
 class Recorder:
@@ -254,6 +263,8 @@ def test_the_session_outlives_central(broker: Broker, store: Store, agent: FakeA
 def test_central_status_is_retained_online_and_offline_after_stop(broker: Broker, store: Store) -> None:
     statuses: list[CentralStatus] = []
     watcher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="watcher", protocol=mqtt.MQTTv5)
+    gone = threading.Event()
+    watcher.on_disconnect = lambda *a: gone.set()
     watcher.on_message = lambda c, u, m: statuses.append(CentralStatus.from_payload(m.payload))
     watcher.on_connect = lambda c, *a: c.subscribe(topics.CENTRAL_STATUS, 1)
     watcher.connect(broker.host, broker.port)
@@ -267,8 +278,7 @@ def test_central_status_is_retained_online_and_offline_after_stop(broker: Broker
         wait_until(lambda: len(statuses) == 2, message="central's offline status")
         assert statuses == [CentralStatus(True, 1_800_000_000_000), CentralStatus(False, 1_800_000_000_000)]
     finally:
-        watcher.disconnect()
-        watcher.loop_stop()
+        hang_up(watcher, gone)
 
 
 def test_a_will_of_an_older_connection_is_ignored(broker: Broker, store: Store, recorder: Recorder,
