@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from firmware_bridge.firmware import framing
-from firmware_bridge.firmware.app import FW_VERSION, App
+from firmware_bridge.firmware.app import FW_VERSION, WIEGAND_GAP_MS, App
 from firmware_bridge.simhw import SimHardware
 
 _LOGGER = logging.getLogger(__name__)
@@ -39,6 +39,8 @@ WAIT_S = 0.005  # longest the simulator sleeps between passes of the firmware lo
 LOG_SIZE = 2000  # frames kept per direction for tests and inspection
 READ_BYTES = 4096
 TAP_S = 0.3  # how long a tapped card lies on the reader by default
+# From one Wiegand frame to the next: the firmware's end-of-frame silence and then some.
+WIEGAND_SPACING_S = (WIEGAND_GAP_MS + 25) / 1000
 
 
 def wiegand_frame(bits: int, facility: int, card: int) -> int:
@@ -202,6 +204,7 @@ class McuSim:
         self.boots = 0
         self._timers: list[tuple[float, int, Callable[[], None]]] = []
         self._seq = itertools.count()
+        self._wiegand_free_at: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -311,9 +314,20 @@ class McuSim:
             self.hw.tags[slot] = None
 
     def wiegand(self, index: int, bits: int, data: int) -> None:
-        """Clock a raw frame into Wiegand reader ``index`` (parity as given)."""
+        """Clock a raw frame into Wiegand reader ``index`` (parity as given).
+
+        Frames asked for in quick succession go out with the silence between
+        them that a real reader leaves (else they would run into one).
+        """
         with self._lock:
-            self.hw.pulse_wiegand(self._index(index, self.hw.wiegand_count, "wiegand reader"), bits, data)
+            slot = self._index(index, self.hw.wiegand_count, "wiegand reader")
+            now = self._clock()
+            start = max(now, self._wiegand_free_at.get(slot, 0.0))
+            self._wiegand_free_at[slot] = start + WIEGAND_SPACING_S
+            if start <= now:
+                self.hw.pulse_wiegand(slot, bits, data)
+            else:
+                self.after(start - now, lambda: self.hw.pulse_wiegand(slot, bits, data))
 
     def wiegand_card(self, index: int, bits: int, facility: int, card: int) -> None:
         """Present a card to Wiegand reader ``index``: a well-formed 26- or 34-bit frame."""
