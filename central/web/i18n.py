@@ -139,11 +139,21 @@ _ZH: dict[str, str] = {
     "retrip": "再次触发",
     "resolve": "解除",
     "None.": "无。",
+    "order-strict": "严格按顺序",
+    "order-start-then-any": "先起点，其余任意",
+    "order-any": "任意顺序",
     "agent-flapping": "终端频繁掉线",
     "no data": "无数据",
 }
 
-CATALOGS: dict[str, dict[str, str]] = {"en": {}, "zh-CN": _ZH}
+_EN: dict[str, str] = {
+    "order-strict": "strict, in the listed order",
+    "order-start-then-any": "start first, then any order",
+    "order-any": "any order",
+    "restore-step": "restore",
+}
+
+CATALOGS: dict[str, dict[str, str]] = {"en": _EN, "zh-CN": _ZH}
 
 # Strings the browser script needs, shipped once per page as JSON.
 JS_KEYS = (

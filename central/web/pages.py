@@ -247,17 +247,19 @@ async def route_page(request: Request) -> Response:
         rounds = d.timeline(scope, route, day)
         for r in rounds:
             span = max(1, r["close"] - r["slot_start"])
-            r["end_x"] = round((r["slot_end"] - r["slot_start"]) / span * 1000, 1)
-            r["now_x"] = round((now_ms - r["slot_start"]) / span * 1000, 1) if r["slot_start"] <= now_ms < r["close"] else None
+            # Percentages of the strip: the slot, then its tolerance.
+            r["end_x"] = round((r["slot_end"] - r["slot_start"]) / span * 100, 2)
+            r["now_x"] = round((now_ms - r["slot_start"]) / span * 100, 2) if r["slot_start"] <= now_ms < r["close"] else None
             for n, v in enumerate(r["visits"], 1):
                 v["n"] = n
-                v["x"] = round(min(985, max(15, (v["ts"] - r["slot_start"]) / span * 1000)), 1) if v["ts"] is not None else None
+                v["x"] = round(min(98.5, max(1.5, (v["ts"] - r["slot_start"]) / span * 100)), 2) if v["ts"] is not None else None
             r["missing"] = [v for v in r["visits"] if v["ts"] is None and not r["is_open"]]
         teams = {tm.id: tm.name or tm.id for tm in plan.teams}
         return {**_common(d, scope, "route"), "route": route, "rounds": rounds, "date": day.isoformat(),
                 "prev_date": (day - dt.timedelta(days=1)).isoformat(), "next_date": (day + dt.timedelta(days=1)).isoformat(),
                 "unit_name": d.unit_name(plan, route.unit), "teams": [teams.get(x, x) for x in route.teams],
-                "windows": [{"text": w.text()} for w in route.windows]}
+                "windows": [{"span": f"{w.start_min // 60:02d}:{w.start_min % 60:02d}–{w.end_min // 60:02d}:{w.end_min % 60:02d}",
+                             "every": w.every_min, "tolerance": w.tolerance_min} for w in route.windows]}
 
     ctx = await run_in_threadpool(build)
     if ctx is None:

@@ -1,0 +1,186 @@
+"""/api/stream: bus notices to server-sent events, per scope, over a real socket."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import threading
+import time
+from typing import Any, Iterator
+
+import httpx2
+import pytest
+
+from central.bus import Bus, Notice
+from central.web.live import CLIENT_QUEUE_MAX, LiveHub, LiveMessage
+from central.web.scope import Scope
+from central.web.server import WebServer
+from tests.web.conftest import PASSWORD, World
+
+READ_TIMEOUT_S = 5.0
+
+
+class Stream:
+    """One browser's view of /api/stream, read event by event."""
+
+    def __init__(self, server: WebServer, user: str) -> None:
+        self.client = httpx2.Client(base_url=server.url, timeout=READ_TIMEOUT_S, follow_redirects=True)
+        page = self.client.get("/login").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        r = self.client.post("/login", data={"csrf": token, "name": user, "password": PASSWORD})
+        assert r.status_code == 200 and r.url.path == "/"
+        self._cm = self.client.stream("GET", "/api/stream")
+        self.response = self._cm.__enter__()
+        assert self.response.headers["content-type"].startswith("text/event-stream")
+        self._lines = self.response.iter_lines()
+        assert self.next_event()[0] == "hello"
+
+    def next_event(self) -> tuple[str, dict[str, Any]]:
+        """The next named event (comments and keepalives skipped); ReadTimeout after READ_TIMEOUT_S of silence."""
+        name, data = None, None
+        for line in self._lines:
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line == "" and name is not None:
+                return name, data or {}
+        raise EOFError("stream ended")
+
+    def next_of(self, kind: str) -> dict[str, Any]:
+        while True:
+            name, data = self.next_event()
+            if name == kind:
+                return data
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
+        self.client.close()
+
+
+@pytest.fixture
+def streams(server: WebServer) -> Iterator[Any]:
+    opened: list[Stream] = []
+
+    def open_for(user: str) -> Stream:
+        s = Stream(server, user)
+        opened.append(s)
+        return s
+
+    try:
+        yield open_for
+    finally:
+        for s in opened:
+            s.close()
+
+
+def test_alarms_reach_each_desk_by_scope_and_in_order(world: World, streams: Any) -> None:
+    duty, lin = streams("duty"), streams("lin")
+    theirs = world.raise_alarm("school-3-gate-1", "office-panic")
+    mine = world.raise_alarm("school-9-gate-1", "office-panic")
+    first, second = duty.next_of("alarm"), duty.next_of("alarm")
+    assert (first["id"], second["id"]) == (theirs, mine)
+    got = lin.next_of("alarm")
+    assert got["id"] == mine  # the other community's alarm, raised first, never came
+    assert {k: got[k] for k in ("agent", "source", "kind", "unit", "state", "acked_by", "escalated_to")} == {
+        "agent": "school-9-gate-1", "source": "office-panic", "kind": "panic", "unit": "chengzhou-g1",
+        "state": "active", "acked_by": None, "escalated_to": None}
+    assert got["unit_name"] == "城洲第一网格" and got["agent_name"] == "第九中学东门"
+    assert [s["action"] for s in got["trail"]] == ["raise"]
+
+
+def test_acknowledgements_presence_and_scans_are_streamed(world: World, streams: Any) -> None:
+    lin = streams("lin")
+    alarm_id = world.raise_alarm("school-9-gate-1", "north-fence", kind="alarm")
+    assert lin.next_of("alarm")["state"] == "active"
+    world.alarms.acknowledge(alarm_id, "duty")
+    acked = lin.next_of("alarm")
+    assert (acked["id"], acked["state"], acked["acked_by"]) == (alarm_id, "acknowledged", "duty")
+    world.set_presence("school-9-gate-1", "offline", outbox_depth=3, reconnects=4, clock_synced=True)
+    agent = lin.next_of("agent")
+    assert {k: agent[k] for k in ("agent", "state", "outbox_depth", "reconnects", "unit")} == {
+        "agent": "school-9-gate-1", "state": "offline", "outbox_depth": 3, "reconnects": 4, "unit": "chengzhou-g1"}
+    world.store_event("school-9-gate-1", "scan", "gate-1", tag="67003B51C6")
+    scan = lin.next_of("event")
+    assert {k: scan[k] for k in ("agent", "kind", "source", "tag", "member")} == {
+        "agent": "school-9-gate-1", "kind": "scan", "source": "gate-1", "tag": "67003B51C6", "member": "林"}
+
+
+def test_notices_published_from_another_thread(world: World, streams: Any) -> None:
+    duty = streams("duty")
+    ids: list[int] = []
+    worker = threading.Thread(target=lambda: ids.append(world.raise_alarm("school-3-gate-1", "office-panic")))
+    worker.start()
+    worker.join(10)
+    assert duty.next_of("alarm")["id"] == ids[0]
+
+
+def test_the_stream_needs_a_login(server: WebServer) -> None:
+    with httpx2.Client(base_url=server.url, timeout=READ_TIMEOUT_S) as c:
+        r = c.get("/api/stream")
+        assert (r.status_code, r.json()) == (401, {"error": "login required"})
+
+
+def test_stopping_the_server_ends_open_streams(world: World) -> None:
+    server = WebServer(world.build_app(), "127.0.0.1:0")
+    server.start()
+    stream = Stream(server, "duty")
+    try:
+        started = time.monotonic()
+        server.stop()
+        assert time.monotonic() - started < 5.0
+        with pytest.raises((EOFError, httpx2.RemoteProtocolError, httpx2.ReadError)):
+            stream.next_event()
+    finally:
+        stream.close()
+        server.stop()
+
+
+def test_a_browser_that_falls_behind_is_told_to_resync() -> None:
+    """The hub itself on a loop: a stream nobody reads is cut loose, not buffered without end."""
+
+    async def scenario() -> list[bytes]:
+        bus = Bus()
+        hub = LiveHub(bus, lambda n: [LiveMessage("event", dict(n.data), everyone=True)])
+        await hub.start()
+        stream = hub.stream(Scope("x", frozenset(), False, None))
+        frames = [await stream.__anext__(), await stream.__anext__()]  # retry/comment, hello
+        for i in range(CLIENT_QUEUE_MAX + 5):
+            bus.publish("event", {"n": i})
+        while hub.client_count:
+            await asyncio.sleep(0.01)
+        frames += [frame async for frame in stream]
+        await hub.stop()
+        return frames
+
+    frames = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert frames[-1].endswith(b"event: resync\ndata: {}\n\n")
+    assert len(frames) == 3
+
+
+@pytest.mark.allow_logged_exceptions
+def test_a_failing_notice_is_logged_and_the_stream_goes_on(caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> bytes:
+        bus = Bus()
+
+        def prepare(notice: Notice) -> list[LiveMessage]:
+            if notice.data.get("bad"):
+                raise KeyError("boom")
+            return [LiveMessage("event", dict(notice.data), everyone=True)]
+
+        hub = LiveHub(bus, prepare)
+        await hub.start()
+        stream = hub.stream(Scope("x", frozenset(), False, None))
+        await stream.__anext__()
+        await stream.__anext__()
+        bus.publish("event", {"bad": True})
+        bus.publish("event", {"good": 1})
+        frame = await stream.__anext__()
+        await stream.aclose()
+        await hub.stop()
+        return frame
+
+    frame = asyncio.run(asyncio.wait_for(scenario(), 20))
+    assert frame.endswith(b'event: event\ndata: {"good":1}\n\n')
+    assert [r.getMessage() for r in caplog.records if r.exc_info] == ["could not prepare a live event notice"]
