@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from wire.codec import MAX_PAYLOAD_BYTES
 from wire.topics import CENTRAL_ID, ROOT, is_valid_agent_id
 
 _LOGGER = logging.getLogger(__name__)
@@ -439,6 +440,22 @@ def write_acl(directory: Path, index: dict | None = None) -> Path:
     return path
 
 
+# Queueing for a slow or absent central. Mosquitto's default max_queued_messages
+# (1000) silently drops QoS 1 messages queued for an offline collector (agents
+# resend them, but only later). Not 0 ("no limit"): Mosquitto 2.0.11 with 0
+# disconnects a client whose QoS 1 publish the ACL refused as soon as it
+# publishes again (15 of 16 runs here); a million is a day of a busy district.
+# The packet cap is four times our largest payload (wire.codec.MAX_PAYLOAD_BYTES).
+QUEUE_SETTINGS = (
+    "max_queued_messages 1000000",
+    "max_inflight_messages 100",
+    "queue_qos0_messages false",
+    "persistent_client_expiration 14d",
+    f"max_packet_size {4 * MAX_PAYLOAD_BYTES}",
+    "autosave_interval 30",
+)
+
+
 def broker_config(directory: Path, port: int, *, user: str | None = None) -> str:
     """A whole Mosquitto configuration for ``mosquitto -c``; writes DIR/acl and DIR/mosquitto/."""
     directory = Path(directory).resolve()
@@ -462,6 +479,7 @@ def broker_config(directory: Path, port: int, *, user: str | None = None) -> str
         "log_timestamp_format %Y-%m-%dT%H:%M:%S",
         "allow_anonymous false",
         f"acl_file {acl}",
+        *QUEUE_SETTINGS,
         "",
         f"listener {port}",
         f"cafile {ca}",

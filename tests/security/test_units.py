@@ -89,6 +89,7 @@ def test_the_conf_d_example_runs_under_a_debian_style_main_config(tmp_path: Path
     port = free_port()
     example = (SYSTEMD / "mosquitto-gridpatrol-tls.conf").read_text()
     assert "listener 8883\n" in example and example.count("/etc/mosquitto/gridpatrol/") == 6
+    assert all(f"\n{line}\n" in example for line in pki.QUEUE_SETTINGS), "the drop-in and broker-config queue alike"
     conf_d = tmp_path / "conf.d"
     conf_d.mkdir()
     (conf_d / "gridpatrol.conf").write_text(
