@@ -75,6 +75,7 @@ class SerialLink:
         self._clock = clock
         self._endpoint = framing.Endpoint()
         self._lock = threading.Lock()  # the endpoint and the port's write side
+        self._idle = threading.Condition(self._lock)  # notified when nothing is in flight
         self._port: Any = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -137,14 +138,10 @@ class SerialLink:
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every queued frame was acknowledged or given up; False on timeout."""
-        deadline = self._clock() + timeout_s
-        while True:
-            with self._lock:
-                if self._port is None or not self._endpoint.busy:
-                    return True
-            if self._clock() >= deadline or self._thread is None:
-                return False
-            time.sleep(0.005)
+        if self._thread is None:
+            return not self._endpoint.busy
+        with self._idle:
+            return self._idle.wait_for(lambda: self._port is None or not self._endpoint.busy, timeout_s)
 
     # -- the thread ---------------------------------------------------------------
 
@@ -176,6 +173,8 @@ class SerialLink:
             bodies = self._endpoint.receive(data, ms) if data else []
             self._endpoint.poll(ms)
             given_up = self._endpoint.take_given_up()
+            if not self._endpoint.busy:
+                self._idle.notify_all()
             try:
                 self._flush()
             except (serial.SerialException, OSError) as exc:
@@ -233,6 +232,7 @@ class SerialLink:
 
     def _close_port(self) -> None:
         port, self._port = self._port, None
+        self._idle.notify_all()
         if port is not None:
             try:
                 port.close()
