@@ -27,7 +27,6 @@ microcontroller switches off by itself if the Pi dies.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -244,7 +243,7 @@ class McuOutput:
         if self._on_since is None:
             return {"t": framing.OUT, "output": self.index, "on": False, "ms": 0}
         # The microcontroller's own timer: if the Pi dies, the siren still stops.
-        ms = 0 if self._off_at is None else max(1, math.ceil((self._off_at - now) * 1000))
+        ms = 0 if self._off_at is None else max(1, round((self._off_at - now) * 1000))
         return {"t": framing.OUT, "output": self.index, "on": True, "ms": ms}
 
     def _switch_off(self) -> bool:
@@ -546,7 +545,10 @@ class McuLink:
         if reader is None:
             return
         bits, data = body.get("bits"), body.get("data")
-        if bits not in SUPPORTED_BITS or isinstance(bits, bool):
+        if isinstance(bits, bool) or not isinstance(bits, int) or isinstance(data, bool) or not isinstance(data, int) or data < 0:
+            self._bad(body, "bits and data must be integers")
+            return
+        if bits not in SUPPORTED_BITS:
             self._own_counters["bad_wiegand_length"] += 1
             _LOGGER.debug("reader %s: %r-bit wiegand frame dropped", reader.name, bits)
             return

@@ -1,6 +1,7 @@
 """The microcontroller link: framing, CRC, a small msgpack codec, stop-and-wait.
 
-One pure module shared by the Pi and the firmware. It runs unchanged under
+One pure module shared by the Pi and the firmware, kept in one file (longer
+than our other modules) so that the board needs exactly one copy. It runs unchanged under
 CPython and MicroPython, so it keeps to what both have: no typing imports, no
 dataclasses, no enum, no f-strings, ``struct`` only (with ``binascii`` used when
 it has ``crc_hqx``). Nothing here touches a port or a clock: callers hand in

