@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from wire import topics
 from wire.codec import MAX_PAYLOAD_BYTES, unpack
@@ -20,6 +20,10 @@ from wire.messages import AgentStatus, Birth, CommandResponse, Event, EventKind,
 from wire.topics import Channel
 
 STATUS_MAX_BYTES = 1024  # wire's limit for the JSON status payloads
+# Topics already parsed: a district has a few hundred agents with six topics
+# each. Only valid topics are kept, and the cache is emptied when it reaches
+# this size, so random topics from a hostile client cannot grow it.
+TOPIC_CACHE_MAX = 10_000
 
 
 class Counter(StrEnum):
@@ -43,8 +47,9 @@ class Counter(StrEnum):
     BAD_WRONG_TYPES = "bad_message.wrong_types"
 
 
-@dataclass(frozen=True, slots=True)
-class Inbound:
+class Inbound(NamedTuple):
+    """A NamedTuple, not a frozen dataclass: one is built per message on the hot path."""
+
     agent: str
     channel: Channel
     message: Any  # Event | Birth | AgentStatus | Telemetry | StateSnapshot | CommandResponse
@@ -68,12 +73,29 @@ _MSGPACK_TYPES: dict[Channel, Callable[[bytes], Any]] = {
 _EVENT_KINDS = frozenset(str(k) for k in EventKind)
 
 
-def decode(topic: str, payload: bytes, *, received_ts: int, retained: bool = False) -> Inbound | Rejected | None:
-    """One MQTT message into a typed message, a rejection with its reason, or None (ignore)."""
-    try:
-        parsed = topics.parse(topic)
-    except DecodeError as exc:
-        return Rejected(Counter.BAD_TOPIC, topic, str(exc))
+class Decoder:
+    """Decodes messages for one MQTT client (one thread); keeps the topics it has parsed."""
+
+    def __init__(self) -> None:
+        self._topics: dict[str, topics.ParsedTopic] = {}
+
+    def decode(self, topic: str, payload: bytes, *, received_ts: int,
+               retained: bool = False) -> Inbound | Rejected | None:
+        """One MQTT message into a typed message, a rejection with its reason, or None (ignore)."""
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            try:
+                parsed = topics.parse(topic)
+            except DecodeError as exc:
+                return Rejected(Counter.BAD_TOPIC, topic, str(exc))
+            if len(self._topics) >= TOPIC_CACHE_MAX:
+                self._topics.clear()
+            self._topics[topic] = parsed
+        return _decode(topic, parsed, payload, received_ts, retained)
+
+
+def _decode(topic: str, parsed: topics.ParsedTopic, payload: bytes, received_ts: int,
+            retained: bool) -> Inbound | Rejected | None:
     if parsed.agent_id == topics.CENTRAL_ID:
         if parsed.channel is Channel.STATUS:
             return None  # our own retained status comes back through gridpatrol/v1/+/status
@@ -113,7 +135,10 @@ def _event(d: dict[str, Any]) -> Event:
     kind = d.get("kind")
     if isinstance(kind, str) and kind not in _EVENT_KINDS:
         raise _WrongTypes(Counter.BAD_UNKNOWN_KIND, f"event: unknown kind {kind[:64]!r}")
-    return _wrong_types(Event.from_map, d)
+    try:
+        return Event.from_map(d)
+    except DecodeError as exc:
+        raise _WrongTypes(Counter.BAD_WRONG_TYPES, str(exc)) from None
 
 
 def _wrong_types(parse: Callable[[Any], Any], value: Any) -> Any:

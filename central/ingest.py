@@ -30,7 +30,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.config import MqttConfig
-from central.inbound import Counter, Rejected, decode
+from central.inbound import Counter, Decoder, Rejected
 from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
 from central.store import Store, StoredEvent
 from central.timeest import ClockEstimator
@@ -145,8 +145,10 @@ class Ingest:
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._decoder = Decoder()
         self._presence = Presence(rebirth_interval_s=rebirth_interval_s)
         self._times = ClockEstimator()
+        self._times_changed: set[str] = set()
         self._sequences: dict[str, _Sequence] = {}
         self._gapped: set[str] = set()
         self._counts_lock = threading.Lock()
@@ -283,7 +285,7 @@ class Ingest:
             except UnicodeDecodeError:
                 self._queue.put(Rejected(Counter.BAD_TOPIC, repr(msg._topic), "topic is not UTF-8"))
                 return
-            item = decode(topic, msg.payload, received_ts=int(self._clock() * 1000), retained=msg.retain)
+            item = self._decoder.decode(topic, msg.payload, received_ts=int(self._clock() * 1000), retained=msg.retain)
             if item is not None:
                 self._queue.put(item)
         except Exception:  # an exception here would end paho's network thread
@@ -333,42 +335,50 @@ class Ingest:
         changes: list[PresenceChange] = []
         commands: list[tuple[str, Command]] = []
         planned: dict[str, bool] = {}
+        heard: dict[str, int] = {}  # agents that sent data, and when last: handled once per batch
         for item in items:
-            if isinstance(item, Rejected):
+            if type(item) is Rejected:
                 self._reject(item)
                 continue
-            agent, msg, ts = item.agent, item.message, item.received_ts
-            if isinstance(msg, Event):
-                self._presence.touch(agent, ts)
-                if agent not in planned:
-                    planned[agent] = self._planned(agent)
-                events.append(self._stored(agent, msg, ts, item.retained, unplanned=not planned[agent]))
-            elif isinstance(msg, AgentStatus):
-                change = self._presence.on_status(agent, msg, ts, retained=item.retained)
+            agent, _, msg, ts, retained = item
+            kind = type(msg)
+            if kind is Event:
+                heard[agent] = ts
+                unplanned = planned.get(agent)
+                if unplanned is None:
+                    unplanned = planned[agent] = not self._planned(agent)
+                events.append(self._stored(agent, msg, ts, retained, unplanned=unplanned))
+            elif kind is AgentStatus:
+                change = self._presence.on_status(agent, msg, ts, retained=retained)
                 if change is not None:
                     changes.append(change)
-                if msg.state == "online" and item.retained:
+                if msg.state == "online" and retained:
                     self._want_birth(agent, now, commands)  # connected before central came up
-                continue
-            elif isinstance(msg, Birth):
+            elif kind is Birth:
+                heard[agent] = ts
                 change = self._presence.on_birth(agent, msg, ts)
                 if change is not None:
                     changes.append(change)
                 if msg.mono_ms or msg.ts:
                     self._observe_time(agent, msg.boot_id, msg.ts, msg.mono_ms, msg.clock_synced, ts, live=True)
-            elif isinstance(msg, Telemetry):
+            elif kind is Telemetry:
+                heard[agent] = ts
                 self._presence.on_tele(agent, msg, ts)
                 rec = self._presence.record(agent, ts)
                 # A sample belongs to a boot: tele names none, so it counts only
                 # while central holds the birth of the agent's current connection.
                 if rec.boot_id is not None and rec.birth_bdseq is not None and rec.birth_bdseq == rec.bdseq:
                     self._observe_time(agent, rec.boot_id, msg.ts, msg.mono_ms, msg.clock_synced, ts, live=True)
-            elif isinstance(msg, StateSnapshot):
-                self._presence.on_snapshot(agent, msg, ts, retained=item.retained)
-            elif isinstance(msg, CommandResponse):
-                self._presence.touch(agent, ts)
+            elif kind is StateSnapshot:
+                self._presence.on_snapshot(agent, msg, ts, retained=retained)
+                if not retained:
+                    heard[agent] = ts
+            elif kind is CommandResponse:
+                heard[agent] = ts
                 level = logging.DEBUG if msg.ok else logging.WARNING
                 _LOGGER.log(level, "agent %s answered txn %s: ok=%s %s", agent, msg.txn, msg.ok, msg.error or "")
+        for agent, ts in heard.items():
+            self._presence.touch(agent, ts)
             self._want_birth(agent, now, commands)
         stale = self._presence.stale_statuses
         if stale:
@@ -399,6 +409,10 @@ class Ingest:
                 self._presence.mark_dirty(agent)
             self._count(Counter.EVENTS_STORED, len(inserted))
             self._count(Counter.EVENTS_UNPLANNED, sum(1 for e in inserted if e.unplanned))
+            for agent in self._times_changed:
+                self._presence.record(agent, 0).flags["clock"] = self._times.export(agent)
+                self._presence.mark_dirty(agent)
+            self._times_changed.clear()
             rows = self._presence.take_dirty()
             self._store.save_agents(conn, rows)
             with self._counts_lock:
@@ -450,21 +464,18 @@ class Ingest:
             return True
 
     def _stored(self, agent: str, e: Event, received_ts: int, retained: bool, *, unplanned: bool) -> StoredEvent:
-        self._observe_time(agent, e.boot_id, e.ts, e.mono_ms, e.clock_synced, received_ts,
-                           live=not e.replayed and not retained)
-        est = self._times.estimate(agent, e.boot_id, ts=e.ts, mono_ms=e.mono_ms, clock_synced=e.clock_synced,
-                                   received_ts=received_ts)
-        return StoredEvent(agent=agent, eseq=e.eseq, kind=str(e.kind), source=e.source, ts=e.ts, ts_est=est.ts_est,
-                           ts_estimated=est.estimated, received_ts=received_ts, replayed=e.replayed, fields=e.fields,
-                           unplanned=unplanned, boot_id=e.boot_id, mono_ms=e.mono_ms, clock_synced=e.clock_synced)
+        ts_est, estimated, changed = self._times.stamp(agent, e.boot_id, e.ts, e.mono_ms, e.clock_synced, received_ts,
+                                                       not e.replayed and not retained)
+        if changed:
+            self._times_changed.add(agent)
+        return StoredEvent(agent, e.eseq, str(e.kind), e.source, e.ts, ts_est, estimated, received_ts, e.replayed,
+                           e.fields, unplanned, e.boot_id, e.mono_ms, e.clock_synced)
 
     def _observe_time(self, agent: str, boot_id: str, ts: int, mono_ms: int, synced: bool, received_ts: int, *,
                       live: bool) -> None:
         if self._times.observe(agent, boot_id, ts=ts, mono_ms=mono_ms, clock_synced=synced,
                                received_ts=received_ts, live=live):
-            rec = self._presence.record(agent, received_ts)
-            rec.flags["clock"] = self._times.export(agent)
-            self._presence.mark_dirty(agent)
+            self._times_changed.add(agent)  # saved with the agent's row once per batch
 
     def _want_birth(self, agent: str, now: float, commands: list[tuple[str, Command]]) -> None:
         if self._presence.needs_rebirth(agent, now):

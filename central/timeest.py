@@ -76,6 +76,34 @@ class ClockEstimator:
             guess = ts
         return Estimate(min(guess, received_ts), True)
 
+    def stamp(self, agent: str, boot_id: str, ts: int, mono_ms: int, clock_synced: bool, received_ts: int,
+              live: bool) -> tuple[int, bool, bool]:
+        """observe() then estimate() in one step, for the ingest hot path: (ts_est, estimated, changed)."""
+        boots = self._boots.get(agent)
+        boot = boots.get(boot_id) if boots is not None else None
+        if boot is None:
+            boot = self._boot(agent, boot_id)
+        changed = False
+        if clock_synced:
+            offset = ts - mono_ms
+            if offset != boot.synced:
+                boot.synced = offset
+                changed = True
+        if live:
+            offset = received_ts - mono_ms
+            if boot.live is None or offset < boot.live:
+                boot.live = offset
+                changed = True
+        if clock_synced:
+            return ts, False, changed
+        if boot.synced is not None:
+            guess = mono_ms + boot.synced
+        elif boot.live is not None:
+            guess = mono_ms + boot.live
+        else:
+            guess = ts
+        return min(guess, received_ts), True, changed
+
     def _boot(self, agent: str, boot_id: str) -> _Boot:
         boots = self._boots.setdefault(agent, {})
         boot = boots.get(boot_id)

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.inbound import Counter, Inbound, Rejected, decode
+from central.inbound import TOPIC_CACHE_MAX, Counter, Decoder, Inbound, Rejected
 from wire import topics
 from wire.messages import AgentState, AgentStatus, Event, EventKind
 from wire.topics import Channel
@@ -15,10 +15,23 @@ from wire.topics import Channel
 EVT = topics.evt("school-9-gate-1")
 
 
+def decode(topic: str, payload: bytes, *, received_ts: int, retained: bool = False) -> Inbound | Rejected | None:
+    return Decoder().decode(topic, payload, received_ts=received_ts, retained=retained)
+
+
 def test_an_event_decodes() -> None:
     e = Event(1, "b", EventKind.SCAN, "gate-1", 5, 6, True, fields={"tag": "AB"})
     assert decode(EVT, e.to_payload(), received_ts=9, retained=False) == Inbound(
         "school-9-gate-1", Channel.EVT, e, 9, False)
+
+
+def test_a_decoder_remembers_valid_topics_only_up_to_its_bound() -> None:
+    d = Decoder()
+    for n in range(TOPIC_CACHE_MAX + 5):
+        d.decode(topics.evt(f"a-{n}"), b"\xc1", received_ts=0)
+        d.decode(f"junk/{n}", b"", received_ts=0)
+    assert len(d._topics) <= TOPIC_CACHE_MAX
+    assert all(t.startswith("gridpatrol/v1/a-") for t in d._topics)
 
 
 def test_central_own_status_is_ignored() -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from central.timeest import MAX_BOOTS_PER_AGENT, ClockEstimator, Estimate
 
 T0 = 1_700_000_000_000
@@ -56,3 +59,17 @@ def test_only_the_last_boots_are_kept() -> None:
     for n in range(MAX_BOOTS_PER_AGENT + 2):
         c.observe("a", f"boot-{n}", ts=T0, mono_ms=0, clock_synced=True, received_ts=T0, live=False)
     assert list(c.export("a")) == [f"boot-{n}" for n in range(2, MAX_BOOTS_PER_AGENT + 2)]
+
+
+_samples = st.lists(st.tuples(st.sampled_from(["b1", "b2"]), st.integers(0, 10**6), st.integers(0, 10**6),
+                              st.booleans(), st.integers(0, 2 * 10**6), st.booleans()), max_size=20)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_samples)
+def test_stamp_is_observe_then_estimate(samples: list[tuple[str, int, int, bool, int, bool]]) -> None:
+    one, two = ClockEstimator(), ClockEstimator()
+    for boot, ts, mono, synced, received, live in samples:
+        changed = one.observe("a", boot, ts=ts, mono_ms=mono, clock_synced=synced, received_ts=received, live=live)
+        est = one.estimate("a", boot, ts=ts, mono_ms=mono, clock_synced=synced, received_ts=received)
+        assert two.stamp("a", boot, ts, mono, synced, received, live) == (est.ts_est, est.estimated, changed)
