@@ -301,7 +301,7 @@ class McuLink:
         self._own_counters = dict.fromkeys(
             ("bad_wiegand_parity", "bad_wiegand_length", "unknown_input", "unknown_type", "bad_field", "inbox_drops"), 0
         )
-        self._inbox: deque[tuple[str, Any, float]] = deque()
+        self._inbox: deque[tuple[str, Any, float]] = deque(maxlen=INBOX_MAX)
         self.state = "down"
         self.mcu_hello: dict[str, Any] | None = None
         self._port_open = False
@@ -357,8 +357,7 @@ class McuLink:
         self._enqueue("port", (is_open, detail), self._clock())
 
     def _enqueue(self, kind: str, item: Any, at: float) -> None:
-        if len(self._inbox) >= INBOX_MAX:
-            self._inbox.popleft()
+        if len(self._inbox) == INBOX_MAX:  # the deque's maxlen drops the oldest
             self._own_counters["inbox_drops"] += 1
         self._inbox.append((kind, item, at))
         self._wake()
