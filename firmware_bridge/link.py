@@ -134,7 +134,12 @@ class SerialLink:
                 return
             self._endpoint.send(body)
             self._endpoint.poll(self._ms())
-            self._flush()
+            try:
+                self._flush()
+            except (serial.SerialException, OSError) as exc:
+                # The port is going away: the reading thread reports it; the
+                # frame is resent from the endpoint if the port survives.
+                _LOGGER.debug("link %s: write failed: %s", self.name, exc)
 
     def drain(self, timeout_s: float) -> bool:
         """Wait until every queued frame was acknowledged or given up; False on timeout."""
