@@ -107,7 +107,7 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
         lifespan=lifespan,
     )
     app.state.dashboard = dashboard
-    app.state.renderer = Renderer(make_environment(_asset_version()), dashboard)
+    app.state.renderer = Renderer(make_environment(_asset_version(), dashboard.tz), dashboard)
     app.state.codec = codec
     app.state.users = users
     app.state.limiter = limiter or LoginLimiter()

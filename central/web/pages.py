@@ -9,6 +9,7 @@ from html import escape
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from starlette.concurrency import run_in_threadpool
@@ -33,11 +34,33 @@ LANG_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 _DETAIL_SKIP = {"agent", "eseq", "kind", "source", "ts", "received_ts", "replayed", "unplanned"}
 
 
-def make_environment(asset_version: str) -> Environment:
+def make_environment(asset_version: str, tz: ZoneInfo) -> Environment:
     env = Environment(loader=FileSystemLoader(TEMPLATES_DIR), autoescape=select_autoescape(["html"]),
                       trim_blocks=True, lstrip_blocks=True)
     env.globals["asset_version"] = asset_version
+    env.filters.update(time_filters(tz))
     return env
+
+
+def time_filters(tz: ZoneInfo) -> dict[str, Any]:
+    """UTC ms to the control room's local time; "–" for none."""
+
+    def local(ms: Any) -> dt.datetime | None:
+        return dt.datetime.fromtimestamp(ms / 1000, tz) if isinstance(ms, (int, float)) else None
+
+    def clock(ms: Any) -> str:
+        d = local(ms)
+        return d.strftime("%H:%M:%S") if d else "–"
+
+    def hm(ms: Any) -> str:
+        d = local(ms)
+        return d.strftime("%H:%M") if d else "–"
+
+    def datetime_(ms: Any) -> str:
+        d = local(ms)
+        return d.strftime("%Y-%m-%d %H:%M:%S") if d else "–"
+
+    return {"clock": clock, "hm": hm, "datetime": datetime_}
 
 
 def translator(request: Request) -> Translator:
@@ -51,32 +74,10 @@ class Renderer:
         self.env = env
         self.dashboard = dashboard
 
-    def filters_for(self, t: Translator) -> dict[str, Any]:
-        tz = self.dashboard.tz
-
-        def local(ms: Any) -> dt.datetime | None:
-            return dt.datetime.fromtimestamp(ms / 1000, tz) if isinstance(ms, (int, float)) else None
-
-        def clock(ms: Any) -> str:
-            d = local(ms)
-            return d.strftime("%H:%M:%S") if d else "–"
-
-        def hm(ms: Any) -> str:
-            d = local(ms)
-            return d.strftime("%H:%M") if d else "–"
-
-        def datetime_(ms: Any) -> str:
-            d = local(ms)
-            return d.strftime("%Y-%m-%d %H:%M:%S") if d else "–"
-
-        return {"clock": clock, "hm": hm, "datetime": datetime_}
-
     def render(self, request: Request, name: str, context: dict[str, Any], *, status: int = 200) -> HTMLResponse:
         t = translator(request)
         user = request.scope.get("user_obj")
         session = request.scope.get("session_obj")
-        env = self.env.overlay()
-        env.filters.update(self.filters_for(t))
         base: dict[str, Any] = {"request": request, "t": t, "lang": t.lang, "user": user,
                                 "csrf": session.csrf if session else ""}
         if user is not None:
@@ -84,7 +85,7 @@ class Renderer:
             base["js_config"] = {"lang": t.lang, "tz": self.dashboard.tz.key, "csrf": base["csrf"],
                                  "page": context.get("page", ""), "i18n": t.js_catalog(),
                                  "active": [a["id"] for a in context.get("_active", ())]}
-        html = env.get_template(name).render({**base, **context})
+        html = self.env.get_template(name).render({**base, **context})
         return HTMLResponse(html, status_code=status)
 
 

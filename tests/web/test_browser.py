@@ -123,7 +123,7 @@ def test_presence_and_scans_arrive_live(world: World, server: WebServer, chromiu
     page = log_in(chromium, server, "duty", "/agents")
     assert page.inner_text("#agent-school-9-gate-1 .state") == "online"
     world.set_presence("school-9-gate-1", "offline", outbox_depth=7, reconnects=2, clock_synced=True)
-    page.wait_for_function("document.querySelector('#agent-school-9-gate-1 .state').textContent === 'offline'",
+    page.wait_for_function("() => document.querySelector('#agent-school-9-gate-1 .state').textContent === 'offline'",
                            timeout=APPEAR_TIMEOUT_MS)
     assert page.get_attribute("#agent-school-9-gate-1", "class").startswith("s-offline")
 

@@ -21,6 +21,24 @@ from tests.web.conftest import PASSWORD, World
 READ_TIMEOUT_S = 5.0
 
 
+def run_loop(coro: Any) -> Any:
+    """Run a coroutine on a loop of its own thread (Playwright's sync API may hold this thread's)."""
+    box: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = asyncio.run(asyncio.wait_for(coro, 20))
+        except BaseException as exc:  # handed to the test's thread
+            box["error"] = exc
+
+    worker = threading.Thread(target=target)
+    worker.start()
+    worker.join(30)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 class Stream:
     """One browser's view of /api/stream, read event by event."""
 
@@ -154,7 +172,7 @@ def test_a_browser_that_falls_behind_is_told_to_resync() -> None:
         await hub.stop()
         return frames
 
-    frames = asyncio.run(asyncio.wait_for(scenario(), 20))
+    frames = run_loop(scenario())
     assert frames[-1].endswith(b"event: resync\ndata: {}\n\n")
     assert len(frames) == 3
 
@@ -181,6 +199,6 @@ def test_a_failing_notice_is_logged_and_the_stream_goes_on(caplog: pytest.LogCap
         await hub.stop()
         return frame
 
-    frame = asyncio.run(asyncio.wait_for(scenario(), 20))
+    frame = run_loop(scenario())
     assert frame.endswith(b'event: event\ndata: {"good":1}\n\n')
     assert [r.getMessage() for r in caplog.records if r.exc_info] == ["could not prepare a live event notice"]

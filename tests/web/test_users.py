@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central.plan.parse import parse_plan_bytes
@@ -104,6 +104,7 @@ def test_an_old_hash_is_upgraded_at_login(tmp_path: Path) -> None:
     assert pw_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
 
 
+@settings(deadline=None)
 @given(st.text(max_size=80))
 def test_check_name_accepts_or_names_the_problem(name: str) -> None:
     try:
