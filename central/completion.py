@@ -238,16 +238,18 @@ def _out_of_order(route: Route, ok: Sequence[tuple[int, str, str]]) -> bool:
     """A scan made while a checkpoint the route puts before it was still unscanned."""
     if route.order is Order.ANY or not ok:
         return False
-    position = {cp: i for i, cp in enumerate(route.checkpoints)}
     if route.order is Order.START_THEN_ANY:
-        start = route.checkpoints[0]
-        return ok[0][1] != start
-    done: set[int] = set()
+        return ok[0][1] != route.checkpoints[0]
+    position = {cp: i for i, cp in enumerate(route.checkpoints)}
+    done = [False] * len(route.checkpoints)
+    low = 0  # every checkpoint before this one has been scanned
     for _, cp, _ in ok:
         p = position[cp]
-        if any(q not in done for q in range(p)):
+        if p > low:
             return True
-        done.add(p)
+        done[p] = True
+        while low < len(done) and done[low]:
+            low += 1
     return False
 
 

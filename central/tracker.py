@@ -29,7 +29,9 @@ from central.bus import Bus
 from central.completion import Round, RoundStatus, Scan, Slot, judge
 from central.plan.model import Route, Unit
 from central.plan.registry import PlanHistory, PlanVersion
-from central.report import CompletionReport, Counts, UnitRow, planned_slots, rollup, scan_range, tree_order, unit_tree
+from central.report import (
+    CompletionReport, Counts, UnitRow, planned_slots, rollup, scan_range, scans_between, tree_order, unit_tree,
+)
 from wire import topics
 
 _LOGGER = logging.getLogger(__name__)
@@ -48,16 +50,7 @@ LoadScans = Callable[[int, int], Iterable[Scan]]
 
 def store_scans(store: Any) -> LoadScans:
     """Scans of central's store with ``ts_est`` in ``[lo, hi)``."""
-
-    def load(lo_ms: int, hi_ms: int) -> list[Scan]:
-        out = []
-        for e in store.events_between("scan", lo_ms, hi_ms):
-            tag = e.fields.get("tag")
-            if isinstance(tag, str):
-                out.append(Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq))
-        return out
-
-    return load
+    return lambda lo_ms, hi_ms: scans_between(store, lo_ms, hi_ms)
 
 
 @dataclass(slots=True)

@@ -90,7 +90,7 @@ class AtomicJSONStorage(Storage):
             os.close(dir_fd)
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True, frozen=True, eq=False)  # identity: hashing a whole district's plan is not cheap
 class PlanVersion:
     version: int
     imported_ms: int

@@ -228,11 +228,14 @@ def publisher(broker: Broker) -> Iterator[mqtt.Client]:
 
 def test_completion_is_retained_on_the_broker_for_any_dashboard(tmp_path: Path, broker: Broker, publisher: mqtt.Client) -> None:
     s = Setup(tmp_path)
+    sent: list[mqtt.MQTTMessageInfo] = []
     s.tracker = CompletionTracker(s.registry, load_scans=store_scans(s.store), clock=s.clock,
-                                  publish=lambda t, p, retain=False: publisher.publish(t, p, qos=1, retain=retain))
+                                  publish=lambda t, p, retain=False: sent.append(publisher.publish(t, p, qos=1, retain=retain)))
     s.at(at(2, 0, 20))
     s.feed([stored(1, "gate-1", at(1, 22, 5)), stored(2, "gate-2", at(1, 22, 6)), stored(3, "gate-3", at(1, 22, 7))])
     s.at(at(2, 2, 20))
+    for info in sent:
+        info.wait_for_publish(10)  # at the broker before the dashboard comes
     topic = "gridpatrol/v1/central/completion/fengze"
     # a dashboard that connects afterwards still gets the latest state: it is retained
     watcher = Watcher(broker)
