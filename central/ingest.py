@@ -32,7 +32,7 @@ from paho.mqtt.properties import Properties
 from central.config import MqttConfig
 from central.inbound import Counter, Decoder, Rejected
 from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
-from central.store import Store, StoredEvent
+from central.store import AgentRow, Store, StoredEvent
 from central.timeest import ClockEstimator
 from wire import topics
 from wire.messages import (
@@ -44,6 +44,8 @@ _LOGGER = logging.getLogger(__name__)
 BATCH_MAX = 5000  # events per transaction; bounds the time a batch holds the write lock
 QUEUE_MAX = 200_000  # decoded messages waiting; beyond this they are dropped unacked (agents resend)
 TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
+LINGER_S = 0.02  # under a stream, a batch waits this long for more (one fsync for many events)
+BUSY_GAP_S = 0.1  # a batch this soon after the last one means a stream
 GAP_GRACE_S = 1.0  # a gap must stand this long without progress before asking for a replay
 REPLAY_INTERVAL_S = 5.0  # at most one replay request per agent this often
 # Replay requests without any progress before central takes the missing eseqs
@@ -149,6 +151,7 @@ class Ingest:
         self._presence = Presence(rebirth_interval_s=rebirth_interval_s)
         self._times = ClockEstimator()
         self._times_changed: set[str] = set()
+        self._last_batch_at = float("-inf")
         self._sequences: dict[str, _Sequence] = {}
         self._gapped: set[str] = set()
         self._counts_lock = threading.Lock()
@@ -307,15 +310,7 @@ class Ingest:
         self._ready.set()
         try:
             while True:
-                try:
-                    items = [self._queue.get(timeout=TICK_S)]
-                except queue.Empty:
-                    items = []
-                while items and len(items) < self._batch_max:
-                    try:
-                        items.append(self._queue.get_nowait())
-                    except queue.Empty:
-                        break
+                items = self._gather()
                 stop = any(i is _STOP for i in items)
                 if stop:
                     items = items[:next(n for n, i in enumerate(items) if i is _STOP)]
@@ -324,6 +319,35 @@ class Ingest:
                     return
         finally:
             self._conn.close()
+
+    def _gather(self) -> list[Any]:
+        """The next batch: what is queued, and under a stream a moment's more.
+
+        Each commit costs an fsync and a round of acks, so while messages keep
+        coming the writer waits up to LINGER_S for more; a lone event after a
+        quiet spell is stored at once.
+        """
+        try:
+            items = [self._queue.get(timeout=TICK_S)]
+        except queue.Empty:
+            return []
+        now = self._monotonic()
+        deadline = now + LINGER_S if now - self._last_batch_at < BUSY_GAP_S else None
+        self._last_batch_at = now
+        while len(items) < self._batch_max and items[-1] is not _STOP:
+            try:
+                items.append(self._queue.get_nowait())
+                continue
+            except queue.Empty:
+                pass
+            left = 0.0 if deadline is None else deadline - self._monotonic()
+            if left <= 0:
+                break
+            try:
+                items.append(self._queue.get(timeout=left))
+            except queue.Empty:
+                break
+        return items
 
     def _count(self, name: Counter, n: int = 1) -> None:
         with self._counts_lock:
@@ -392,7 +416,8 @@ class Ingest:
                 commands: list[tuple[str, Command]], now: float) -> None:
         conn = self._conn
         acks: set[str] = set()
-        rows = []
+        full: list[AgentRow] = []
+        progress: list[AgentRow] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             inserted = self._store.insert_events(conn, events)
@@ -404,17 +429,16 @@ class Ingest:
             acks.update(e.agent for e in events)
             acks.update(self._look_at_gaps(now, commands))
             for agent in acks:
-                rec = self._presence.record(agent, 0)
-                rec.acked_eseq = self._sequence(agent, now).contiguous
-                self._presence.mark_dirty(agent)
+                self._presence.set_acked(agent, self._sequence(agent, now).contiguous)
             self._count(Counter.EVENTS_STORED, len(inserted))
             self._count(Counter.EVENTS_UNPLANNED, sum(1 for e in inserted if e.unplanned))
             for agent in self._times_changed:
                 self._presence.record(agent, 0).flags["clock"] = self._times.export(agent)
                 self._presence.mark_dirty(agent)
             self._times_changed.clear()
-            rows = self._presence.take_dirty()
-            self._store.save_agents(conn, rows)
+            full, progress = self._presence.take_dirty()
+            self._store.save_agents(conn, full)
+            self._store.save_agent_progress(conn, progress)
             with self._counts_lock:
                 deltas, self._deltas = self._deltas, {}
             overflowed = self._overflowed
@@ -425,7 +449,7 @@ class Ingest:
             _LOGGER.exception("could not store a batch of %s events; they stay unacked", len(events))
             conn.rollback()
             self._count(Counter.STORE_ERRORS)
-            self._presence.restore_dirty(rows)
+            self._presence.restore_dirty([*full, *progress])
             for agent in {e.agent for e in events} | acks:  # reload their eseqs from what was committed
                 self._sequences.pop(agent, None)
                 self._gapped.discard(agent)
@@ -536,6 +560,7 @@ class Ingest:
                                 agent, first, last, seq.attempts)
                 if rec is not None:
                     rec.flags["lost"] = [*rec.flags.get("lost", []), [first, last]][-_LOST_RANGES_KEPT:]
+                    self._presence.mark_dirty(agent)
                 moved.add(agent)
                 continue
             seq.attempts += 1

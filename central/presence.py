@@ -97,7 +97,8 @@ class Presence:
     def __init__(self, *, rebirth_interval_s: float = REBIRTH_INTERVAL_S) -> None:
         self._rebirth_interval_s = rebirth_interval_s
         self._records: dict[str, AgentRecord] = {}
-        self._dirty: set[str] = set()
+        self._dirty: set[str] = set()  # rows to write in full
+        self._moved: set[str] = set()  # rows where only last_seen or acked_eseq changed
         self.stale_statuses = 0  # Wills of older connections, ignored
 
     def load(self, rows: Iterable[AgentRow]) -> None:
@@ -118,17 +119,27 @@ class Presence:
         """The agent itself sent something just now."""
         rec = self.record(agent, now_ms)
         rec.last_seen = now_ms
-        self._dirty.add(agent)
+        self._moved.add(agent)
         return rec
+
+    def set_acked(self, agent: str, eseq: int) -> None:
+        self.record(agent, 0).acked_eseq = eseq
+        self._moved.add(agent)
 
     def mark_dirty(self, agent: str) -> None:
         self._dirty.add(agent)
 
-    def take_dirty(self) -> list[AgentRow]:
-        """Rows changed since the last call, to be saved in the current transaction."""
-        rows = [self._records[a].row() for a in sorted(self._dirty)]
+    def take_dirty(self) -> tuple[list[AgentRow], list[AgentRow]]:
+        """Rows to save in the current transaction: (in full, only last_seen and acked_eseq).
+
+        Most batches only move last_seen and acked_eseq; writing those alone
+        spares re-encoding each agent's birth, telemetry and snapshot per batch.
+        """
+        full = [self._records[a].row() for a in sorted(self._dirty)]
+        light = [self._records[a].row() for a in sorted(self._moved - self._dirty)]
         self._dirty.clear()
-        return rows
+        self._moved.clear()
+        return full, light
 
     def restore_dirty(self, rows: Iterable[AgentRow]) -> None:
         """The transaction that was to save ``rows`` failed: save them next time."""

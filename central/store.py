@@ -336,6 +336,12 @@ class Store:
         )
 
     @staticmethod
+    def save_agent_progress(conn: sqlite3.Connection, rows: Iterable[AgentRow]) -> None:
+        """Only ``last_seen`` and ``acked_eseq`` of agents already saved in full."""
+        conn.executemany("UPDATE agents SET last_seen = ?, acked_eseq = ? WHERE agent = ?",
+                         [(r.last_seen, r.acked_eseq, r.agent) for r in rows])
+
+    @staticmethod
     def add_counters(conn: sqlite3.Connection, deltas: Mapping[str, int]) -> None:
         conn.executemany(
             "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",

@@ -43,11 +43,14 @@ def test_a_retained_status_does_not_count_as_seen() -> None:
 def test_a_birth_means_online_and_is_kept_for_the_row() -> None:
     p = Presence()
     assert p.on_birth("a", birth(2), 100) == PresenceChange("a", PresenceState.ONLINE, 100)
-    (row,) = p.take_dirty()
+    (row,), () = p.take_dirty()
     assert row == AgentRow(agent="a", state="online", bdseq=2, boot_id="boot-1", last_seen=100, first_seen=100,
                            birth={"bdseq": 2, "boot_id": "boot-1", "fw": "1.0", "config_hash": "", "versions": {},
                                   "inventory": {"zones": [{"name": "north-fence"}]}, "received_ts": 100})
-    assert p.take_dirty() == []
+    assert p.take_dirty() == ([], [])
+    p.touch("a", 150)
+    p.set_acked("a", 9)
+    assert [(r.last_seen, r.acked_eseq) for r in p.take_dirty()[1]] == [(150, 9)]
 
 
 def test_rebirth_is_asked_without_a_birth_of_the_current_connection_and_rate_limited() -> None:
@@ -66,8 +69,8 @@ def test_rebirth_is_asked_without_a_birth_of_the_current_connection_and_rate_lim
 def test_records_survive_through_rows() -> None:
     p = Presence()
     p.on_birth("a", birth(3), 100)
-    p.get("a").acked_eseq = 42  # type: ignore[union-attr]
-    rows = p.take_dirty()
+    p.set_acked("a", 42)
+    rows, _ = p.take_dirty()
     q = Presence()
     q.load(rows)
     rec = q.get("a")
