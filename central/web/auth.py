@@ -19,6 +19,7 @@ from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
+from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
 from starlette.requests import HTTPConnection
@@ -193,16 +194,10 @@ class LoginGate:
                                         headers={"WWW-Authenticate": 'Cookie realm="gridpatrol"'})
             else:
                 target = path + (f"?{scope['query_string'].decode('latin-1')}" if scope.get("query_string") else "")
-                response = RedirectResponse(f"/login?next={_quote(target)}", status_code=303)
+                response = RedirectResponse(f"/login?next={quote(target, safe='/')}", status_code=303)
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-def _quote(path: str) -> str:
-    from urllib.parse import quote
-
-    return quote(path, safe="/")
 
 
 def safe_next(target: str | None) -> str:

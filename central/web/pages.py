@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import time
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -393,6 +392,3 @@ def page_routes() -> list[Route]:
         Route("/fragments/alarm/{alarm_id}", alarm_fragment),
     ]
 
-
-def monotonic_version() -> str:
-    return str(int(time.time()))

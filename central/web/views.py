@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
@@ -42,15 +42,6 @@ class AckRefused(Exception):
         super().__init__(message)
         self.status = status
         self.alarm = alarm
-
-
-@dataclass(slots=True, frozen=True)
-class CheckpointVisit:
-    checkpoint: str
-    ts: int | None  # the first authorised scan in the round, None when missing
-    member: str | None
-    late: bool
-    out_of_order: bool
 
 
 class Dashboard:
