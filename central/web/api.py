@@ -15,20 +15,24 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from central.report import render_csv
+from central.web import WebError
 from central.web.auth import json_error, user_of
 from central.web.csrf import csrf_protected
 from central.web.reader import EVENTS_MAX_LIMIT
-from central.report import render_csv
 from central.web.views import AckRefused, Dashboard
 
 _LOGGER = logging.getLogger(__name__)
 
 EVENT_KINDS = ("alarm", "restore", "tamper", "panic", "scan", "fault", "output")
 MAX_PARAM_CHARS = 128
+# Nights the dashboard will talk about; beyond these a date is a typo (and
+# date arithmetic at year 1 or 9999 would overflow).
+DATE_MIN, DATE_MAX = dt.date(2000, 1, 1), dt.date(2099, 12, 31)
 
 
-class BadParam(ValueError):
-    pass
+class BadParam(WebError, ValueError):
+    """A query or path parameter that is not what the API takes; the message names it."""
 
 
 def dashboard(request: Request) -> Dashboard:
@@ -62,9 +66,12 @@ def date_param(request: Request, name: str = "date") -> dt.date | None:
     if value is None:
         return None
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise BadParam(f"{name}: expected YYYY-MM-DD, got {value[:32]!r}") from None
+    if not DATE_MIN <= day <= DATE_MAX:
+        raise BadParam(f"{name}: expected a date from {DATE_MIN} to {DATE_MAX}, got {day}")
+    return day
 
 
 def bool_param(request: Request, name: str) -> bool:

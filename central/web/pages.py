@@ -267,13 +267,15 @@ async def route_page(request: Request) -> Response:
     return renderer(request).render(request, "route.html", ctx)
 
 
-def _day_ms(value: str | None, tz: Any, *, end: bool) -> tuple[int | None, str | None]:
-    if not value:
+def _day_ms(request: Request, name: str, tz: Any, *, end: bool) -> tuple[int | None, str | None]:
+    """A local date filter as UTC ms: its midnight, or the next midnight for an end."""
+    day = date_param(request, name)
+    if day is None:
         return None, None
-    day = dt.date.fromisoformat(value)
+    text = day.isoformat()
     if end:
         day += dt.timedelta(days=1)
-    return int(dt.datetime.combine(day, dt.time(), tzinfo=tz).timestamp() * 1000), value
+    return int(dt.datetime.combine(day, dt.time(), tzinfo=tz).timestamp() * 1000), text
 
 
 async def events_page(request: Request) -> Response:
@@ -284,9 +286,9 @@ async def events_page(request: Request) -> Response:
         if kind is not None and kind not in EVENT_KINDS:
             raise BadParam(f"kind: expected one of {', '.join(EVENT_KINDS)}")
         f = {"agent": param(request, "agent"), "kind": kind, "source": param(request, "source")}
-        since, f["since_date"] = _day_ms(param(request, "since_date"), d.tz, end=False)
-        until, f["until_date"] = _day_ms(param(request, "until_date"), d.tz, end=True)
-    except (BadParam, ValueError) as exc:
+        since, f["since_date"] = _day_ms(request, "since_date", d.tz, end=False)
+        until, f["until_date"] = _day_ms(request, "until_date", d.tz, end=True)
+    except BadParam as exc:
         error, f, since, until = str(exc), {}, None, None
 
     def build() -> dict[str, Any]:

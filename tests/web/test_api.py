@@ -8,6 +8,8 @@ import re
 from typing import Iterator
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
@@ -295,3 +297,28 @@ def test_a_deleted_account_is_refused_at_once(client: TestClient, world: World) 
         db.execute("DELETE FROM users WHERE name = 'wang'")
     db.close()
     assert client.get("/api/agents").status_code == 401
+
+
+@settings(deadline=None, max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(path=st.sampled_from(["/api/events", "/api/alarms", "/api/units", "/api/completion", "/events", "/report", "/units"]),
+       params=st.dictionaries(st.sampled_from(["agent", "kind", "source", "since", "until", "limit", "date", "all", "format",
+                                               "since_date", "until_date", "tier"]),
+                              st.text(max_size=300), max_size=6))
+def test_hostile_query_strings_answer_200_or_400(client: TestClient, path: str, params: dict[str, str]) -> None:
+    if "gp_session" not in client.cookies:
+        login(client, "duty")
+    r = client.get(path, params=params)
+    assert r.status_code in (200, 400), (path, params, r.text[:200])
+    if r.status_code == 400 and path.startswith("/api/"):
+        assert set(r.json()) == {"error"}
+
+
+@pytest.mark.parametrize("date", ["0001-01-01", "9999-12-31", "1999-12-31"])
+def test_dates_out_of_range_are_refused_not_crashed_on(client: TestClient, date: str) -> None:
+    login(client, "duty")
+    r = client.get("/api/completion", params={"date": date})
+    assert (r.status_code, r.json()) == (400, {"error": f"date: expected a date from 2000-01-01 to 2099-12-31, got {date}"})
+    for path in ("/api/units", "/units", "/report", "/routes/night-loop", "/api/completion?format=csv"):
+        assert client.get(path, params={"date": date}).status_code == 400, path
+    r = client.get("/events", params={"until_date": date})
+    assert r.status_code == 200 and "expected a date from 2000-01-01 to 2099-12-31" in r.text
