@@ -198,6 +198,16 @@ def acknowledge(conn: sqlite3.Connection, alarm_id: int, by: str, now_ms: int, *
     return alarm
 
 
+def offline_agents(store: Any) -> Callable[[], list[tuple[str, int]]]:
+    """For ``AlarmBook(offline_agents=...)``: agents the store holds as offline, since their last word."""
+
+    def read() -> list[tuple[str, int]]:
+        now_ms = int(time.time() * 1000)
+        return [(r.agent, r.last_seen or now_ms) for r in store.list_agents() if r.state == "offline"]
+
+    return read
+
+
 def _step(conn: sqlite3.Connection, alarm_id: int, ts: int, unit: str | None, tier: str | None, action: str) -> None:
     conn.execute("INSERT INTO alarm_steps(alarm_id, ts, unit, tier, action) VALUES (?,?,?,?,?)",
                  (alarm_id, ts, unit, tier, action))
@@ -250,6 +260,7 @@ class AlarmBook:
         self._offline_alarmed: set[str] = set()
         self._changes: dict[str, deque[int]] = {}
         self._resend_at: dict[str, int] = {}
+        self._acks_announced: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._load_active()
@@ -480,10 +491,12 @@ class AlarmBook:
         for alarm in map(_alarm, rows):
             self._climb.pop(alarm.id, None)
             if alarm.kind in AGENT_KINDS:
-                self._send_ack(alarm)
+                self._send_ack(alarm)  # a send that could not even be queued stays 0: tried again next tick
             else:
                 self._conn.execute("UPDATE alarms SET notified = 2 WHERE id = ? AND notified = 0", (alarm.id,))
-            self._announce(alarm.id, "acknowledged")
+            if alarm.id not in self._acks_announced:
+                self._acks_announced.add(alarm.id)
+                self._announce(alarm.id, "acknowledged")
 
     def _send_ack(self, alarm: Alarm) -> None:
         txn = self._new_txn()

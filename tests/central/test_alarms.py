@@ -295,3 +295,27 @@ def test_panic_on_the_wire_ack_on_the_command_line_alarm_ack_to_the_agent(tmp_pa
         book.stop()
         ingest.stop()
         book.close()
+
+
+def test_agents_the_store_holds_as_offline_are_timed_from_their_last_word(tmp_path: Path) -> None:
+    from central.alarms import offline_agents
+    from central.store import AgentRow
+
+    b = Book(tmp_path)
+    b.book.close()
+    with closing(b.store.connect()) as conn:
+        with conn:
+            Store.save_agents(conn, [AgentRow(agent=AGENT, state="offline", last_seen=T0 - 30_000),
+                                     AgentRow(agent="school-2-gate-1", state="online", last_seen=T0)])
+    book = AlarmBook(b.store.path, plans=b.registry, clock=b.clock, offline_agents=offline_agents(b.store), poll_s=3600)
+    try:
+        book.start()  # seeds the offline timers, then ticks once an hour of this test's clock
+        book.stop()
+        b.clock.ms = T0 + 29_999
+        book.tick()
+        assert book.alarms() == []
+        b.clock.ms = T0 + 30_000
+        book.tick()
+        assert [(a.kind, a.agent, a.raised_ts) for a in book.alarms()] == [("agent-offline", AGENT, T0 + 30_000)]
+    finally:
+        book.close()
