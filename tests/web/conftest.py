@@ -185,8 +185,11 @@ def server(world: World) -> Iterator[WebServer]:
         srv.stop()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
+    """One Chromium per test module. Not per session: Playwright's sync API keeps
+    an event loop on the main thread while it runs, which would break any later
+    test of the session that calls asyncio.run()."""
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium); browser tests need it")
     from playwright.sync_api import sync_playwright
