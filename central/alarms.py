@@ -491,14 +491,19 @@ class AlarmBook:
         for alarm in map(_alarm, rows):
             self._climb.pop(alarm.id, None)
             if alarm.kind in AGENT_KINDS:
-                self._send_ack(alarm)  # a send that could not even be queued stays 0: tried again next tick
+                done = self._send_ack(alarm)  # a send that could not even be queued stays 0: tried again next tick
             else:
                 self._conn.execute("UPDATE alarms SET notified = 2 WHERE id = ? AND notified = 0", (alarm.id,))
-            if alarm.id not in self._acks_announced:
+                done = True
+            first = alarm.id not in self._acks_announced  # tell the dashboard once, however many tries
+            if done:
+                self._acks_announced.discard(alarm.id)
+            else:
                 self._acks_announced.add(alarm.id)
+            if first:
                 self._announce(alarm.id, "acknowledged")
 
-    def _send_ack(self, alarm: Alarm) -> None:
+    def _send_ack(self, alarm: Alarm) -> bool:
         txn = self._new_txn()
         sent = False
         if self._send is not None:
@@ -508,6 +513,7 @@ class AlarmBook:
                 _LOGGER.exception("sending alarm-ack of alarm %s to %s failed", alarm.id, alarm.agent)
         if sent:
             self._conn.execute("UPDATE alarms SET notified = 1, ack_txn = ? WHERE id = ?", (txn, alarm.id))
+        return sent
 
     def _resend(self, agent: str) -> None:
         rows = self._conn.execute(f"SELECT {_COLUMNS} FROM alarms WHERE agent = ? AND notified = 1", (agent,))

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import sqlite3
 import sys
 import time
@@ -26,6 +27,7 @@ from central.plan.registry import PlanHistory, PlanRegistry
 from central.report import CompletionReport, build_report, render_csv, render_json, render_table, report_from_store
 from central.store import BUSY_TIMEOUT_S, Store
 
+_LOGGER = logging.getLogger(__name__)
 _DATE_HELP = "YYYY-MM-DD"
 
 
@@ -37,8 +39,13 @@ def known_readers(store_path: Path) -> dict[str, frozenset[str]]:
     """Readers each agent listed in its last birth, for agents that have reported one."""
     if not store_path.exists():
         return {}
+    try:
+        rows = Store(store_path).list_agents()
+    except sqlite3.Error as exc:  # a store without agents yet (or unreadable): nothing to check against
+        _LOGGER.warning("cannot read agents' births from %s (%s); readers not checked", store_path, exc)
+        return {}
     out: dict[str, frozenset[str]] = {}
-    for row in Store(store_path).list_agents():
+    for row in rows:
         birth = row.birth
         inventory = birth.get("inventory") if isinstance(birth, Mapping) else None
         readers = inventory.get("readers") if isinstance(inventory, Mapping) else None
