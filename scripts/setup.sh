@@ -17,7 +17,9 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
 if [ "${GRIDPATROL_BROWSER:-0}" = 1 ]; then
+    # The dashboard tests drive Debian's Chromium; a CJK font renders zh-CN pages.
     command -v chromium >/dev/null 2>&1 || need+=(chromium)
+    [ -e /usr/share/fonts/truetype/wqy/wqy-microhei.ttc ] || need+=(fonts-wqy-microhei)
 fi
 if [ ${#need[@]} -gt 0 ]; then
     echo "setup: installing ${need[*]} from Debian" >&2
