@@ -3,7 +3,8 @@
 For each size N: both subscribers open a persistent session and go away;
 N QoS 1 events (from several agents, eseq in order) are published and queued
 by the broker for both; then each reconnects in turn and drains its queue.
-The bare subscriber only counts messages; central decodes, stores (one
+The bare subscriber only counts messages; central (the Central object that
+`gridpatrol central` runs, with its bus bridge) decodes, stores (one
 transaction per batch, fsync'd), acks and calls listeners. Rates are
 messages per second from the connect call to the last message counted
 (bare) or stored (central).
@@ -14,7 +15,6 @@ Run from the repository root:  python -m bench.bench_ingest [--sizes 5000 20000 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import threading
 import time
@@ -25,9 +25,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from central.config import MqttConfig
-from central.ingest import Ingest
-from central.store import Store, StoredEvent
+from central.app import Central
+from central.config import CentralConfig, parse_config
+from central.store import StoredEvent
 from tests.support import Broker
 from wire import topics
 from wire.messages import Event, EventKind
@@ -114,21 +114,26 @@ def publish(broker: Broker, n: int, agents: int) -> int:
     return size
 
 
+def central_config(broker: Broker, workdir: Path) -> CentralConfig:
+    return parse_config(
+        f'timezone = "UTC"\ndata_dir = "{workdir / "data"}"\n'
+        f'[mqtt]\nhost = "{broker.host}"\nport = {broker.port}\nclient_id = "bench-central"\n'
+    )
+
+
 def run(n: int, agents: int, workdir: Path) -> tuple[float, float, int]:
     broker = Broker(workdir / "broker", persistence=False).start()
-    store = Store(workdir / "central.db")
-    counter = StoredCounter()
-    config = MqttConfig(host=broker.host, port=broker.port, client_id="bench-central")
+    config = central_config(broker, workdir)
     try:
         bare = BareSubscriber(broker)
         bare.connect()
         bare.client.subscribe(f"{topics.ROOT}/+/evt", qos=1)  # type: ignore[union-attr]
         bare.subscribed.wait(10)
         bare.close()
-        ingest = Ingest(config, store)
-        ingest.start()
-        ingest.wait_connected(10)
-        ingest.stop()
+        central = Central(config)
+        central.start()
+        central.ingest.wait_connected(10)
+        central.stop()
 
         size = publish(broker, n, agents)
 
@@ -140,16 +145,17 @@ def run(n: int, agents: int, workdir: Path) -> tuple[float, float, int]:
         bare_rate = n / (time.perf_counter() - start)
         bare.close()
 
+        counter = StoredCounter()
         counter.target = n
-        ingest = Ingest(config, store, listeners=[counter])
+        central = Central(config, listeners=[counter])
         start = time.perf_counter()
-        ingest.start()
+        central.start()
         try:
             if not counter.done.wait(DRAIN_TIMEOUT_S):
                 raise RuntimeError(f"central stored {counter.count} of {n}")
             central_rate = n / (time.perf_counter() - start)
         finally:
-            ingest.stop()
+            central.stop()
         return bare_rate, central_rate, size
     finally:
         broker.kill()
@@ -160,11 +166,7 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[5_000, 20_000, 50_000])
     parser.add_argument("--agents", type=int, default=10)
     parser.add_argument("--repeat", type=int, default=3, help="rounds per size; the best of each side is kept")
-    parser.add_argument("--switch-interval-ms", type=float, default=None,
-                        help="sys.setswitchinterval for this process (Python's default is 5 ms)")
     args = parser.parse_args()
-    if args.switch_interval_ms is not None:
-        sys.setswitchinterval(args.switch_interval_ms / 1000)
     # A shared machine is noisy: each round measures both sides back to back,
     # and the best round of each side is what the code can do.
     print(f"{'messages':>9} {'bytes':>6} {'bare msg/s':>11} {'central msg/s':>14} {'ratio':>6}   rounds (bare/central)")
