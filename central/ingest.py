@@ -163,6 +163,7 @@ class Ingest:
         self._connected = threading.Event()
         self._disconnected = threading.Event()
         self._ready = threading.Event()
+        self._stopping = threading.Event()
         self._start_error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self._client = self._make_client()
@@ -188,10 +189,17 @@ class Ingest:
         self._client.loop_start()
 
     def stop(self) -> None:
-        """Store what is queued, publish offline status, disconnect."""
+        """Finish the batch in hand, publish the offline status, disconnect.
+
+        Messages still queued are dropped without an ack: their agents send
+        them again to the next central.
+        """
+        self._stopping.set()
         if self._writer is not None and self._writer.is_alive():
             self._queue.put(_STOP)
             self._writer.join(STOP_TIMEOUT_S)
+            if self._writer.is_alive():
+                _LOGGER.error("the ingest thread did not finish within %s s", STOP_TIMEOUT_S)
         if self._connected.is_set():
             info = self._client.publish(topics.CENTRAL_STATUS, self._status(False), qos=1, retain=True)
             if info.rc == mqtt.MQTT_ERR_SUCCESS:
@@ -248,6 +256,7 @@ class Ingest:
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
@@ -271,6 +280,9 @@ class Ingest:
             _LOGGER.error("broker refused central's subscriptions: %s", failed)
             return
         self._connected.set()  # connected and subscribed: nothing sent from now on is missed
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        _LOGGER.warning("cannot reach the broker at %s:%s; retrying", self._config.host, self._config.port)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self._connected.clear()
@@ -315,7 +327,7 @@ class Ingest:
                 if stop:
                     items = items[:next(n for n, i in enumerate(items) if i is _STOP)]
                 self._process(items)
-                if stop:
+                if stop or self._stopping.is_set():
                     return
         finally:
             self._conn.close()

@@ -438,3 +438,17 @@ def test_send_command_reaches_the_agent(ingest: Ingest, agent: FakeAgent) -> Non
     assert agent.command_list(CommandName.ALARM_ACK) == [cmd]
     with pytest.raises(ValueError, match="agent id 'central' is not valid"):
         ingest.send_command("central", cmd)
+
+
+def test_central_waits_for_a_broker_that_is_not_up_yet(tmp_path: Path, store: Store,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    late = Broker(tmp_path / "late-broker")
+    ing = make_ingest(late, store)
+    ing.start()
+    try:
+        wait_until(lambda: "cannot reach the broker" in caplog.text, message="a warning that the broker is away")
+        late.start()
+        assert ing.wait_connected(20)
+    finally:
+        ing.stop()
+        late.kill()
