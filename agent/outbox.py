@@ -107,7 +107,8 @@ class Outbox:
         self._rearm_level = int(self.warn_level * REARM_FRACTION)
         self._lock = threading.Lock()
         self._pending: deque[_Pending] = deque()
-        self._counters = {"appended": 0, "dropped": 0, "disk_full": 0, "critical_waiting": 0, "acks_ahead": 0}
+        self._counters = {"appended": 0, "dropped": 0, "disk_full": 0, "critical_waiting": 0, "acks_ahead": 0,
+                          "bdseq_unsaved": 0}
         try:
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
@@ -386,10 +387,19 @@ class Outbox:
         """Increase and persist the birth/death sequence; call before every connect."""
         with self._lock:
             db = self._conn()
-            with self._transaction(db):
-                db.execute("UPDATE meta SET value = value + 1 WHERE key = 'bdseq'")
-                (value,) = db.execute("SELECT value FROM meta WHERE key = 'bdseq'").fetchone()
-            self._bdseq = int(value)
+            try:
+                with self._transaction(db):
+                    db.execute("UPDATE meta SET value = ? WHERE key = 'bdseq'", (self._bdseq + 1,))
+            except sqlite3.OperationalError as exc:
+                if not _is_disk_full(exc):
+                    raise
+                # A full disk must not keep the agent off the broker: that is
+                # when its backlog most needs to drain. The number may repeat
+                # after a restart; a Will that old is rare, and harmless next
+                # to not connecting at all.
+                self._counters["bdseq_unsaved"] += 1
+                _LOGGER.warning("outbox %s: disk full; bdseq %d not saved", self.path, self._bdseq + 1)
+            self._bdseq += 1
             return self._bdseq
 
     def integrity_ok(self) -> bool:

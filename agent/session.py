@@ -21,6 +21,7 @@ import logging
 import random
 import select
 import socket
+import sqlite3
 import threading
 import time
 from collections import deque
@@ -32,7 +33,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
-from agent.outbox import Outbox
+from agent.outbox import Outbox, OutboxError
 from agent.publisher import IN_FLIGHT_WINDOW, Publisher
 from wire import topics
 from wire.codec import unpack
@@ -118,7 +119,7 @@ class Session:
         self.connects = 0
         self.last_beat: float | None = None
         self.counters = {"bad_commands": 0, "bad_acks": 0, "bad_central_status": 0, "publish_refused": 0,
-                         "connect_failures": 0}
+                         "connect_failures": 0, "ack_failures": 0, "session_errors": 0}
 
     # -- control from other threads ------------------------------------------------
 
@@ -169,8 +170,14 @@ class Session:
         try:
             while not self._stopping:
                 self.last_beat = self._clock()
-                if self._connect_and_serve():
-                    failures = 0
+                try:
+                    if self._connect_and_serve():
+                        failures = 0
+                except Exception:
+                    # A bug or a broken disk: say so loudly, then start over
+                    # like after a lost connection rather than stop sending.
+                    self.counters["session_errors"] += 1
+                    _LOGGER.exception("the MQTT session failed; starting over")
                 if self._stopping:
                     break
                 delay = self._backoff(failures)
@@ -244,13 +251,18 @@ class Session:
     def _connect_and_serve(self) -> bool:
         """One connection from attempt to loss; True if it got as far as CONNACK."""
         self.bdseq = self.outbox.next_bdseq()
-        client = self._new_client(self.bdseq)
-        self._client = client
         self._connack = None
         self._lost = False
         self._inbox.clear()
         self._pubacks.clear()
         self._mids.clear()
+        try:
+            client = self._new_client(self.bdseq)
+        except (OSError, ValueError) as exc:  # unreadable TLS files, say
+            self.counters["connect_failures"] += 1
+            _LOGGER.warning("cannot set up the MQTT client: %s", exc)
+            return False
+        self._client = client
         try:
             try:
                 client.connect(self.config.host, self.config.port, self.config.keepalive_s, clean_start=True)
@@ -426,7 +438,13 @@ class Session:
             self.counters["bad_acks"] += 1
             _LOGGER.warning("bad ack dropped: %s", exc)
             return
-        removed = self.outbox.ack(ack.eseq)
+        try:
+            removed = self.outbox.ack(ack.eseq)
+        except (OutboxError, sqlite3.Error) as exc:
+            # The events stay and go out again; central's next ack tries again.
+            self.counters["ack_failures"] += 1
+            _LOGGER.warning("ack %d not recorded: %s", ack.eseq, exc)
+            return
         self.publisher.acked(self.outbox.acked_eseq)
         if removed:
             _LOGGER.debug("ack %d: %d events delivered, %d left", ack.eseq, removed, self.outbox.depth)
