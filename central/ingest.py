@@ -49,7 +49,8 @@ BUSY_GAP_S = 0.1  # a batch this soon after the last one means a stream
 GAP_GRACE_S = 1.0  # a gap must stand this long without progress before asking for a replay
 REPLAY_INTERVAL_S = 5.0  # at most one replay request per agent this often
 # Replay requests without any progress before central takes the missing eseqs
-# as lost (an agent whose full outbox dropped them can never send them).
+# as lost: the agent no longer holds them (central's store lost what it had
+# acked), and without this its ack would be stuck and its outbox resent forever.
 REPLAY_GIVE_UP = 12
 LOG_EVERY_S = 10.0  # one log line per kind of bad message this often, the rest counted
 STOP_TIMEOUT_S = 10.0
@@ -430,20 +431,24 @@ class Ingest:
         acks: set[str] = set()
         full: list[AgentRow] = []
         progress: list[AgentRow] = []
+        with self._counts_lock:
+            deltas, self._deltas = self._deltas, {}
+        overflowed = self._overflowed
+        deltas[Counter.QUEUE_OVERFLOW] = deltas.get(Counter.QUEUE_OVERFLOW, 0) + overflowed - self._overflow_taken
         try:
             conn.execute("BEGIN IMMEDIATE")
             inserted = self._store.insert_events(conn, events)
-            self._check_duplicates(events, inserted)
+            self._check_duplicates(events, inserted, deltas)
             for e in inserted:
                 self._sequence(e.agent, now).add(e.eseq, now)
                 if self._sequences[e.agent].above:
                     self._gapped.add(e.agent)
             acks.update(e.agent for e in events)
-            acks.update(self._look_at_gaps(now, commands))
+            acks.update(self._look_at_gaps(now, commands, deltas))
             for agent in acks:
                 self._presence.set_acked(agent, self._sequence(agent, now).contiguous)
-            self._count(Counter.EVENTS_STORED, len(inserted))
-            self._count(Counter.EVENTS_UNPLANNED, sum(1 for e in inserted if e.unplanned))
+            deltas[Counter.EVENTS_STORED] = len(inserted)
+            deltas[Counter.EVENTS_UNPLANNED] = sum(1 for e in inserted if e.unplanned)
             for agent in self._times_changed:
                 self._presence.record(agent, 0).flags["clock"] = self._times.export(agent)
                 self._presence.mark_dirty(agent)
@@ -451,20 +456,18 @@ class Ingest:
             full, progress = self._presence.take_dirty()
             self._store.save_agents(conn, full)
             self._store.save_agent_progress(conn, progress)
-            with self._counts_lock:
-                deltas, self._deltas = self._deltas, {}
-            overflowed = self._overflowed
-            deltas[Counter.QUEUE_OVERFLOW] = deltas.get(Counter.QUEUE_OVERFLOW, 0) + overflowed - self._overflow_taken
             self._store.add_counters(conn, deltas)
             conn.commit()
         except Exception:
             _LOGGER.exception("could not store a batch of %s events; they stay unacked", len(events))
             conn.rollback()
-            self._count(Counter.STORE_ERRORS)
-            self._presence.restore_dirty([*full, *progress])
-            for agent in {e.agent for e in events} | acks:  # reload their eseqs from what was committed
-                self._sequences.pop(agent, None)
-                self._gapped.discard(agent)
+            self._forget_uncommitted({e.agent for e in events} | acks, [*full, *progress])
+            with self._counts_lock:  # counted again with the next batch that commits
+                for name in (Counter.EVENTS_STORED, Counter.EVENTS_UNPLANNED):
+                    deltas.pop(name, None)
+                for name, n in deltas.items():
+                    self._deltas[name] = self._deltas.get(name, 0) + n
+                self._deltas[Counter.STORE_ERRORS] = self._deltas.get(Counter.STORE_ERRORS, 0) + 1
             return
         self._overflow_taken = overflowed
         with self._counts_lock:
@@ -480,6 +483,16 @@ class Ingest:
             self._tell("events_stored", inserted)
         for change in changes:
             self._tell("presence_changed", change.agent, str(change.state), change.ts)
+
+    def _forget_uncommitted(self, agents: set[str], rows: list[AgentRow]) -> None:
+        """After a rollback: what central believes it holds must be what was committed."""
+        self._presence.restore_dirty(rows)
+        for agent in agents:
+            row = self._store.get_agent(agent, conn=self._conn)
+            # Never ack from memory what the rollback took away: back to the committed ack.
+            self._presence.set_acked(agent, row.acked_eseq if row is not None else 0)
+            self._sequences.pop(agent, None)  # rebuilt from the store when next needed
+            self._gapped.discard(agent)
 
     def _tell(self, method: str, *args: Any) -> None:
         for listener in self._listeners:
@@ -526,17 +539,18 @@ class Ingest:
             more = f" ({held} more like it dropped since the last line)" if held else ""
             _LOGGER.warning("dropped a message on %s: %s: %s%s", item.topic, item.reason, item.detail, more)
 
-    def _check_duplicates(self, events: list[StoredEvent], inserted: list[StoredEvent]) -> None:
+    def _check_duplicates(self, events: list[StoredEvent], inserted: list[StoredEvent],
+                          deltas: dict[str, int]) -> None:
         fresh = {id(e) for e in inserted}
         duplicates = [e for e in events if id(e) not in fresh]
         if not duplicates:
             return
-        self._count(Counter.EVENTS_DUPLICATE, len(duplicates))
+        deltas[Counter.EVENTS_DUPLICATE] = deltas.get(Counter.EVENTS_DUPLICATE, 0) + len(duplicates)
         stored = self._store.stored_contents(self._conn, ((e.agent, e.eseq) for e in duplicates))
         for e in duplicates:
             held = stored.get((e.agent, e.eseq))
             if held is not None and held != e.content():
-                self._count(Counter.EVENTS_SUSPICIOUS)
+                deltas[Counter.EVENTS_SUSPICIOUS] = deltas.get(Counter.EVENTS_SUSPICIOUS, 0) + 1
                 _LOGGER.warning("agent %s sent eseq %s again with different content; kept the first: held %s, got %s",
                                 e.agent, e.eseq, held, e.content())
 
@@ -549,7 +563,7 @@ class Ingest:
             seq = self._sequences[agent] = _Sequence(contiguous, above, progress_at=now)
         return seq
 
-    def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]]) -> set[str]:
+    def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]], deltas: dict[str, int]) -> set[str]:
         """Ask for replays of gaps that stand still; give up on hopeless ones. Returns agents to ack."""
         moved: set[str] = set()
         for agent in sorted(self._gapped):
@@ -566,10 +580,11 @@ class Ingest:
             if seq.replay_at is not None and now - seq.replay_at < self._replay_interval_s:
                 continue
             if seq.attempts >= self._replay_give_up and state is PresenceState.ONLINE:
+                attempts = seq.attempts
                 first, last = seq.give_up(now)
-                self._count(Counter.EVENTS_LOST, last - first + 1)
+                deltas[Counter.EVENTS_LOST] = deltas.get(Counter.EVENTS_LOST, 0) + last - first + 1
                 _LOGGER.warning("agent %s: eseq %s to %s never came after %s replay requests; taken as lost",
-                                agent, first, last, seq.attempts)
+                                agent, first, last, attempts)
                 if rec is not None:
                     rec.flags["lost"] = [*rec.flags.get("lost", []), [first, last]][-_LOST_RANGES_KEPT:]
                     self._presence.mark_dirty(agent)
@@ -578,7 +593,7 @@ class Ingest:
             seq.attempts += 1
             seq.replay_at = now
             commands.append((agent, Command(CommandName.REPLAY, self.new_txn(), {"from": seq.contiguous + 1})))
-            self._count(Counter.REPLAY_REQUESTS)
+            deltas[Counter.REPLAY_REQUESTS] = deltas.get(Counter.REPLAY_REQUESTS, 0) + 1
             _LOGGER.info("agent %s: eseq %s missing (holding %s above it); asking for a replay", agent,
                          seq.contiguous + 1, len(seq.above))
         return moved

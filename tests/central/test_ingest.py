@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -452,3 +453,45 @@ def test_central_waits_for_a_broker_that_is_not_up_yet(tmp_path: Path, store: St
     finally:
         ing.stop()
         late.kill()
+
+
+class FailingStore(Store):
+    """The real store, except that the batch holding one chosen eseq fails once (a full disk, say)."""
+
+    def __init__(self, path: Path, fail_eseq: int) -> None:
+        super().__init__(path)
+        self.fail_eseq = fail_eseq
+        self.failed = False
+
+    def insert_events(self, conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> list[StoredEvent]:  # type: ignore[override]
+        inserted = Store.insert_events(conn, events)
+        if not self.failed and any(e.eseq == self.fail_eseq for e in events):
+            self.failed = True
+            raise sqlite3.OperationalError("database or disk is full")
+        return inserted
+
+
+@pytest.mark.allow_logged_exceptions
+def test_a_batch_that_cannot_be_stored_is_not_acked(broker: Broker, tmp_path: Path, agent: FakeAgent) -> None:
+    store = FailingStore(tmp_path / "central.db", fail_eseq=3)
+    ing = make_ingest(broker, store, gap_grace_s=0.2, replay_interval_s=0.5)
+    ing.start()
+    try:
+        assert ing.wait_connected(10)
+        agent.online()
+        agent.event(1)
+        agent.event(2)
+        wait_until(lambda: agent.acked(2))
+        agent.event(3)
+        wait_until(lambda: ing.counters.get("store_errors") == 1, message="the failed batch")
+        agent.event(4)
+        wait_until(lambda: agent.command_list(CommandName.REPLAY), message="a replay of what was lost")
+        assert dict(agent.command_list(CommandName.REPLAY)[0].args) == {"from": 3}
+        assert max(agent.acks) == 2  # never an ack for what the rollback took away
+        assert store.get_agent(agent.agent_id).acked_eseq == 2  # type: ignore[union-attr]
+        agent.event(3, replayed=True)
+        wait_until(lambda: agent.acked(4), message="ack of 4 once 3 is stored")
+        assert [e.eseq for e in stored(store)] == [1, 2, 3, 4]
+        assert ing.counters["events_stored"] == 4
+    finally:
+        ing.stop()
