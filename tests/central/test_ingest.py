@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import select
 import sqlite3
+import subprocess
 import threading
 from contextlib import closing
 from pathlib import Path
@@ -298,15 +300,18 @@ def test_a_will_of_an_older_connection_is_ignored(broker: Broker, store: Store, 
 @pytest.mark.slow
 def test_a_real_will_marks_the_agent_offline(broker: Broker, store: Store, recorder: Recorder, ingest: Ingest,
                                               agent: FakeAgent) -> None:
-    import subprocess
-
     will = AgentStatus(AgentState.OFFLINE, 3, T0).to_payload()
+    broker.pub("probe/will-holder", b"ready", retain=True)
     # mosquitto_sub stands in for the agent's connection: its Will is the agent's.
     sub = subprocess.Popen(
-        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-i", "will-holder", "-t", "nothing/here",
+        ["mosquitto_sub", "-h", broker.host, "-p", str(broker.port), "-i", "will-holder", "-t", "probe/will-holder",
          "--will-topic", topics.status(agent.agent_id), "--will-payload", will.decode(), "--will-qos", "1",
-         "--will-retain"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+         "--will-retain"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
     try:
+        assert sub.stdout is not None
+        # The retained probe arrives once it is connected, and so its Will registered.
+        assert select.select([sub.stdout], [], [], 10)[0], "mosquitto_sub did not connect"
+        assert sub.stdout.readline() == b"ready\n"
         agent.online(bdseq=3)
         wait_until(lambda: (agent.agent_id, "online") in recorder.presence)
         sub.kill()  # the connection dies without a DISCONNECT: the broker publishes the Will
@@ -316,6 +321,8 @@ def test_a_real_will_marks_the_agent_offline(broker: Broker, store: Store, recor
         if sub.poll() is None:
             sub.kill()
             sub.wait(10)
+        if sub.stdout is not None:
+            sub.stdout.close()
 
 
 def test_an_agent_without_a_birth_is_asked_for_one(store: Store, ingest: Ingest, agent: FakeAgent) -> None:
