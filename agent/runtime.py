@@ -129,9 +129,14 @@ class Agent:
         self._own_factory = pin_factory is None and config.gpio.pin_factory is not None
         self.pin_factory = make_pin_factory(config.gpio.pin_factory, source=config.source) if self._own_factory else pin_factory
 
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox(config.data_dir / OUTBOX_FILE, max_events=config.outbox.max_events,
-                             warn_fraction=config.outbox.warn_fraction)
+        try:
+            config.data_dir.mkdir(parents=True, exist_ok=True)
+            self.outbox = Outbox(config.data_dir / OUTBOX_FILE, max_events=config.outbox.max_events,
+                                 warn_fraction=config.outbox.warn_fraction)
+        except BaseException:
+            if self._own_factory:
+                self.pin_factory.close()
+            raise
         self.loop = InputLoop(clock=clock)
         self.health = Health(clock=clock, wall_clock=wall_clock, clock_synced=self._clock_synced)
         self.session = Session(

@@ -105,7 +105,6 @@ class Session:
         self._wake_w.setblocking(False)
         self._stopping = False
         self._thread: threading.Thread | None = None
-        self._client: mqtt.Client | None = None
         self._connack: ReasonCode | None = None
         self._lost = False
         self._inbox: deque[mqtt.MQTTMessage] = deque()
@@ -262,7 +261,6 @@ class Session:
             self.counters["connect_failures"] += 1
             _LOGGER.warning("cannot set up the MQTT client: %s", exc)
             return False
-        self._client = client
         try:
             try:
                 client.connect(self.config.host, self.config.port, self.config.keepalive_s, clean_start=True)
@@ -350,7 +348,6 @@ class Session:
             sock = client.socket()
             if sock is not None:
                 sock.close()
-        self._client = None
 
     def _say_goodbye(self, client: mqtt.Client) -> None:
         """Clean shutdown: retained ``disconnected`` (not the Will's ``offline``)."""

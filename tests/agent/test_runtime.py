@@ -10,8 +10,10 @@ from gpiozero.pins.mock import MockFactory
 
 from agent.config import AgentConfig, parse_config
 from agent.outbox import OutboxError
+from agent.inputs.readers.sim import SimulatedRdm6300
 from agent.runtime import Agent
 from agent.simsocket import wire_at_rest
+from firmware_bridge.sim import McuSim
 from tests.agent.test_session import CentralSide
 from tests.support import Broker, free_port, wait_until
 from wire import topics
@@ -265,3 +267,103 @@ def test_a_new_agent_process_continues_numbering_with_a_new_boot_id(tmp_path: Pa
         assert second.agent.boot_id != boot
     finally:
         second.agent.stop()
+
+
+def test_a_card_on_a_serial_reader_becomes_a_scan_event(tmp_path: Path, mock_factory: MockFactory) -> None:
+    module = SimulatedRdm6300()  # a module on a real pseudo-terminal; the agent opens its path
+    try:
+        config = parse_config(f"""
+agent_id = "{AGENT}"
+data_dir = "{tmp_path / 'data'}"
+
+[mqtt]
+port = {free_port()}
+
+[[reader]]
+name = "gate-1"
+port = "{module.path}"
+protocol = "rdm6300"
+""")
+        agent = Agent(config, pin_factory=mock_factory, wall_clock=lambda: WALL_S).start()
+        try:
+            wait_until(lambda: agent.snapshot().inputs["gate-1"] == "up", message="the reader's port open")
+            module.tap("67003B51C6")
+            wait_until(lambda: agent.outbox.depth == 1, message="the scan stored")
+            scan = agent.outbox.unacked()[0]
+            assert (scan.kind, scan.source, dict(scan.fields)) == (EventKind.SCAN, "gate-1", {"tag": "67003B51C6"})
+            assert agent.telemetry().counters["gate-1.scans"] == 1
+        finally:
+            agent.stop()
+    finally:
+        module.close()
+
+
+def test_inputs_and_outputs_behind_a_microcontroller_get_the_same_reactions(
+    tmp_path: Path, mock_factory: MockFactory, broker: Broker,
+) -> None:
+    with McuSim(link=tmp_path / "ttyMCU") as mcu:
+        config = parse_config(f"""
+agent_id = "{AGENT}"
+data_dir = "{tmp_path / 'data'}"
+
+[mqtt]
+port = {broker.port}
+
+[[mcu]]
+name = "front-end"
+port = "{mcu.path}"
+
+[[zone]]
+name = "east-wall"
+mcu = "front-end"
+input = 1
+siren = "siren"
+
+[[button]]
+name = "office-panic"
+mcu = "front-end"
+input = 0
+hold_ms = 100
+indicator = "panic-led"
+
+[[output]]
+name = "siren"
+mcu = "front-end"
+output = 0
+max_on_s = 60
+
+[[output]]
+name = "panic-led"
+mcu = "front-end"
+output = 1
+""")
+        central = CentralSide(broker)
+        agent = Agent(config, pin_factory=mock_factory).start()
+        try:
+            wait_until(lambda: agent.snapshot().inputs == {"east-wall": "normal", "office-panic": "idle"},
+                       message="the mcu's first sync")
+            mcu.set_zone(1, "tamper-cut")
+            wait_until(lambda: agent.outputs["siren"].is_on, message="the siren on the mcu")
+            wait_until(lambda: any(f.get("output") == 0 and f.get("on") for f in mcu.received("out")),
+                       message="the out frame at the mcu")
+            mcu.hold(0, 0.3)
+            wait_until(lambda: agent.outputs["panic-led"].is_on, message="the indicator")
+            assert agent.snapshot().latched == ("office-panic",)
+            central.command(Command(CommandName.ALARM_ACK, "t-ack", {"source": "office-panic"}).to_payload())
+            wait_until(lambda: not agent.outputs["panic-led"].is_on, message="indicator off after alarm-ack")
+            assert agent.snapshot().latched == ()
+            expected = [
+                (EventKind.TAMPER, "east-wall", {"state": "tamper-cut"}),
+                (EventKind.OUTPUT, "siren", {"output": "siren", "on": True}),
+                (EventKind.PANIC, "office-panic", {}),
+                (EventKind.OUTPUT, "panic-led", {"output": "panic-led", "on": True}),
+                (EventKind.OUTPUT, "panic-led", {"output": "panic-led", "on": False}),
+            ]
+            wait_until(lambda: _stored(agent) == expected, message=f"the five events: {expected}")
+        finally:
+            agent.stop()
+            central.close()
+
+
+def _stored(agent: Agent) -> list[tuple[EventKind, str, dict[str, object]]]:
+    return [(e.kind, e.source, dict(e.fields)) for e in agent.outbox.unacked()]
