@@ -391,3 +391,20 @@ def test_a_large_backlog_drains_through_the_window(harness: Harness, central: Ce
     wait_until(acking, timeout=60, interval=0.05, message="2000 events drained")
     assert _first_seen(central.events()) == list(range(1, 2001))
     assert session.publisher.in_flight <= session.window
+
+
+def test_every_connect_publishes_status_birth_and_state_again(harness: Harness, central: CentralSide, broker: Broker) -> None:
+    session = harness.session().start()
+    wait_until(lambda: session.connected and central.births(), message="first connect")
+    # Another client with the agent's id takes its session over: the broker
+    # drops the agent's connection while central stays connected throughout.
+    intruder = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=AGENT, protocol=mqtt.MQTTv5)
+    intruder.connect(broker.host, broker.port)
+    intruder.disconnect()  # sends DISCONNECT right after CONNECT, and closes its socket
+    assert intruder.socket() is None
+    wait_until(lambda: len(central.births()) == 2, timeout=15, message="a second birth")
+    assert [b.bdseq for b in central.births()] == [1, 2]
+    online = [s.bdseq for s in central.statuses() if s.state is AgentState.ONLINE]
+    assert online == [1, 2]
+    wait_until(lambda: len(central.received(topics.Channel.STATE)) == 2, message="state again")
+    assert session.reconnects == 1
