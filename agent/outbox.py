@@ -238,17 +238,14 @@ class Outbox:
                 else:
                     self._counters["disk_full"] += 1
                 return None
-            faults: list[_Pending] = []
             if self._depth >= self.max_events and not critical:
                 self._counters["dropped"] += 1
                 if not self._full_reported:
+                    # One row past the bound: the only way central learns of the drops.
                     self._full_reported = True
-                    faults.append(self._fault(item, FaultCode.OUTBOX_FULL,
-                                              f"{self._depth} events unacknowledged; only alarms, panics, "
-                                              f"tampers and scans are kept"))
                     _LOGGER.warning("outbox %s is full (%d events): dropping non-critical events", self.path, self._depth)
-                if faults:
-                    self._insert(db, faults, critical=False)
+                    detail = f"{self._depth} events unacknowledged; only alarms, panics, tampers and scans are kept"
+                    self._insert(db, [self._fault(item, FaultCode.OUTBOX_FULL, detail)], critical=False)
                 return None
             batch = [item]
             if not self._filling_reported and self._depth + 1 >= self.warn_level:
