@@ -3,12 +3,14 @@
 Each MQTT message becomes an :class:`Inbound` (a typed wire message and who
 sent it) or a :class:`Rejected` naming the counter it goes to: garbage,
 wrong types, oversized, unknown kind, bad topic. Nothing here raises on
-input from the network, and nothing here does I/O.
+input from the network, and nothing here does I/O but logging.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable, NamedTuple
@@ -24,6 +26,7 @@ STATUS_MAX_BYTES = 1024  # wire's limit for the JSON status payloads
 # each. Only valid topics are kept, and the cache is emptied when it reaches
 # this size, so random topics from a hostile client cannot grow it.
 TOPIC_CACHE_MAX = 10_000
+LOG_EVERY_S = 10.0  # one log line per kind of bad message this often, the rest counted
 
 
 class Counter(StrEnum):
@@ -123,6 +126,33 @@ def _decode(topic: str, parsed: topics.ParsedTopic, payload: bytes, received_ts:
     except (DecodeError, ValueError) as exc:  # ValueError: not JSON, not UTF-8
         return Rejected(Counter.BAD_GARBAGE, topic, str(exc) or type(exc).__name__)
     return Inbound(parsed.agent_id, channel, message, received_ts, retained)
+
+
+class RejectLog:
+    """Logs rejections with their topic: one line per reason per ``every_s``, the rest counted in the next line.
+
+    A client flooding garbage must not flood the log too; the counters keep
+    the full tally.
+    """
+
+    def __init__(self, logger: logging.Logger, *, every_s: float = LOG_EVERY_S,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._logger = logger
+        self._every_s = every_s
+        self._monotonic = monotonic
+        self._last: dict[str, float] = {}
+        self._held: dict[str, int] = {}
+
+    def log(self, item: Rejected) -> None:
+        now = self._monotonic()
+        last = self._last.get(item.reason)
+        if last is not None and now - last < self._every_s:
+            self._held[item.reason] = self._held.get(item.reason, 0) + 1
+            return
+        self._last[item.reason] = now
+        held = self._held.pop(item.reason, 0)
+        more = f" ({held} more like it dropped since the last line)" if held else ""
+        self._logger.warning("dropped a message on %s: %s: %s%s", item.topic, item.reason, item.detail, more)
 
 
 class _WrongTypes(Exception):

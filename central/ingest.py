@@ -22,7 +22,6 @@ import queue
 import secrets
 import threading
 import time
-from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import paho.mqtt.client as mqtt
@@ -30,7 +29,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.config import MqttConfig
-from central.inbound import Counter, Decoder, Rejected
+from central.inbound import Counter, Decoder, Rejected, RejectLog
+from central.ledger import GAP_GRACE_S, REPLAY_GIVE_UP, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
 from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
 from central.store import AgentRow, Store, StoredEvent
 from central.timeest import ClockEstimator
@@ -46,13 +46,6 @@ QUEUE_MAX = 200_000  # decoded messages waiting; beyond this they are dropped un
 TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
 LINGER_S = 0.02  # under a stream, a batch waits this long for more (one fsync for many events)
 BUSY_GAP_S = 0.1  # a batch this soon after the last one means a stream
-GAP_GRACE_S = 1.0  # a gap must stand this long without progress before asking for a replay
-REPLAY_INTERVAL_S = 5.0  # at most one replay request per agent this often
-# Replay requests without any progress before central takes the missing eseqs
-# as lost: the agent no longer holds them (central's store lost what it had
-# acked), and without this its ack would be stuck and its outbox resent forever.
-REPLAY_GIVE_UP = 12
-LOG_EVERY_S = 10.0  # one log line per kind of bad message this often, the rest counted
 STOP_TIMEOUT_S = 10.0
 _LOST_RANGES_KEPT = 20
 
@@ -63,59 +56,6 @@ class Listener(Protocol):
     def events_stored(self, events: Sequence[StoredEvent]) -> None: ...
 
     def presence_changed(self, agent: str, state: str, ts: int) -> None: ...
-
-
-# -- eseq bookkeeping (on the writer thread) ----------------------------------
-
-
-@dataclass(slots=True)
-class _Sequence:
-    """One agent's eseqs: all up to ``contiguous`` are covered, ``above`` are held past a gap."""
-
-    contiguous: int
-    above: set[int]
-    progress_at: float
-    replay_at: float | None = None
-    attempts: int = 0
-
-    def add(self, eseq: int, now: float) -> None:
-        if eseq == self.contiguous + 1:
-            self.contiguous = eseq
-            self.above.discard(eseq)
-            while self.contiguous + 1 in self.above:
-                self.contiguous += 1
-                self.above.remove(self.contiguous)
-            self.progress_at = now
-            self.attempts = 0
-        elif eseq > self.contiguous + 1:
-            if not self.above:
-                self.progress_at = now  # a gap opens
-            self.above.add(eseq)
-
-    def give_up(self, now: float) -> tuple[int, int]:
-        """Take the first gap as lost; returns its first and last eseq."""
-        first, last = self.contiguous + 1, min(self.above) - 1
-        self.contiguous = last
-        self.add(last + 1, now)
-        return first, last
-
-
-class _LogLimiter:
-    def __init__(self, every_s: float, monotonic: Callable[[], float]) -> None:
-        self._every_s = every_s
-        self._monotonic = monotonic
-        self._last: dict[str, float] = {}
-        self._held: dict[str, int] = {}
-
-    def allow(self, key: str) -> tuple[bool, int]:
-        """(log now?, how many were held back since the last line)."""
-        now = self._monotonic()
-        last = self._last.get(key)
-        if last is not None and now - last < self._every_s:
-            self._held[key] = self._held.get(key, 0) + 1
-            return False, 0
-        self._last[key] = now
-        return True, self._held.pop(key, 0)
 
 
 _STOP = object()
@@ -142,9 +82,7 @@ class Ingest:
         self.is_planned = is_planned
         self._clock = clock
         self._monotonic = monotonic
-        self._gap_grace_s = gap_grace_s
-        self._replay_interval_s = replay_interval_s
-        self._replay_give_up = replay_give_up
+        self._gap_policy = GapPolicy(gap_grace_s, replay_interval_s, replay_give_up)
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -153,14 +91,14 @@ class Ingest:
         self._times = ClockEstimator()
         self._times_changed: set[str] = set()
         self._last_batch_at = float("-inf")
-        self._sequences: dict[str, _Sequence] = {}
+        self._ledgers: dict[str, EseqLedger] = {}
         self._gapped: set[str] = set()
         self._counts_lock = threading.Lock()
         self._totals: dict[str, int] = {}
         self._deltas: dict[str, int] = {}
         self._overflowed = 0  # written by paho's thread only
         self._overflow_taken = 0
-        self._log_limit = _LogLimiter(LOG_EVERY_S, monotonic)
+        self._reject_log = RejectLog(_LOGGER, monotonic=monotonic)
         self._connected = threading.Event()
         self._disconnected = threading.Event()
         self._ready = threading.Event()
@@ -440,13 +378,13 @@ class Ingest:
             inserted = self._store.insert_events(conn, events)
             self._check_duplicates(events, inserted, deltas)
             for e in inserted:
-                self._sequence(e.agent, now).add(e.eseq, now)
-                if self._sequences[e.agent].above:
+                self._ledger(e.agent, now).add(e.eseq, now)
+                if self._ledgers[e.agent].gap:
                     self._gapped.add(e.agent)
             acks.update(e.agent for e in events)
             acks.update(self._look_at_gaps(now, commands, deltas))
             for agent in acks:
-                self._presence.set_acked(agent, self._sequence(agent, now).contiguous)
+                self._presence.set_acked(agent, self._ledger(agent, now).contiguous)
             deltas[Counter.EVENTS_STORED] = len(inserted)
             deltas[Counter.EVENTS_UNPLANNED] = sum(1 for e in inserted if e.unplanned)
             for agent in self._times_changed:
@@ -474,7 +412,7 @@ class Ingest:
             for name, n in deltas.items():
                 self._totals[name] = self._totals.get(name, 0) + n
         for agent in sorted(acks):
-            contiguous = self._sequences[agent].contiguous
+            contiguous = self._ledgers[agent].contiguous
             if contiguous > 0:
                 self._client.publish(topics.ack(agent), Ack(contiguous).to_payload(), qos=1)
         for agent, command in commands:
@@ -491,7 +429,7 @@ class Ingest:
             row = self._store.get_agent(agent, conn=self._conn)
             # Never ack from memory what the rollback took away: back to the committed ack.
             self._presence.set_acked(agent, row.acked_eseq if row is not None else 0)
-            self._sequences.pop(agent, None)  # rebuilt from the store when next needed
+            self._ledgers.pop(agent, None)  # rebuilt from the store when next needed
             self._gapped.discard(agent)
 
     def _tell(self, method: str, *args: Any) -> None:
@@ -534,10 +472,7 @@ class Ingest:
 
     def _reject(self, item: Rejected) -> None:
         self._count(item.reason)
-        log_now, held = self._log_limit.allow(item.reason)
-        if log_now:
-            more = f" ({held} more like it dropped since the last line)" if held else ""
-            _LOGGER.warning("dropped a message on %s: %s: %s%s", item.topic, item.reason, item.detail, more)
+        self._reject_log.log(item)
 
     def _check_duplicates(self, events: list[StoredEvent], inserted: list[StoredEvent],
                           deltas: dict[str, int]) -> None:
@@ -554,34 +489,31 @@ class Ingest:
                 _LOGGER.warning("agent %s sent eseq %s again with different content; kept the first: held %s, got %s",
                                 e.agent, e.eseq, held, e.content())
 
-    def _sequence(self, agent: str, now: float) -> _Sequence:
-        seq = self._sequences.get(agent)
-        if seq is None:
+    def _ledger(self, agent: str, now: float) -> EseqLedger:
+        ledger = self._ledgers.get(agent)
+        if ledger is None:
             rec = self._presence.record(agent, 0)
             contiguous = self._store.contiguous_eseq(agent, after=rec.acked_eseq, conn=self._conn)
             above = set(self._store.eseqs_above(agent, contiguous, conn=self._conn))
-            seq = self._sequences[agent] = _Sequence(contiguous, above, progress_at=now)
-        return seq
+            ledger = self._ledgers[agent] = EseqLedger(contiguous, above, progress_at=now)
+        return ledger
 
     def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]], deltas: dict[str, int]) -> set[str]:
         """Ask for replays of gaps that stand still; give up on hopeless ones. Returns agents to ack."""
         moved: set[str] = set()
         for agent in sorted(self._gapped):
-            seq = self._sequences[agent]
-            if not seq.above:
+            ledger = self._ledgers[agent]
+            if not ledger.gap:
                 self._gapped.discard(agent)
                 continue
             rec: AgentRecord | None = self._presence.get(agent)
             state = rec.state if rec is not None else PresenceState.UNKNOWN
             if state in (PresenceState.OFFLINE, PresenceState.DISCONNECTED):
                 continue  # it sends its whole backlog when it is back
-            if now - seq.progress_at < self._gap_grace_s:
-                continue
-            if seq.replay_at is not None and now - seq.replay_at < self._replay_interval_s:
-                continue
-            if seq.attempts >= self._replay_give_up and state is PresenceState.ONLINE:
-                attempts = seq.attempts
-                first, last = seq.give_up(now)
+            action = ledger.next_action(now, self._gap_policy, online=state is PresenceState.ONLINE)
+            if action is GapAction.GIVE_UP:
+                attempts = ledger.attempts
+                first, last = ledger.give_up(now)
                 deltas[Counter.EVENTS_LOST] = deltas.get(Counter.EVENTS_LOST, 0) + last - first + 1
                 _LOGGER.warning("agent %s: eseq %s to %s never came after %s replay requests; taken as lost",
                                 agent, first, last, attempts)
@@ -589,13 +521,12 @@ class Ingest:
                     rec.flags["lost"] = [*rec.flags.get("lost", []), [first, last]][-_LOST_RANGES_KEPT:]
                     self._presence.mark_dirty(agent)
                 moved.add(agent)
-                continue
-            seq.attempts += 1
-            seq.replay_at = now
-            commands.append((agent, Command(CommandName.REPLAY, self.new_txn(), {"from": seq.contiguous + 1})))
-            deltas[Counter.REPLAY_REQUESTS] = deltas.get(Counter.REPLAY_REQUESTS, 0) + 1
-            _LOGGER.info("agent %s: eseq %s missing (holding %s above it); asking for a replay", agent,
-                         seq.contiguous + 1, len(seq.above))
+            elif action is GapAction.REPLAY:
+                start = ledger.replay_asked(now)
+                commands.append((agent, Command(CommandName.REPLAY, self.new_txn(), {"from": start})))
+                deltas[Counter.REPLAY_REQUESTS] = deltas.get(Counter.REPLAY_REQUESTS, 0) + 1
+                _LOGGER.info("agent %s: eseq %s missing (holding %s above it); asking for a replay", agent, start,
+                             len(ledger.above))
         return moved
 
 

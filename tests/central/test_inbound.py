@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import msgpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.inbound import TOPIC_CACHE_MAX, Counter, Decoder, Inbound, Rejected
+from central.inbound import TOPIC_CACHE_MAX, Counter, Decoder, Inbound, Rejected, RejectLog
 from wire import topics
 from wire.messages import AgentState, AgentStatus, Event, EventKind
 from wire.topics import Channel
@@ -86,3 +88,21 @@ def test_any_bytes_on_any_topic_never_raise(agent: str, channel: str, payload: b
 def test_any_map_on_evt_never_raises(body: dict[str, object]) -> None:
     out = decode(EVT, msgpack.packb(body), received_ts=0)
     assert isinstance(out, (Inbound, Rejected))
+
+
+def test_reject_log_holds_back_repeats_and_says_how_many(caplog: pytest.LogCaptureFixture) -> None:
+    now = [0.0]
+    log = RejectLog(logging.getLogger("test.rejects"), every_s=10.0, monotonic=lambda: now[0])
+    bad = Rejected(Counter.BAD_GARBAGE, EVT, "payload is empty")
+    with caplog.at_level(logging.WARNING, logger="test.rejects"):
+        log.log(bad)
+        log.log(bad)
+        log.log(bad)
+        log.log(Rejected(Counter.BAD_TOPIC, "x/y", "not ours"))
+        now[0] = 10.0
+        log.log(bad)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"dropped a message on {EVT}: bad_message.garbage: payload is empty",
+        "dropped a message on x/y: bad_message.bad_topic: not ours",
+        f"dropped a message on {EVT}: bad_message.garbage: payload is empty (2 more like it dropped since the last line)",
+    ]

@@ -1,0 +1,67 @@
+"""Which eseqs central holds, and when to ask for a replay or give a gap up."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from central.ledger import EseqLedger, GapAction, GapPolicy
+
+POLICY = GapPolicy(grace_s=1.0, replay_interval_s=5.0, give_up_after=2)
+
+
+def test_in_order_eseqs_move_contiguous() -> None:
+    ledger = EseqLedger(0, set(), progress_at=0.0)
+    for n in (1, 2, 3):
+        ledger.add(n, 0.0)
+    assert (ledger.contiguous, ledger.gap) == (3, False)
+
+
+def test_a_gap_closes_when_the_missing_eseqs_come() -> None:
+    ledger = EseqLedger(2, set(), progress_at=0.0)
+    ledger.add(5, 1.0)
+    ledger.add(4, 1.5)
+    assert (ledger.contiguous, ledger.above, ledger.progress_at) == (2, {4, 5}, 1.0)
+    ledger.add(3, 2.0)
+    assert (ledger.contiguous, ledger.above, ledger.progress_at) == (5, set(), 2.0)
+
+
+def test_a_replay_only_for_a_gap_that_stands_still_and_not_too_often() -> None:
+    ledger = EseqLedger(2, set(), progress_at=0.0)
+    ledger.add(5, 10.0)
+    assert ledger.next_action(10.5, POLICY, online=True) is None  # within the grace
+    assert ledger.next_action(11.0, POLICY, online=True) is GapAction.REPLAY
+    assert ledger.replay_asked(11.0) == 3
+    assert ledger.next_action(15.0, POLICY, online=True) is None  # rate-limited
+    ledger.add(3, 15.5)  # progress: the count of fruitless replays starts again
+    assert ledger.attempts == 0
+    assert ledger.next_action(16.0, POLICY, online=True) is None
+    assert ledger.next_action(16.5, POLICY, online=True) is GapAction.REPLAY
+    assert ledger.replay_asked(16.5) == 4
+
+
+def test_a_gap_no_replay_fills_is_given_up_only_while_online() -> None:
+    ledger = EseqLedger(1, {4, 5, 9}, progress_at=0.0)
+    for t in (1.0, 6.0):
+        assert ledger.next_action(t, POLICY, online=True) is GapAction.REPLAY
+        ledger.replay_asked(t)
+    assert ledger.next_action(11.0, POLICY, online=False) is GapAction.REPLAY  # status unknown: keep asking
+    assert ledger.next_action(11.0, POLICY, online=True) is GapAction.GIVE_UP
+    assert ledger.give_up(11.0) == (2, 3)
+    assert (ledger.contiguous, ledger.above, ledger.attempts) == (5, {9}, 0)
+    ledger.add(2, 12.0)  # a lost one turns up after all: nothing moves
+    assert ledger.contiguous == 5
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.integers(min_value=1, max_value=30), max_size=40))
+def test_contiguous_is_the_longest_run_from_the_start(arrivals: list[int]) -> None:
+    ledger = EseqLedger(0, set(), progress_at=0.0)
+    for n in arrivals:
+        ledger.add(n, 0.0)
+    held = set(arrivals)
+    expected = 0
+    while expected + 1 in held:
+        expected += 1
+    assert ledger.contiguous == expected
+    assert ledger.above == {n for n in held if n > expected + 1}
