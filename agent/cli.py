@@ -10,7 +10,7 @@ from types import FrameType
 
 from agent.config import load_config
 from agent.runtime import Agent
-from agent.systemd_notify import SystemdNotifier
+from gridpatrol.systemd import SystemdNotifier
 
 _LOGGER = logging.getLogger(__name__)
 

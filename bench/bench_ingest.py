@@ -130,7 +130,7 @@ def run(n: int, agents: int, workdir: Path) -> tuple[float, float, int]:
         bare.client.subscribe(f"{topics.ROOT}/+/evt", qos=1)  # type: ignore[union-attr]
         bare.subscribed.wait(10)
         bare.close()
-        central = Central(config)
+        central = Central(config, alarms=False, tracker=False, web=False)
         central.start()
         central.ingest.wait_connected(10)
         central.stop()
@@ -147,7 +147,7 @@ def run(n: int, agents: int, workdir: Path) -> tuple[float, float, int]:
 
         counter = StoredCounter()
         counter.target = n
-        central = Central(config, listeners=[counter])
+        central = Central(config, listeners=[counter], alarms=False, tracker=False, web=False)
         start = time.perf_counter()
         central.start()
         try:

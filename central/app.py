@@ -1,9 +1,10 @@
 """Central: the collector built from a CentralConfig.
 
-Today it is the store and the ingest (MQTT session, presence, acks, replays)
-plus the bridge that turns stored events and presence changes into notices
-on the bus for the dashboard. The alarm book, the plan registry, the
-completion tracker and the web server attach at the marked hook points.
+The store and the ingest (MQTT session, presence, acks, replays) at its core;
+around them the plan registry (which agents are planned), the alarm book
+(raise, escalate, acknowledge, agent-offline), the completion tracker
+(rounds as scans arrive, retained on ``completion/<unit>``) and the web
+dashboard, all fed by ingest's listeners and the in-process bus.
 """
 
 from __future__ import annotations
@@ -13,13 +14,19 @@ import time
 from types import TracebackType
 from typing import Callable, Iterable, Sequence
 
+from central.alarms import AlarmBook, offline_agents
 from central.bus import Bus
 from central.config import CentralConfig
 from central.ingest import Ingest, Listener
+from central.plan.registry import PlanRegistry
 from central.store import Store, StoredEvent
+from central.tracker import CompletionTracker, store_scans
 from wire.messages import Command
 
 _LOGGER = logging.getLogger(__name__)
+
+# A loop that has not turned for this long is stalled: the watchdog pings stop.
+STALL_S = 30.0
 
 
 class BusBridge:
@@ -37,21 +44,41 @@ class BusBridge:
 
 
 class Central:
-    """Everything ``gridpatrol central`` runs; start() and stop() from one thread."""
+    """Everything ``gridpatrol central`` runs; start() and stop() from one thread.
+
+    ``alarms``, ``tracker`` and ``web`` switch those parts off for tests and
+    benchmarks that want the ingest alone (or bring their own).
+    """
 
     def __init__(self, config: CentralConfig, *, clock: Callable[[], float] = time.time,
                  listeners: Iterable[Listener] = (), bus: Bus | None = None,
-                 is_planned: Callable[[str], bool] | None = None) -> None:
+                 is_planned: Callable[[str], bool] | None = None,
+                 alarms: bool = True, tracker: bool = True, web: bool = True) -> None:
         self.config = config
         self.clock = clock
         self.bus = bus if bus is not None else Bus()
+        config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.store.path)
-        # Hook: the plan registry is opened here and its lookup handed to ingest
-        # as ``is_planned`` (or later through set_plan_check()).
-        # Hook: the alarm book and the completion tracker are built here and
-        # passed in ``listeners``; they get events after each commit.
+        self.plans = PlanRegistry.for_data_dir(config.data_dir)
         self.ingest = Ingest(config.mqtt, self.store, listeners=(*listeners, BusBridge(self.bus)),
-                             is_planned=is_planned, clock=clock)
+                             is_planned=is_planned if is_planned is not None else self.plans.is_planned, clock=clock)
+        self.alarm_book: AlarmBook | None = None
+        if alarms:
+            esc = config.escalation
+            self.alarm_book = AlarmBook(
+                self.store.path, plans=self.plans, grid_s=esc.grid_s, community_s=esc.community_s,
+                street_s=esc.street_s, offline_grace_s=config.alarms.offline_grace_s,
+                send_command=self.ingest.send_command, bus=self.bus, offline_agents=offline_agents(self.store),
+                clock=clock,
+            )
+            self.ingest.add_listener(self.alarm_book)
+        self.tracker: CompletionTracker | None = None
+        if tracker:
+            self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
+                                             publish=self.ingest.publish, bus=self.bus, clock=clock)
+            self.ingest.add_listener(self.tracker)
+        self._want_web = web
+        self.web_server = None
         self._started = False
 
     def add_listener(self, listener: Listener) -> None:
@@ -68,19 +95,50 @@ class Central:
         """Publish a command to an agent from any thread (the alarm book sends ``alarm-ack``)."""
         return self.ingest.send_command(agent_id, command)
 
+    @property
+    def web_url(self) -> str | None:
+        return None if self.web_server is None else self.web_server.url
+
     def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
         self.ingest.start()
         self._started = True
-        # Hook: the alarm book's timers (escalation, offline grace) start here.
-        # Hook: the web server starts here, serving self.store and self.bus.
-        _LOGGER.info("central: store %s, broker %s:%s", self.store.path, self.config.mqtt.host, self.config.mqtt.port)
+        # The tracker reads the store at start and counts each event once, so
+        # nothing ingest stores around this moment is lost or doubled.
+        if self.alarm_book is not None:
+            self.alarm_book.start()
+        if self.tracker is not None:
+            self.tracker.start()
+        if self._want_web:
+            self._start_web()
+        _LOGGER.info("central: store %s, broker %s:%s%s", self.store.path, self.config.mqtt.host, self.config.mqtt.port,
+                     f", dashboard {self.web_url}" if self.web_url else "")
+
+    def _start_web(self) -> None:
+        # Imported here: the web stack is only for the long-running central.
+        from central.web.app import build_app
+        from central.web.server import WebServer
+        from central.web.wiring import StoreCompletionReports
+
+        app = build_app(config=self.config, store=self.store, bus=self.bus, plan=self.plans, alarms=self.alarm_book,
+                        report=StoreCompletionReports(store=self.store, plans=self.plans, tracker=self.tracker),
+                        clock=self.clock)
+        self.web_server = WebServer(app, self.config.web.listen)
+        self.web_server.start()
+
+    def healthy(self) -> bool:
+        """True while the ingest writer turns (the watchdog's test: a hung store stops the pings)."""
+        return self.ingest.alive(STALL_S)
 
     def stop(self) -> None:
         if not self._started:
             return
         self._started = False
-        # Hook: stop the web server and timers here, before ingest goes.
+        if self.web_server is not None:
+            self.web_server.stop()
+        if self.tracker is not None:
+            self.tracker.stop()
+        if self.alarm_book is not None:
+            self.alarm_book.close()
         self.ingest.stop()
 
     def __enter__(self) -> Central:

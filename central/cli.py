@@ -35,6 +35,7 @@ class UsageError(ValueError):
 def run_central(args: argparse.Namespace) -> int:
     """Run until SIGTERM or SIGINT, then publish the offline status and close."""
     from central.app import Central  # paho and the rest only for the long-running command
+    from gridpatrol.systemd import SystemdNotifier
 
     config = load_config(args.config)
     stop = threading.Event()
@@ -44,13 +45,23 @@ def run_central(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    notifier = SystemdNotifier()
     try:
         central = Central(config)
         central.start()
         try:
-            while not stop.wait(1.0):
-                pass
+            notifier.ready()
+            interval = min(1.0, notifier.watchdog_interval_s or 1.0)
+            while not stop.wait(interval):
+                if notifier.watchdog_interval_s is None:
+                    continue
+                if central.healthy():
+                    notifier.watchdog()
+                else:
+                    # No ping: systemd's watchdog restarts central if this lasts.
+                    _LOGGER.error("central: the ingest writer is stalled: watchdog pings withheld")
         finally:
+            notifier.stopping()
             central.stop()
     finally:
         for s, handler in previous.items():

@@ -105,6 +105,7 @@ class Ingest:
         self._stopping = threading.Event()
         self._start_error: BaseException | None = None
         self._writer: threading.Thread | None = None
+        self.last_beat = 0.0  # monotonic time the writer last went round its loop (for the watchdog)
         self._client = self._make_client()
 
     # -- life cycle -------------------------------------------------------------
@@ -177,6 +178,16 @@ class Ingest:
             raise ValueError(f"agent id {agent_id!r} is not valid")
         info = self._client.publish(topics.cmd(agent_id), command.to_payload(), qos=1)
         return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: sent on reconnect
+
+    def alive(self, stall_s: float = 30.0) -> bool:
+        """The writer thread runs and has turned within ``stall_s`` (it turns at least every TICK_S)."""
+        writer = self._writer
+        return writer is not None and writer.is_alive() and self._monotonic() - self.last_beat < stall_s
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publish QoS 1 from any thread (the completion tracker's retained JSON); False if not queued."""
+        info = self._client.publish(topic, payload, qos=1, retain=retain)
+        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
 
     @staticmethod
     def new_txn() -> str:
@@ -261,6 +272,7 @@ class Ingest:
         self._ready.set()
         try:
             while True:
+                self.last_beat = self._monotonic()
                 items = self._gather()
                 stop = any(i is _STOP for i in items)
                 if stop:
@@ -352,6 +364,8 @@ class Ingest:
                 heard[agent] = ts
                 level = logging.DEBUG if msg.ok else logging.WARNING
                 _LOGGER.log(level, "agent %s answered txn %s: ok=%s %s", agent, msg.txn, msg.ok, msg.error or "")
+                # Whoever sent the command (the alarm book's alarm-ack) learns the answer.
+                self._tell("command_answered", agent, msg.txn, msg.ok, msg.error, optional=True)
         for agent, ts in heard.items():
             self._presence.touch(agent, ts)
             self._want_birth(agent, now, commands)
@@ -432,8 +446,10 @@ class Ingest:
             self._ledgers.pop(agent, None)  # rebuilt from the store when next needed
             self._gapped.discard(agent)
 
-    def _tell(self, method: str, *args: Any) -> None:
+    def _tell(self, method: str, *args: Any, optional: bool = False) -> None:
         for listener in self._listeners:
+            if optional and not hasattr(listener, method):
+                continue
             try:
                 getattr(listener, method)(*args)
             except Exception:

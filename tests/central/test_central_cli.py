@@ -102,6 +102,9 @@ def test_central_stores_what_agents_send_and_the_cli_lists_it(tmp_path: Path, br
     events = json.loads(out.stdout)
     received = [e.pop("received_ts") for e in events]
     assert all(before <= r <= after for r in received)
+    # No plan has been imported, so no plan knows this agent: every event is
+    # stored and acked like any other, and flagged.
+    assert [e.pop("unplanned") for e in events] == [True, True, True]
     assert events == [
         {"agent": AGENT, "eseq": 1, "kind": "scan", "source": "gate-1", "ts": T0 + 1000, "replayed": False,
          "tag": "0000000001"},

@@ -2,7 +2,8 @@
 
 systemd passes ``NOTIFY_SOCKET`` (a Unix datagram socket; a leading ``@``
 means the abstract namespace) and, with ``WatchdogSec=``, ``WATCHDOG_USEC``.
-Without them every call is a no-op, so the agent runs the same by hand.
+Without them every call is a no-op, so agent and central run the same by hand.
+Shared by both, which may not import each other.
 """
 
 from __future__ import annotations
