@@ -40,7 +40,10 @@ _LOGGER = logging.getLogger(__name__)
 POLL_S = 0.5  # how soon a running central notices an ack made by the command line
 ACK_RESEND_DELAY_S = 1.0  # after an agent comes back, give it time to subscribe before resending
 FLAP_WINDOW_S = 600.0
-FLAP_TRANSITIONS = 3  # this many offline/online changes inside the window flag an agent
+# This many drops to offline inside the window flag an agent. Drops, not every
+# change: an agent that starts, loses its link once and comes back has changed
+# state three times but has had one outage, which is no flapping.
+FLAP_TRANSITIONS = 3
 BUSY_TIMEOUT_S = 5.0
 BY_MAX_LEN = 64
 
@@ -319,7 +322,7 @@ class AlarmBook:
             else:
                 self._offline_since.pop(agent, None)
                 self._offline_alarmed.discard(agent)
-            if state in ("offline", "online"):
+            if state == "offline":
                 changes = self._changes.setdefault(agent, deque())
                 changes.append(ts)
                 self._forget_old(changes, ts)
