@@ -79,6 +79,7 @@ class Demo:
         self._log_lines: list[str] = []
         self._last_report: dict[str, Any] | None = None
         self._drawn = 0
+        self._last_summary: list[str] = []
 
     # -- life cycle ----------------------------------------------------------
 
@@ -238,24 +239,32 @@ class Demo:
         self.out.flush()
 
     def _note(self, line: str) -> None:
-        stamp = time.strftime("%H:%M:%S")
-        self._log_lines = (self._log_lines + [f"{stamp}  {line}"])[-6:]
+        entry = f"{time.strftime('%H:%M:%S')}  {line}"
+        if self.out.isatty():
+            self._log_lines = (self._log_lines + [entry])[-6:]  # shown in the live block
+        else:
+            self._say(entry)  # a log: each note once, as it happens
 
     def _draw_summary(self, *, final: bool = False) -> None:
         s = self.snapshot()
-        lines = [
+        summary = [
             f"agents online {s['online']}/{len(self.agents)}   events stored {s['events']}   "
             f"alarms active {s['alarms'].get('active', 0)}, acknowledged {s['alarms'].get('acknowledged', 0)}, resolved {s['alarms'].get('resolved', 0)}",
             "rounds " + ", ".join(f"{k} {v}" for k, v in s["rounds"].items()) if s["rounds"] else "rounds: (no report yet)",
-            *self._log_lines,
         ]
-        tty = self.out.isatty() and not final
-        if tty and self._drawn:
+        if not self.out.isatty():
+            # A log or a pipe: a summary only when it changed, and at the end.
+            if summary != self._last_summary or final:
+                self._say(("final: " if final else "") + " | ".join(summary))
+                self._last_summary = summary
+            return
+        lines = summary + self._log_lines
+        if self._drawn and not final:
             self.out.write(f"\x1b[{self._drawn}F\x1b[J")
         for line in lines:
             self.out.write(line + "\n")
         self.out.flush()
-        self._drawn = len(lines) if tty else 0
+        self._drawn = len(lines)
 
     def snapshot(self) -> dict[str, Any]:
         """What central's store holds now (read-only; central keeps writing)."""

@@ -16,7 +16,12 @@ from zoneinfo import ZoneInfo
 
 TIMEZONE = "Asia/Shanghai"
 SLOT_MIN = 1
-TOLERANCE_MIN = 1
+# Only the route whose team is late has a tolerance: with one-minute slots, a
+# tolerance of a minute would let the next slot's walkers finish every earlier
+# round (a scan in a slot's tolerance and the next slot counts for both), so
+# no round could ever be missed.
+LATE_TOLERANCE_MIN = 1
+BEHAVIOURS = ("on-time", "late", "skip", "missed")
 ZONE_PIN = 17
 BUTTON_PIN = 27
 SIREN_PIN = 22
@@ -82,9 +87,9 @@ def build(n_agents: int, *, now: dt.datetime, minutes: float) -> District:
         raise ValueError(f"--agents: {n_agents} is too few for a district (at least 4)")
     tz = ZoneInfo(TIMEZONE)
     local = now.astimezone(tz)
-    # The window opens at the start of the current minute: its first slot is
-    # already under way and is walked by nobody (a missed round, as happens).
-    start = local.replace(second=0, microsecond=0)
+    # The window opens at the first minute boundary after every agent is up,
+    # so its first slot is walked from its start.
+    start = (local + dt.timedelta(seconds=FIRST_WALK_S + 59)).replace(second=0, microsecond=0)
     window_minutes = max(2, int(minutes) + 2) if minutes else 60
     grids = grid_ids()
     agents = []
@@ -130,7 +135,8 @@ def plan_toml(d: District) -> str:
         lines.append(f'  {{ id = {q(a.checkpoint)}, unit = {q(a.unit)}, agent = {q(a.agent_id)}, reader = "gate-reader" }},')
     lines.append("]")
     end = d.window_start + dt.timedelta(minutes=d.window_minutes)
-    for r in d.routes:
+    for ri, r in enumerate(d.routes):
+        tolerance = LATE_TOLERANCE_MIN if behaviour(ri) == "late" else 0
         members = ", ".join(f"{{ name = {q(f'Volunteer {i + 1}')}, tag = {q(tag)} }}" for i, tag in enumerate(r.member_tags))
         lines += ["", "[[team]]", f"id = {q(r.team)}", f"unit = {q(r.unit)}", f"members = [ {members} ]"]
         lines += [
@@ -141,7 +147,7 @@ def plan_toml(d: District) -> str:
             f"teams = [{q(r.team)}]",
             'order = "strict"',
             "checkpoints = [" + ", ".join(q(c) for c in r.checkpoints) + "]",
-            f'window = {{ start = "{d.window_start:%H:%M}", end = "{end:%H:%M}", every_min = {SLOT_MIN}, tolerance_min = {TOLERANCE_MIN} }}',
+            f'window = {{ start = "{d.window_start:%H:%M}", end = "{end:%H:%M}", every_min = {SLOT_MIN}, tolerance_min = {tolerance} }}',
         ]
     return "\n".join(lines) + "\n"
 
@@ -247,6 +253,11 @@ class Action:
     note: str = ""
 
 
+def behaviour(route_index: int) -> str:
+    """What the team of the route with this index does: on time, late, skipping, or missing a round."""
+    return BEHAVIOURS[route_index % len(BEHAVIOURS)]
+
+
 def timeline(d: District, *, started: dt.datetime, minutes: float) -> list[Action]:
     """The script: volunteers walking, a breach, a panic press, a power cut."""
     actions: list[Action] = []
@@ -254,12 +265,8 @@ def timeline(d: District, *, started: dt.datetime, minutes: float) -> list[Actio
     horizon = (minutes or 60) * 60
     slot_s = SLOT_MIN * 60
     for ri, route in enumerate(d.routes):
-        behaviour = ("on-time", "late", "skip", "unknown-card")[ri % 4]
-        # Slots under way when the demo starts, or too soon for every agent to
-        # be up, are walked by nobody: they end as missed rounds, as happens.
+        does = behaviour(ri)
         slot = 0
-        while d.window_start.timestamp() + slot * slot_s - t0 < FIRST_WALK_S:
-            slot += 1
         while True:
             slot_start = d.window_start.timestamp() + slot * slot_s - t0
             if slot_start > horizon or slot >= d.window_minutes // SLOT_MIN:
@@ -267,15 +274,18 @@ def timeline(d: District, *, started: dt.datetime, minutes: float) -> list[Actio
             n = len(route.checkpoints)
             gap = min(12.0, (slot_s - 10) / n)
             tag = route.member_tags[slot % len(route.member_tags)]
+            if does == "missed" and slot == 0:
+                # Nobody walks this round; a card of no team is tapped, which counts for nothing.
+                actions.append(Action(slot_start + 10, "tap", route.agents[0], d.unknown_tag, note="a card of no team"))
+                slot += 1
+                continue
             for j, (cp_agent, _) in enumerate(zip(route.agents, route.checkpoints)):
                 at = slot_start + 4 + j * gap
-                if behaviour == "skip" and j == 1 and n > 2:
+                if does == "skip" and j == 1:  # the second checkpoint is never walked
                     continue
-                if behaviour == "late" and j == n - 1:
+                if does == "late" and j == n - 1:
                     at = slot_start + slot_s + 20  # inside the tolerance after the slot
-                actions.append(Action(at, "tap", cp_agent, tag, note=f"{route.route_id} slot {slot} ({behaviour})"))
-            if behaviour == "unknown-card":
-                actions.append(Action(slot_start + 2, "tap", route.agents[0], d.unknown_tag, note="a card of no team"))
+                actions.append(Action(at, "tap", cp_agent, tag, note=f"{route.route_id} slot {slot} ({does})"))
             slot += 1
     a = d.agents
     actions += [
