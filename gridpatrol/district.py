@@ -29,6 +29,7 @@ INDICATOR_PIN = 23
 STATUS_PIN = 24
 BUTTON_HOLD_MS = 800
 FIRST_WALK_S = 15  # agents start within this many seconds of the demo
+UNKNOWN_TAG = "0B00C0FFEE"  # a card that belongs to no team
 
 STREETS = (("quanxiu", "泉秀街道 Quanxiu Street"), ("donghai", "东海街道 Donghai Street"))
 COMMUNITIES = (
@@ -64,7 +65,7 @@ class District:
     routes: tuple[DemoRoute, ...]
     window_start: dt.datetime  # aware, in TIMEZONE, on a minute boundary
     window_minutes: int
-    unknown_tag: str = "0B00C0FFEE"
+    unknown_tag: str = UNKNOWN_TAG
     grids: tuple[tuple[str, str, str], ...] = field(default=())  # (id, community, name)
 
 

@@ -102,6 +102,6 @@ def test_demo_runs_a_district_and_leaves_nothing_behind(tmp_path: Path) -> None:
     assert district["rollup"]["rounds_scheduled"] == len(report["rounds"])
 
     with sqlite3.connect(f"file:{directory / 'central' / 'central.db'}?mode=ro", uri=True) as db:
-        unknown = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'scan' AND fields LIKE ?", (f'%{D.District.unknown_tag}%',)).fetchone()[0]
+        unknown = db.execute("SELECT COUNT(*) FROM events WHERE kind = 'scan' AND fields LIKE ?", (f'%{D.UNKNOWN_TAG}%',)).fetchone()[0]
     assert unknown >= 1, "the card of no team was recorded"
     assert dt.datetime.fromisoformat(first_slot).utcoffset() == dt.timedelta(hours=8)
