@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
 
+from gridpatrol.tomlconfig import Table, non_negative, one_of, opt_path, parse_toml, positive, read_bytes
+from gridpatrol.tomlconfig import port as port_number
 from wire.topics import CENTRAL_ID, is_valid_agent_id
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
@@ -139,106 +139,27 @@ class AgentConfig:
 # -- reading ------------------------------------------------------------------
 
 
-class _Table:
-    """A TOML table being read: tracks which keys were used, names the path."""
-
-    def __init__(self, raw: Any, path: str, fail: Callable[[str, str], ConfigError]) -> None:
-        if not isinstance(raw, dict):
-            raise fail(path, f"must be a table, not {type(raw).__name__}")
-        self.raw = raw
-        self.path = path
-        self.fail = fail
-        self.used: set[str] = set()
-
-    def key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *, check: Callable[[Any], str | None] | None = None) -> Any:
-        self.used.add(key)
-        if key not in self.raw:
-            if default is ...:
-                raise self.fail(self.key(key), "missing key")
-            return default
-        value = self.raw[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(self.key(key), f"must be {_kind_name(kinds)}, not a boolean")
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds):
-            raise self.fail(self.key(key), f"must be {_kind_name(kinds)}, not {type(value).__name__}")
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise self.fail(self.key(key), problem)
-        return value
-
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.used)
-        if unknown:
-            raise self.fail(self.key(unknown[0]), "unknown key")
-
-
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
 def _name(value: str) -> str | None:
     if not NAME_RE.match(value):
         return f"{value!r} is not a valid name ([a-z0-9_-], 1 to 64 characters)"
     return None
 
 
-def _positive(value: float) -> str | None:
-    return None if value > 0 else f"must be greater than 0, not {value}"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must not be negative, not {value}"
-
-
 def _bcm(value: int) -> str | None:
     return None if value in BCM_PINS else f"pin {value} is not a BCM GPIO number (0 to 27)"
 
 
-def _port(value: int) -> str | None:
-    return None if 0 < value < 65536 else f"port {value} is out of range (1 to 65535)"
-
-
-def _one_of(options: tuple[str, ...]) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        return None if value in options else f"{value!r} is not one of {', '.join(options)}"
-
-    return check
-
-
 def load_config(path: str | Path) -> AgentConfig:
     """Read and check an agent configuration file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(read_bytes(path, ConfigError), source=str(path))
 
 
 def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
     """Check an agent configuration given as TOML text."""
     if isinstance(data, str):
         data = data.encode()
-
-    def fail(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
-
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-
-    top = _Table(raw, "", fail)
+    raw, fail = parse_toml(data, source=source, error=ConfigError)
+    top = Table(raw, "", fail)
 
     def agent_id_check(value: str) -> str | None:
         if value == CENTRAL_ID:
@@ -250,15 +171,15 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
     agent_id = top.get("agent_id", str, check=agent_id_check)
     data_dir = Path(top.get("data_dir", str, check=lambda v: None if v else "must not be empty"))
 
-    mqtt_t = _Table(top.get("mqtt", dict, {}), "mqtt", fail)
+    mqtt_t = Table(top.get("mqtt", dict, {}), "mqtt", fail)
     mqtt = MqttConfig(
         host=mqtt_t.get("host", str, "127.0.0.1"),
-        port=mqtt_t.get("port", int, 1883, check=_port),
+        port=mqtt_t.get("port", int, 1883, check=port_number),
         keepalive_s=mqtt_t.get("keepalive_s", int, 15, check=lambda v: None if 2 <= v <= 3600 else f"{v} is out of range (2 to 3600)"),
-        resend_s=mqtt_t.get("resend_s", float, 10.0, check=_positive),
-        tls_ca=_opt_path(mqtt_t.get("tls_ca", str, None)),
-        tls_cert=_opt_path(mqtt_t.get("tls_cert", str, None)),
-        tls_key=_opt_path(mqtt_t.get("tls_key", str, None)),
+        resend_s=mqtt_t.get("resend_s", float, 10.0, check=positive),
+        tls_ca=opt_path(mqtt_t.get("tls_ca", str, None)),
+        tls_cert=opt_path(mqtt_t.get("tls_cert", str, None)),
+        tls_key=opt_path(mqtt_t.get("tls_key", str, None)),
         username=mqtt_t.get("username", str, None),
         password=mqtt_t.get("password", str, None),
     )
@@ -266,10 +187,10 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
     if (mqtt.tls_cert is None) != (mqtt.tls_key is None):
         raise fail("mqtt.tls_cert", "tls_cert and tls_key go together")
 
-    gpio_t = _Table(top.get("gpio", dict, {}), "gpio", fail)
+    gpio_t = Table(top.get("gpio", dict, {}), "gpio", fail)
     gpio = GpioConfig(
         pin_factory=gpio_t.get("pin_factory", str, None),
-        sim_socket=_opt_path(gpio_t.get("sim_socket", str, None)),
+        sim_socket=opt_path(gpio_t.get("sim_socket", str, None)),
         status_led=gpio_t.get("status_led", str, None),
     )
     gpio_t.done()
@@ -289,34 +210,30 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
             raise fail(f"{path}.pin", f"pin {pin} is already used by {pins[pin]}")
         pins[pin] = path
 
-    def items(key: str) -> list[_Table]:
-        value = top.get(key, list, [])
-        return [_Table(item, f"{key}[{i}]", fail) for i, item in enumerate(value)]
-
     mcus = []
-    for t in items("mcu"):
+    for t in top.items("mcu"):
         m = McuConfig(
             name=t.get("name", str, check=_name),
             port=t.get("port", str, check=lambda v: None if v else "must not be empty"),
-            baudrate=t.get("baudrate", int, 115200, check=_positive),
+            baudrate=t.get("baudrate", int, 115200, check=positive),
         )
         t.done()
         claim_name(t.path, m.name)
         mcus.append(m)
     mcu_names = {m.name for m in mcus}
 
-    def place(t: _Table, *, index_key: str) -> tuple[int | None, str | None, int | None]:
+    def place(t: Table, *, index_key: str) -> tuple[int | None, str | None, int | None]:
         """Either a GPIO pin, or an mcu with an input/output number."""
         pin = t.get("pin", int, None, check=_bcm)
         mcu = t.get("mcu", str, None)
-        index = t.get(index_key, int, None, check=_non_negative)
+        index = t.get(index_key, int, None, check=non_negative)
         if pin is not None and mcu is not None:
             raise fail(t.key("mcu"), "give either pin or mcu, not both")
         if mcu is not None:
             if mcu not in mcu_names:
                 raise fail(t.key("mcu"), f"no [[mcu]] is named {mcu!r}")
             if index is None:
-                raise fail(t.key(index_key), f"missing key (needed with mcu)")
+                raise fail(t.key(index_key), "missing key (needed with mcu)")
         elif pin is None:
             raise fail(t.key("pin"), "missing key (or give mcu and " + index_key + ")")
         elif index is not None:
@@ -324,7 +241,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
         return pin, mcu, index
 
     outputs = []
-    for t in items("output"):
+    for t in top.items("output"):
         name = t.get("name", str, check=_name)
         pin, mcu, index = place(t, index_key="output")
         o = OutputConfig(
@@ -332,7 +249,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
             pin=pin,
             mcu=mcu,
             output=index,
-            max_on_s=t.get("max_on_s", float, None, check=_positive),
+            max_on_s=t.get("max_on_s", float, None, check=positive),
             active_high=t.get("active_high", bool, True),
         )
         t.done()
@@ -342,7 +259,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
         outputs.append(o)
     output_names = {o.name for o in outputs}
 
-    def output_ref(t: _Table, key: str) -> str | None:
+    def output_ref(t: Table, key: str) -> str | None:
         ref = t.get(key, str, None)
         if ref is not None and ref not in output_names:
             raise fail(t.key(key), f"no [[output]] is named {ref!r}")
@@ -350,7 +267,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
 
     mcu_inputs: dict[tuple[str, int], str] = {}
 
-    def claim_input(t: _Table, mcu: str | None, index: int | None) -> None:
+    def claim_input(t: Table, mcu: str | None, index: int | None) -> None:
         if mcu is None or index is None:
             return
         if (mcu, index) in mcu_inputs:
@@ -358,7 +275,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
         mcu_inputs[(mcu, index)] = t.path
 
     zones = []
-    for t in items("zone"):
+    for t in top.items("zone"):
         name = t.get("name", str, check=_name)
         pin, mcu, index = place(t, index_key="input")
         z = ZoneConfig(
@@ -366,7 +283,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
             pin=pin,
             mcu=mcu,
             input=index,
-            contact=t.get("contact", str, "nc", check=_one_of(CONTACTS)),
+            contact=t.get("contact", str, "nc", check=one_of(CONTACTS)),
             debounce_ms=t.get("debounce_ms", int, 50, check=lambda v: None if 0 <= v <= 10_000 else f"{v} is out of range (0 to 10000)"),
             siren=output_ref(t, "siren"),
         )
@@ -378,7 +295,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
         zones.append(z)
 
     buttons = []
-    for t in items("button"):
+    for t in top.items("button"):
         name = t.get("name", str, check=_name)
         pin, mcu, index = place(t, index_key="input")
         b = ButtonConfig(
@@ -401,13 +318,13 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
         buttons.append(b)
 
     readers = []
-    for t in items("reader"):
+    for t in top.items("reader"):
         name = t.get("name", str, check=_name)
-        protocol = t.get("protocol", str, check=_one_of(READER_PROTOCOLS))
+        protocol = t.get("protocol", str, check=one_of(READER_PROTOCOLS))
         port = t.get("port", str, None)
         mcu = t.get("mcu", str, None)
-        index = t.get("input", int, None, check=_non_negative)
-        baudrate = t.get("baudrate", int, None, check=_positive)
+        index = t.get("input", int, None, check=non_negative)
+        baudrate = t.get("baudrate", int, None, check=positive)
         t.done()
         if protocol == "wiegand":
             if mcu is None:
@@ -431,15 +348,15 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
     if gpio.status_led is not None and gpio.status_led not in output_names:
         raise fail("gpio.status_led", f"no [[output]] is named {gpio.status_led!r}")
 
-    outbox_t = _Table(top.get("outbox", dict, {}), "outbox", fail)
+    outbox_t = Table(top.get("outbox", dict, {}), "outbox", fail)
     outbox = OutboxConfig(
         max_events=outbox_t.get("max_events", int, 100_000, check=lambda v: None if v >= 10 else f"{v} is below the minimum of 10"),
         warn_fraction=outbox_t.get("warn_fraction", float, 0.8, check=lambda v: None if 0 < v <= 1 else f"{v} is not in (0, 1]"),
     )
     outbox_t.done()
 
-    tele_t = _Table(top.get("telemetry", dict, {}), "telemetry", fail)
-    telemetry = TelemetryConfig(interval_s=tele_t.get("interval_s", float, 30.0, check=_positive))
+    tele_t = Table(top.get("telemetry", dict, {}), "telemetry", fail)
+    telemetry = TelemetryConfig(interval_s=tele_t.get("interval_s", float, 30.0, check=positive))
     tele_t.done()
     top.done()
 
@@ -459,6 +376,3 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
         config_hash=hashlib.sha256(data).hexdigest()[:16],
     )
 
-
-def _opt_path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)

@@ -3,18 +3,20 @@
 Every mistake raises :class:`ConfigError` with one line naming the file and the
 key path at fault (``central.toml: store.url: ...``); the command line turns it
 into exit status 2. The reading rules are agent/config.py's (unknown keys are
-rejected, types are exact, a bool is never a number); the small table reader
-is repeated here because central and agent never import each other.
+rejected, types are exact, a bool is never a number); the table reader is
+shared with it through gridpatrol/tomlconfig.py, since central and agent
+never import each other.
 """
 
 from __future__ import annotations
 
 import re
-import tomllib
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+
+from gridpatrol.tomlconfig import Table, non_negative, not_empty, opt_path, parse_toml, positive, read_bytes
+from gridpatrol.tomlconfig import port as port_number
 
 DEFAULT_CLIENT_ID = "gridpatrol-central"
 # A week: long enough that a central down over a holiday weekend finds its
@@ -101,71 +103,6 @@ class CentralConfig:
 # -- reading ------------------------------------------------------------------
 
 
-class _Table:
-    """A TOML table being read: tracks which keys were used, names the path."""
-
-    def __init__(self, raw: Any, path: str, fail: Callable[[str, str], ConfigError]) -> None:
-        if not isinstance(raw, dict):
-            raise fail(path, f"must be a table, not {type(raw).__name__}")
-        self.raw = raw
-        self.path = path
-        self.fail = fail
-        self.used: set[str] = set()
-
-    def key(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, kind: type | tuple[type, ...], default: Any = ..., *,
-            check: Callable[[Any], str | None] | None = None) -> Any:
-        self.used.add(key)
-        if key not in self.raw:
-            if default is ...:
-                raise self.fail(self.key(key), "missing key")
-            return default
-        value = self.raw[key]
-        kinds = kind if isinstance(kind, tuple) else (kind,)
-        if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(self.key(key), f"must be {_kind_name(kinds)}, not a boolean")
-        if float in kinds and isinstance(value, int) and not isinstance(value, bool):
-            value = float(value)
-        if not isinstance(value, kinds):
-            raise self.fail(self.key(key), f"must be {_kind_name(kinds)}, not {type(value).__name__}")
-        if check is not None:
-            problem = check(value)
-            if problem:
-                raise self.fail(self.key(key), problem)
-        return value
-
-    def table(self, key: str) -> _Table:
-        return _Table(self.get(key, dict, {}), self.key(key), self.fail)
-
-    def done(self) -> None:
-        unknown = sorted(set(self.raw) - self.used)
-        if unknown:
-            raise self.fail(self.key(unknown[0]), "unknown key")
-
-
-def _kind_name(kinds: tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", float: "a number", bool: "a boolean", list: "a list", dict: "a table"}
-    return " or ".join(names.get(k, k.__name__) for k in kinds)
-
-
-def _positive(value: float) -> str | None:
-    return None if value > 0 else f"must be greater than 0, not {value}"
-
-
-def _non_negative(value: float) -> str | None:
-    return None if value >= 0 else f"must not be negative, not {value}"
-
-
-def _not_empty(value: str) -> str | None:
-    return None if value else "must not be empty"
-
-
-def _port(value: int) -> str | None:
-    return None if 0 < value < 65536 else f"port {value} is out of range (1 to 65535)"
-
-
 def _timezone(value: str) -> str | None:
     try:
         zoneinfo.ZoneInfo(value)
@@ -215,46 +152,29 @@ def store_path_from_url(url: str) -> Path:
 
 def load_config(path: str | Path) -> CentralConfig:
     """Read and check a central configuration file."""
-    path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    return parse_config(data, source=str(path))
+    return parse_config(read_bytes(path, ConfigError), source=str(path))
 
 
 def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfig:
     """Check a central configuration given as TOML text."""
-    if isinstance(data, str):
-        data = data.encode()
-
-    def fail(key: str, problem: str) -> ConfigError:
-        return ConfigError(f"{source}: {key}: {problem}" if key else f"{source}: {problem}")
-
-    try:
-        raw = tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{source}: not valid TOML: {exc}") from None
-
-    top = _Table(raw, "", fail)
+    raw, fail = parse_toml(data, source=source, error=ConfigError)
+    top = Table(raw, "", fail)
     timezone = top.get("timezone", str, check=_timezone)
-    data_dir = Path(top.get("data_dir", str, check=_not_empty))
+    data_dir = Path(top.get("data_dir", str, check=not_empty))
 
     t = top.table("mqtt")
     mqtt = MqttConfig(
-        host=t.get("host", str, "127.0.0.1", check=_not_empty),
-        port=t.get("port", int, 1883, check=_port),
+        host=t.get("host", str, "127.0.0.1", check=not_empty),
+        port=t.get("port", int, 1883, check=port_number),
         keepalive_s=t.get("keepalive_s", int, 30,
                           check=lambda v: None if 2 <= v <= 3600 else f"{v} is out of range (2 to 3600)"),
         client_id=t.get("client_id", str, DEFAULT_CLIENT_ID, check=_client_id),
         session_expiry_s=t.get("session_expiry_s", int, DEFAULT_SESSION_EXPIRY_S,
                                check=lambda v: None if 60 <= v <= SESSION_EXPIRY_MAX_S
                                else f"{v} is out of range (60 to {SESSION_EXPIRY_MAX_S})"),
-        tls_ca=_opt_path(t.get("tls_ca", str, None, check=_not_empty)),
-        tls_cert=_opt_path(t.get("tls_cert", str, None, check=_not_empty)),
-        tls_key=_opt_path(t.get("tls_key", str, None, check=_not_empty)),
+        tls_ca=opt_path(t.get("tls_ca", str, None, check=not_empty)),
+        tls_cert=opt_path(t.get("tls_cert", str, None, check=not_empty)),
+        tls_key=opt_path(t.get("tls_key", str, None, check=not_empty)),
         username=t.get("username", str, None),
         password=t.get("password", str, None),
     )
@@ -279,9 +199,9 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
 
     t = top.table("escalation")
     escalation = EscalationConfig(
-        grid_s=t.get("grid_s", float, 120.0, check=_positive),
-        community_s=t.get("community_s", float, 300.0, check=_positive),
-        street_s=t.get("street_s", float, 600.0, check=_positive),
+        grid_s=t.get("grid_s", float, 120.0, check=positive),
+        community_s=t.get("community_s", float, 300.0, check=positive),
+        street_s=t.get("street_s", float, 600.0, check=positive),
     )
     t.done()
 
@@ -294,7 +214,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
         port=port,
         secret_key=t.get("secret_key", str, None,
                          check=lambda v: None if len(v) >= 16 else "must be at least 16 characters"),
-        session_max_age_s=t.get("session_max_age_s", int, 12 * 3600, check=_positive),
+        session_max_age_s=t.get("session_max_age_s", int, 12 * 3600, check=positive),
         cookie_secure=t.get("cookie_secure", bool, False),
     )
     t.done()
@@ -309,7 +229,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
     t.done()
 
     t = top.table("alarms")
-    alarms = AlarmsConfig(offline_grace_s=t.get("offline_grace_s", float, 60.0, check=_non_negative))
+    alarms = AlarmsConfig(offline_grace_s=t.get("offline_grace_s", float, 60.0, check=non_negative))
     t.done()
     top.done()
 
@@ -325,6 +245,3 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
         source=source,
     )
 
-
-def _opt_path(value: str | None) -> Path | None:
-    return None if value is None else Path(value)
