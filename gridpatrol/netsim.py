@@ -36,6 +36,7 @@ class TcpProxy:
         self._selector = selectors.DefaultSelector()
         self._selector.register(self._listener, selectors.EVENT_READ, None)
         self._peers: dict[socket.socket, socket.socket] = {}
+        self._dead: set[socket.socket] = set()  # accepted while black-holed: never forwarded
         self._mode = LinkMode.UP
         self._lock = threading.Lock()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -45,7 +46,8 @@ class TcpProxy:
 
     @property
     def mode(self) -> LinkMode:
-        return self._mode
+        with self._lock:
+            return self._mode
 
     def start(self) -> TcpProxy:
         self._running = True
@@ -69,7 +71,10 @@ class TcpProxy:
             self._selector.close()
             return
         self._running = False
-        self._wake_w.send(b"x")
+        try:
+            self._wake_w.send(b"x")
+        except OSError:
+            pass  # the thread is already gone and has closed it
         self._thread.join(timeout=5)
 
     def _set(self, mode: LinkMode) -> None:
@@ -80,21 +85,22 @@ class TcpProxy:
     def _run(self) -> None:
         try:
             while self._running:
-                with self._lock:
-                    mode = self._mode
+                mode = self.mode
                 if mode is LinkMode.CUT:
                     self._drop_all()
                 elif mode is LinkMode.UP:
                     # Connections opened while black-holed are dead; close them.
-                    for sock in [s for s in self._peers if getattr(s, "_gp_dead", False)]:
+                    for sock in list(self._dead):
                         self._close_pair(sock)
                 for key, _ in self._selector.select(timeout=0.5):
+                    # The mode is read for each socket, not once a pass: a
+                    # connection that arrives just after heal() is forwarded.
                     if key.data == "wake":
                         key.fileobj.recv(4096)  # type: ignore[union-attr]
                     elif key.fileobj is self._listener:
-                        self._accept(mode)
-                    else:
-                        self._forward(key.fileobj, mode)  # type: ignore[arg-type]
+                        self._accept(self.mode)
+                    elif key.fileobj in self._peers:
+                        self._forward(key.fileobj, self.mode)  # type: ignore[arg-type]
         finally:
             self._drop_all()
             for sock in (self._listener, self._wake_r, self._wake_w):
@@ -118,7 +124,7 @@ class TcpProxy:
             # Accepted but never forwarded: the client waits for a CONNACK
             # that never comes, as behind a dead link.
             client.setblocking(False)
-            client._gp_dead = True  # type: ignore[attr-defined]
+            self._dead.add(client)
             self._peers[client] = client
             self._selector.register(client, selectors.EVENT_READ, "peer")
             return
@@ -146,7 +152,7 @@ class TcpProxy:
         if not data:
             self._close_pair(sock)
             return
-        if mode is LinkMode.BLACKHOLE or getattr(sock, "_gp_dead", False):
+        if mode is LinkMode.BLACKHOLE or sock in self._dead:
             return  # swallowed: nothing crosses a dead link
         peer = self._peers.get(sock)
         if peer is None:
@@ -162,14 +168,13 @@ class TcpProxy:
         peer = self._peers.pop(sock, None)
         if peer is not None and peer is not sock:
             self._peers.pop(peer, None)
-        for s in (sock, peer):
-            if s is None:
-                continue
+        for s in {sock, peer} - {None}:
+            self._dead.discard(s)  # type: ignore[arg-type]
             try:
                 self._selector.unregister(s)
-            except (KeyError, ValueError):
+            except (KeyError, ValueError, OSError):
                 pass
-            s.close()
+            s.close()  # type: ignore[union-attr]
 
     def _drop_all(self) -> None:
         for sock in list(self._peers):

@@ -91,3 +91,25 @@ def test_blackhole_keeps_connections_open_but_silent(echo_server: int) -> None:
         assert _roundtrip(proxy.port, b"back") == b"back"
     finally:
         proxy.close()
+
+
+def test_connections_made_while_black_holed_are_dead_and_closed_on_heal(echo_server: int) -> None:
+    proxy = TcpProxy(("127.0.0.1", echo_server)).start()
+    try:
+        proxy.blackhole()
+        with socket.create_connection(("127.0.0.1", proxy.port), timeout=2) as s:
+            s.sendall(b"into the void")
+            s.settimeout(0.3)
+            with pytest.raises(TimeoutError):
+                s.recv(10)
+            proxy.heal()
+            # The connection born dead is closed by the heal, as a client
+            # behind a link that died would find out on its next attempt.
+            s.settimeout(5)
+            try:
+                assert s.recv(10) == b""
+            except ConnectionResetError:
+                pass
+        assert _roundtrip(proxy.port, b"alive") == b"alive"
+    finally:
+        proxy.close()

@@ -149,12 +149,20 @@ class Site:
         self.agents[agent_id] = a
         return a
 
-    def start_agent(self, agent_id: str) -> AgentProc:
+    def start_agent(self, agent_id: str, *, wait_online: bool = True) -> AgentProc:
+        """Start the agent; with ``wait_online``, return once central shows it online.
+
+        An event made before the agent's first connection is backlog and is
+        rightly sent as ``replayed``: tests about live delivery wait for this.
+        """
         a = self.agents[agent_id]
         a.sim.unlink(missing_ok=True)
         a.proc = self.processes.gridpatrol("agent", "--config", str(a.config), log=self.root / f"{agent_id}.log")
         wait_until(lambda: a.sim.exists() or self._died(a.proc), timeout=15, message=f"{agent_id} sim socket")
         assert a.proc.poll() is None, self.log(agent_id)
+        if wait_online:
+            wait_until(lambda: any(r["agent"] == agent_id and r["state"] == "online" for r in self.agents_json()),
+                       timeout=20, interval=0.1, message=f"{agent_id} online at central")
         return a
 
     # -- reading the record like a user --------------------------------------
