@@ -90,9 +90,12 @@ class AlarmKind(StrEnum):
     PANIC = "panic"
     AGENT_OFFLINE = "agent-offline"
     AGENT_FLAPPING = "agent-flapping"
+    SUSPICIOUS = "suspicious"  # central/integrity.py: an agent's message contradicts itself; source = the check
 
 
 AGENT_KINDS = frozenset({AlarmKind.ALARM, AlarmKind.TAMPER, AlarmKind.PANIC})  # raised by an agent's input
+# Nothing restores these: staff's acknowledgement resolves them.
+RESOLVED_BY_ACK = frozenset({AlarmKind.PANIC, AlarmKind.SUSPICIOUS})
 
 
 class AlarmError(ValueError):
@@ -181,12 +184,13 @@ def acknowledge(conn: sqlite3.Connection, alarm_id: int, by: str, now_ms: int, *
     by = by.strip()
     if not by or len(by) > BY_MAX_LEN or not by.isprintable():
         raise AlarmError(f"--by {by!r}: give the name of who answered (1 to {BY_MAX_LEN} printable characters)")
+    by_ack = sorted(RESOLVED_BY_ACK)
     with conn:
         conn.execute("BEGIN IMMEDIATE")
         cur = conn.execute(
-            "UPDATE alarms SET state = CASE WHEN kind = 'panic' OR restored = 1 THEN 'resolved' ELSE 'acknowledged' END,"
+            f"UPDATE alarms SET state = CASE WHEN kind IN ({','.join('?' * len(by_ack))}) OR restored = 1 THEN 'resolved' ELSE 'acknowledged' END,"
             " acked_by = ?, acked_ts = ?, notified = 0 WHERE id = ? AND state = 'active'",
-            (by, now_ms, alarm_id),
+            (*by_ack, by, now_ms, alarm_id),
         )
         alarm = get_alarm(conn, alarm_id)
         if cur.rowcount == 0:
@@ -340,6 +344,19 @@ class AlarmBook:
         with self._lock:
             self._conn.execute("UPDATE alarms SET notified = 2 WHERE agent = ? AND ack_txn = ? AND notified = 1", (agent, txn))
 
+    def integrity_violation(self, agent: str, reason: str, detail: str, ts: int) -> None:
+        """Ingest found a message of ``agent`` that contradicts itself (central/integrity.py)."""
+        self.raise_integrity_alarm(agent, reason, detail, ts / 1000)
+
+    def raise_integrity_alarm(self, agent: str, reason: str, detail: str, now: float | None = None) -> None:
+        """A ``suspicious`` alarm at the agent's unit, its source the check that failed.
+
+        One open alarm per agent and check: a forger sending a thousand
+        messages raises one alarm (ingest's counters keep the tally).
+        """
+        now_ms = int((self._clock() if now is None else now) * 1000)
+        self._raise(agent, reason, AlarmKind.SUSPICIOUS, now_ms, now_ms, detail=detail)
+
     # -- staff -------------------------------------------------------------------
 
     def acknowledge(self, alarm_id: int, by: str, now: float | None = None) -> Alarm:
@@ -407,7 +424,8 @@ class AlarmBook:
         u = plan.unit_by_id.get(unit) if plan and unit is not None else None
         return str(u.tier) if u else None
 
-    def _raise(self, agent: str, source: str, kind: AlarmKind, raised_ts: int, noticed_ts: int, *, eseq: int | None = None) -> None:
+    def _raise(self, agent: str, source: str, kind: AlarmKind, raised_ts: int, noticed_ts: int, *, eseq: int | None = None,
+               detail: str | None = None) -> None:
         with self._lock:
             conn = self._conn
             conn.execute("BEGIN IMMEDIATE")
@@ -435,7 +453,7 @@ class AlarmBook:
                 raise
             self._climb[alarm_id] = noticed_ts
         _LOGGER.warning("alarm %s raised: %s %s of %s (unit %s)", alarm_id, kind, source, agent, unit)
-        self._announce(alarm_id, "raised")
+        self._announce(alarm_id, "raised", detail=detail)
 
     def _restore(self, agent: str, source: str, ts: int, *, kinds: Sequence[AlarmKind]) -> None:
         marks = ",".join("?" * len(kinds))
@@ -524,10 +542,11 @@ class AlarmBook:
             _LOGGER.info("agent %s is back: sending alarm-ack of alarm %s again", agent, alarm.id)
             self._send_ack(alarm)
 
-    def _announce(self, alarm_id: int, what: str) -> None:
+    def _announce(self, alarm_id: int, what: str, *, detail: str | None = None) -> None:
         if self._bus is None:
             return
         with self._lock:
             alarm = get_alarm(self._conn, alarm_id)
         if alarm is not None:
-            self._bus.publish("alarm", {**alarm.to_json(), "change": what})
+            extra = {} if detail is None else {"detail": detail}
+            self._bus.publish("alarm", {**alarm.to_json(), "change": what, **extra})

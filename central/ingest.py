@@ -30,6 +30,7 @@ from paho.mqtt.properties import Properties
 
 from central.config import MqttConfig
 from central.inbound import Counter, Decoder, Rejected, RejectLog
+from central.integrity import VIOLATIONS_KEPT, IntegrityChecker, Reason, Violation
 from central.ledger import GAP_GRACE_S, REPLAY_GIVE_UP, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
 from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
 from central.store import AgentRow, Store, StoredEvent
@@ -56,6 +57,10 @@ class Listener(Protocol):
     def events_stored(self, events: Sequence[StoredEvent]) -> None: ...
 
     def presence_changed(self, agent: str, state: str, ts: int) -> None: ...
+
+    # Optional: ``integrity_violation(agent, reason, detail, ts)``, told after the
+    # batch in which central found an agent's message contradicting itself
+    # (central/integrity.py); ``command_answered(agent, txn, ok, error)``.
 
 
 _STOP = object()
@@ -89,6 +94,8 @@ class Ingest:
         self._decoder = Decoder()
         self._presence = Presence(rebirth_interval_s=rebirth_interval_s)
         self._times = ClockEstimator()
+        self._integrity = IntegrityChecker()
+        self._violations: list[Violation] = []
         self._times_changed: set[str] = set()
         self._last_batch_at = float("-inf")
         self._ledgers: dict[str, EseqLedger] = {}
@@ -264,6 +271,7 @@ class Ingest:
             self._presence.load(self._store.list_agents(conn=self._conn))
             for rec in self._store.list_agents(conn=self._conn):
                 self._times.load(rec.agent, rec.flags.get("clock", {}))
+                self._integrity.load(rec.agent, IntegrityChecker.boots_of(rec))
             self._totals = self._store.counters(conn=self._conn)
         except BaseException as exc:
             self._start_error = exc
@@ -335,6 +343,13 @@ class Ingest:
                 if unplanned is None:
                     unplanned = planned[agent] = not self._planned(agent)
                 events.append(self._stored(agent, msg, ts, retained, unplanned=unplanned))
+                found, ask = self._integrity.on_event(agent, msg.boot_id, msg.eseq, msg.replayed,
+                                                      self._presence.get(agent), ts)
+                if found is not None:
+                    self._violation(found)
+                if ask:
+                    commands.append((agent, Command(CommandName.REBIRTH, self.new_txn())))
+                    self._count(Counter.REBIRTH_REQUESTS)
             elif kind is AgentStatus:
                 change = self._presence.on_status(agent, msg, ts, retained=retained)
                 if change is not None:
@@ -343,7 +358,13 @@ class Ingest:
                     self._want_birth(agent, now, commands)  # connected before central came up
             elif kind is Birth:
                 heard[agent] = ts
+                found_in_birth = self._integrity.on_birth(agent, msg.boot_id, msg.bdseq, self._presence.get(agent), ts)
+                for v in found_in_birth:
+                    self._violation(v)
+                if any(v.reason is not Reason.UNKNOWN_BOOT for v in found_in_birth):
+                    continue  # a replayed or foreign birth is not the agent's: presence does not take it
                 change = self._presence.on_birth(agent, msg, ts)
+                self._presence.record(agent, ts).flags["boots"] = self._integrity.export(agent)
                 if change is not None:
                     changes.append(change)
                 if msg.mono_ms or msg.ts:
@@ -376,6 +397,13 @@ class Ingest:
         if not items and not self._gapped:
             return
         self._commit(events, changes, commands, now)
+        # Told even if the commit failed: a replayed birth is not sent again.
+        violations, self._violations = self._violations, []
+        told: set[tuple[str, str]] = set()
+        for v in violations:
+            if (v.agent, v.reason) not in told:  # a flood of forgeries is one notice per batch
+                told.add((v.agent, v.reason))
+                self._tell("integrity_violation", v.agent, str(v.reason), v.detail, v.ts, optional=True)
 
     def _commit(self, events: list[StoredEvent], changes: list[PresenceChange],
                 commands: list[tuple[str, Command]], now: float) -> None:
@@ -504,6 +532,21 @@ class Ingest:
                 deltas[Counter.EVENTS_SUSPICIOUS] = deltas.get(Counter.EVENTS_SUSPICIOUS, 0) + 1
                 _LOGGER.warning("agent %s sent eseq %s again with different content; kept the first: held %s, got %s",
                                 e.agent, e.eseq, held, e.content())
+                self._violation(self._integrity.eseq_conflict(e.agent, e.eseq, held, e.content(), e.received_ts),
+                                deltas)
+
+    def _violation(self, v: Violation, deltas: dict[str, int] | None = None) -> None:
+        """Count it, keep it in the agent's flags (saved with the batch), tell listeners after the batch."""
+        _LOGGER.warning("agent %s: %s: %s", v.agent, v.reason, v.detail)
+        if deltas is None:
+            with self._counts_lock:
+                self._deltas[v.counter] = self._deltas.get(v.counter, 0) + 1
+        else:
+            deltas[v.counter] = deltas.get(v.counter, 0) + 1
+        rec = self._presence.record(v.agent, v.ts)
+        rec.flags["integrity"] = [*rec.flags.get("integrity", []), v.to_flag()][-VIOLATIONS_KEPT:]
+        self._presence.mark_dirty(v.agent)
+        self._violations.append(v)
 
     def _ledger(self, agent: str, now: float) -> EseqLedger:
         ledger = self._ledgers.get(agent)

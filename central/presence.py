@@ -155,6 +155,11 @@ class Presence:
     def on_status(self, agent: str, status: AgentStatus, now_ms: int, *, retained: bool) -> PresenceChange | None:
         rec = self.touch(agent, now_ms) if not retained else self.record(agent, now_ms)
         if status.state is AgentState.ONLINE:
+            if self._stale_online(rec, status.bdseq):
+                self.stale_statuses += 1
+                _LOGGER.info("agent %s: ignoring online status of bdseq %s (current connection has bdseq %s, %s)",
+                             agent, status.bdseq, rec.bdseq, rec.state)
+                return None
             rec.bdseq = status.bdseq
             return self._move(rec, PresenceState.ONLINE, now_ms)
         if rec.bdseq is not None and status.bdseq != rec.bdseq:
@@ -164,6 +169,20 @@ class Presence:
             return None
         rec.bdseq = status.bdseq
         return self._move(rec, PresenceState(str(status.state)), now_ms)
+
+    @staticmethod
+    def _stale_online(rec: AgentRecord, bdseq: int) -> bool:
+        """An online status of a connection older than the current one, or of one whose death was seen.
+
+        Every connection takes a higher bdseq, so such a status is a replay:
+        taken, it would show an agent that has gone as online and silence its
+        offline alarm. An agent that really lost its bdseq (a full disk, a
+        re-imaged card) comes back online all the same with its birth.
+        """
+        if rec.bdseq is None:
+            return False
+        ended = rec.state in (PresenceState.OFFLINE, PresenceState.DISCONNECTED)
+        return bdseq < rec.bdseq or (bdseq == rec.bdseq and ended)
 
     def on_birth(self, agent: str, birth: Birth, now_ms: int) -> PresenceChange | None:
         rec = self.touch(agent, now_ms)
