@@ -1,0 +1,73 @@
+"""Fixtures of the fault suite: a site per test (its own Mosquitto, central, agents) and its numbers.
+
+Each scenario's numbers are printed (``pytest -s`` shows them) and written to
+``artifacts/faults/<scenario>.json``; ``artifacts/faults/summary.json`` collects
+those of the whole run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import pytest
+
+from tests.faults.harness import ARTIFACTS, FaultSite, Numbers, write_numbers
+from tests.support import Broker, Processes
+
+
+_RUN: list[dict] = []  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def make_site(tmp_path: Path, processes: Processes) -> Iterator[Callable[..., FaultSite]]:
+    """``make_site(broker_extra=[...])``: a site whose Mosquitto has these extra configuration lines."""
+    brokers: list[Broker] = []
+
+    def make(*, broker_extra: Sequence[str] = ()) -> FaultSite:
+        b = Broker(tmp_path / "broker", extra=broker_extra)
+        brokers.append(b)
+        b.start()
+        return FaultSite(tmp_path, b, processes)
+
+    try:
+        yield make
+    finally:
+        processes.close()  # agents and central first, so they do not log a vanished broker at teardown
+        for b in brokers:
+            b.kill()
+
+
+@pytest.fixture
+def numbers(request: pytest.FixtureRequest) -> Iterator[Numbers]:
+    """The scenario's numbers; printed and written when the test passed."""
+    name = request.node.name.removeprefix("test_")
+    n = Numbers(scenario=name)
+    started = time.monotonic()
+    yield n
+    n.wall_s = time.monotonic() - started
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.passed:
+        return
+    path = write_numbers(n)
+    _RUN.append(n.as_dict())
+    print(f"\n[faults] {name}: made {n.made}, stored {n.stored}, duplicates {n.duplicates}, lost {n.lost}, "
+          f"recovery {n.recovery_s if n.recovery_s is None else round(n.recovery_s, 2)} s, wall {n.wall_s:.1f} s"
+          f"\n[faults]   details: {json.dumps(n.details, sort_keys=True)}\n[faults]   -> {path}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:  # type: ignore[type-arg]
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.rep_call = report  # type: ignore[attr-defined]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if not _RUN:
+        return
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    (ARTIFACTS / "summary.json").write_text(json.dumps(_RUN, indent=2, sort_keys=True) + "\n")

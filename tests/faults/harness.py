@@ -1,0 +1,299 @@
+"""The fault suite's tools: a site with knobs, input drivers, and the delivery check.
+
+Every scenario ends with :func:`settle`: it waits until each agent's outbox has
+drained and central's store holds exactly eseq 1..last_eseq of that agent, then
+returns the numbers the scenario reports (made, stored, duplicates, lost,
+recovery time). "Made" is what the agent numbered (its outbox's
+``meta.last_eseq``); the zone drivers add an independent count of what a test
+physically did, so an event numbered twice or never would show too.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import socket
+import sqlite3
+import threading
+import time
+from contextlib import closing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.site import AgentProc, Site, agent_toml, drive
+from tests.support import REPO, wait_until
+
+ZONE_PIN = 17
+# The agents' zones debounce for 20 ms (tests/e2e/site.py): a level the
+# toggler sets is held at least this long after the agent answered.
+MIN_GAP_S = 0.035
+ARTIFACTS = REPO / "artifacts" / "faults"
+
+
+# -- the site ------------------------------------------------------------------
+
+
+class FaultSite(Site):
+    """tests/e2e's Site, plus an agent's broker port (a proxy's) and environment of its own."""
+
+    envs: dict[str, dict[str, str]]
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.envs = {}
+
+    def add_agent(self, agent_id: str, *, port: int | None = None, env: dict[str, str] | None = None,
+                  **kw: Any) -> AgentProc:
+        d = self.root / agent_id
+        d.mkdir(parents=True, exist_ok=True)
+        conf = d / "agent.toml"
+        conf.write_text(agent_toml(agent_id, d, port or self.broker.port, **kw))
+        a = AgentProc(agent_id, d, conf)
+        self.agents[agent_id] = a
+        self.envs[agent_id] = dict(env or {})
+        return a
+
+    def start_agent(self, agent_id: str) -> AgentProc:
+        a = self.agents[agent_id]
+        a.sim.unlink(missing_ok=True)
+        a.proc = self.processes.gridpatrol("agent", "--config", str(a.config), log=self.root / f"{agent_id}.log",
+                                           env=self.envs.get(agent_id))
+        wait_until(lambda: a.sim.exists() or self._died(a.proc), timeout=20, message=f"{agent_id} sim socket")
+        assert a.proc.poll() is None, self.log(agent_id)
+        return a
+
+    @property
+    def store_path(self) -> Path:
+        return self.root / "central" / "central.db"
+
+
+# -- reading both ends -----------------------------------------------------------
+
+
+def _ro(path: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+def outbox_state(agent_dir: Path) -> tuple[int, int]:
+    """(last_eseq, rows still in the outbox) of a running or stopped agent."""
+    with closing(_ro(agent_dir / "outbox.db")) as db:
+        last = int(db.execute("SELECT value FROM meta WHERE key = 'last_eseq'").fetchone()[0])
+        rows = int(db.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    return last, rows
+
+
+def outbox_integrity(agent_dir: Path) -> str:
+    """PRAGMA integrity_check of a dead agent's outbox, opened as its next start would."""
+    with closing(sqlite3.connect(agent_dir / "outbox.db", timeout=10)) as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def stored_eseqs(store: Path, agent: str) -> list[int]:
+    if not store.exists():
+        return []
+    with closing(_ro(store)) as db:
+        return [r[0] for r in db.execute("SELECT eseq FROM events WHERE agent = ? ORDER BY eseq", (agent,))]
+
+
+def stored_rows(store: Path, agent: str) -> list[dict[str, Any]]:
+    with closing(_ro(store)) as db:
+        db.row_factory = sqlite3.Row
+        return [dict(r) for r in db.execute("SELECT * FROM events WHERE agent = ? ORDER BY eseq", (agent,))]
+
+
+def counters(store: Path) -> dict[str, int]:
+    with closing(_ro(store)) as db:
+        return {name: int(value) for name, value in db.execute("SELECT name, value FROM counters")}
+
+
+def store_integrity(store: Path) -> str:
+    with closing(sqlite3.connect(store, timeout=10)) as db:
+        return str(db.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+# -- driving inputs ----------------------------------------------------------------
+
+
+class Toggler:
+    """Opens and closes an agent's zone loop every ``interval_s`` through its sim socket.
+
+    Counts the transitions the agent confirmed (``ok``). An agent that dies
+    mid-stream is waited for; when it is back its loop is at rest (closed),
+    so the next transition is an opening again.
+    """
+
+    def __init__(self, agent: AgentProc, *, interval_s: float = 0.05, pin: int = ZONE_PIN) -> None:
+        self.agent = agent
+        self.interval_s = interval_s
+        self.pin = pin
+        self.transitions = 0
+        self.failures = 0
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"toggler {agent.agent_id}", daemon=True)
+
+    def start(self) -> Toggler:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "toggler did not stop"
+
+    def _run(self) -> None:
+        level = "high"  # an nc loop at rest reads low: the first transition opens it
+        pid = self.agent.proc.pid if self.agent.proc else None
+        next_at = time.monotonic()
+        while not self._stop.is_set():
+            proc = self.agent.proc
+            if proc is not None and proc.pid != pid:
+                pid, level = proc.pid, "high"  # a new process: its loop boots closed
+                self.restarts += 1
+            try:
+                answer = drive(self.agent.sim, self.pin, level, timeout=2.0)
+            except OSError:
+                answer = "unreachable"
+            if answer == "ok":
+                self.transitions += 1
+                level = "low" if level == "high" else "high"
+            else:
+                self.failures += 1
+            # Never two drives closer than MIN_GAP_S, even after a stall: a
+            # shorter pulse is one the zone's debounce rightly ignores.
+            next_at = max(next_at + self.interval_s, time.monotonic() + MIN_GAP_S)
+            self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+
+# -- the final check ------------------------------------------------------------------
+
+
+@dataclass
+class AgentTally:
+    agent: str
+    made: int  # eseqs the agent numbered (outbox meta.last_eseq)
+    stored: int  # distinct eseqs of it in central's store
+    duplicates: int  # rows beyond one per eseq (the primary key makes this 0; checked all the same)
+    lost: int  # numbered eseqs central does not hold
+    beyond: int  # eseqs central holds that the agent never numbered
+    outbox_rows: int
+
+
+def tally(site: FaultSite, agent_id: str) -> AgentTally:
+    a = site.agents[agent_id]
+    last, rows = outbox_state(a.directory)
+    seqs = stored_eseqs(site.store_path, agent_id)
+    distinct = set(seqs)
+    return AgentTally(
+        agent=agent_id, made=last, stored=len(distinct), duplicates=len(seqs) - len(distinct),
+        lost=len(set(range(1, last + 1)) - distinct), beyond=len([e for e in distinct if e > last]), outbox_rows=rows,
+    )
+
+
+def settled(site: FaultSite, agent_ids: list[str]) -> list[AgentTally] | None:
+    """Every agent drained and stored 1..last once; read twice so nothing moved in between."""
+    tallies = []
+    for agent_id in agent_ids:
+        first = outbox_state(site.agents[agent_id].directory)
+        t = tally(site, agent_id)
+        if outbox_state(site.agents[agent_id].directory) != first:
+            return None
+        if t.outbox_rows or t.lost or t.beyond or t.duplicates or t.made == 0:
+            return None
+        tallies.append(t)
+    return tallies
+
+
+@dataclass
+class Numbers:
+    """What one scenario reports (printed, and written to artifacts/faults/)."""
+
+    scenario: str
+    made: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    lost: int = 0
+    recovery_s: float | None = None
+    wall_s: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def add(self, tallies: list[AgentTally]) -> None:
+        for t in tallies:
+            self.made += t.made
+            self.stored += t.stored
+            self.duplicates += t.duplicates
+            self.lost += t.lost
+        self.details.setdefault("per_agent", {}).update({t.agent: {"made": t.made, "stored": t.stored} for t in tallies})
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "scenario": self.scenario, "made": self.made, "stored": self.stored, "duplicates": self.duplicates,
+            "lost": self.lost, "recovery_s": None if self.recovery_s is None else round(self.recovery_s, 2),
+            "wall_s": round(self.wall_s, 1), "details": self.details,
+        }
+
+
+def settle(site: FaultSite, agent_ids: list[str], numbers: Numbers, *, since: float, timeout: float = 60,
+           togglers: list[Toggler] | None = None) -> list[AgentTally]:
+    """Wait until everything made is stored once and every outbox drained; record the recovery time.
+
+    ``since`` is the monotonic time the fault ended (the last heal, restart, ...).
+    On timeout the assertion names every agent's tally, so a failure says what
+    was missing.
+    """
+    found: list[list[AgentTally]] = []
+
+    def check() -> bool:
+        t = settled(site, agent_ids)
+        if t is None:
+            return False
+        # The last transitions are confirmed by the agent's debounce after the
+        # toggler's last drive: wait for them too, then check them in full.
+        for toggler in togglers or ():
+            kinds = zone_events_by_boot(site, toggler.agent.agent_id).values()
+            if sum(len(k) for k in kinds) < toggler.transitions:
+                return False
+        found.append(t)
+        return True
+
+    try:
+        wait_until(check, timeout=timeout, interval=0.1, message="every event stored once, outboxes drained")
+    except AssertionError:
+        raise AssertionError(f"not settled after {timeout} s: {[tally(site, a) for a in agent_ids]}") from None
+    numbers.recovery_s = time.monotonic() - since
+    numbers.add(found[-1])
+    c = counters(site.store_path)
+    numbers.details["central_counters"] = {k: v for k, v in sorted(c.items()) if v}
+    assert c.get("events_suspicious", 0) == 0, "an eseq came twice with different content: numbering was reused"
+    assert c.get("events_lost", 0) == 0, "central gave up on a gap"
+    return found[-1]
+
+
+def zone_events_by_boot(site: FaultSite, agent_id: str, source: str = "north-fence") -> dict[str, list[str]]:
+    """The zone's alarm/restore events at central, per agent boot, in eseq order."""
+    out: dict[str, list[str]] = {}
+    for row in stored_rows(site.store_path, agent_id):
+        if row["source"] == source and row["kind"] in ("alarm", "restore"):
+            out.setdefault(row["boot_id"], []).append(row["kind"])
+    return out
+
+
+def assert_alternating(kinds: list[str]) -> None:
+    """A loop that boots closed can only go alarm, restore, alarm, ...: a gap or a double breaks that."""
+    expected = ["alarm" if i % 2 == 0 else "restore" for i in range(len(kinds))]
+    if kinds != expected:
+        first = next(i for i, (k, e) in enumerate(zip(kinds, expected)) if k != e)
+        raise AssertionError(f"zone events do not alternate from index {first}: {kinds[max(0, first - 3):first + 3]}")
+
+
+def write_numbers(numbers: Numbers) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / f"{numbers.scenario}.json"
+    path.write_text(json.dumps(numbers.as_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def seeded_rng(name: str) -> tuple[random.Random, int]:
+    seed = random.SystemRandom().randrange(2**32)
+    return random.Random(seed), seed

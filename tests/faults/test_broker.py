@@ -1,0 +1,56 @@
+"""The broker crashes (SIGKILL) again and again under a steady stream from several agents.
+
+Mosquitto keeps its queues in memory and snapshots them only now and then, so
+a crash loses whatever it held: queued messages, central's persistent
+session, retained statuses. The agents' outboxes and central's acks must
+cover all of it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_alternating, settle, stored_eseqs, zone_events_by_boot
+from tests.support import wait_until
+
+pytestmark = pytest.mark.slow
+
+AGENTS = ("gate-a", "gate-b", "gate-c")
+KILLS = 4
+STREAM_BETWEEN_KILLS_S = 2.0  # how far central must have got between two crashes
+DOWN_S = 1.0  # how long the broker stays dead each time (the outage itself)
+
+
+def test_broker_sigkilled_four_times_under_a_stream(make_site, numbers: Numbers) -> None:  # type: ignore[no-untyped-def]
+    site: FaultSite = make_site()
+    site.start_central()
+    for agent_id in AGENTS:
+        site.add_agent(agent_id, resend_s=2, keepalive_s=5)
+        site.start_agent(agent_id)
+    togglers = [Toggler(site.agents[a]).start() for a in AGENTS]
+    try:
+        for _ in range(KILLS):
+            # Let the stream reach central first, so every crash cuts into live traffic.
+            marks = {a: len(stored_eseqs(site.store_path, a)) for a in AGENTS}
+            wait_until(lambda: all(len(stored_eseqs(site.store_path, a)) >= marks[a] + 20 for a in AGENTS),
+                       timeout=30, interval=0.1, message="the stream reaching central between crashes")
+            site.broker.kill()
+            time.sleep(DOWN_S)  # the outage: events made now can only wait in the outboxes
+            site.broker.start()
+        restarted = time.monotonic()
+    finally:
+        for t in togglers:
+            t.stop()
+    tallies = settle(site, list(AGENTS), numbers, since=restarted, timeout=90, togglers=togglers)
+    for t, toggler in zip(tallies, togglers):
+        boots = zone_events_by_boot(site, t.agent)
+        assert len(boots) == 1, f"{t.agent} restarted: {site.log(t.agent)}"
+        kinds = next(iter(boots.values()))
+        assert_alternating(kinds)
+        # Every transition driven is one event at central: none lost, none doubled.
+        assert len(kinds) == toggler.transitions, (t.agent, len(kinds), toggler.transitions)
+    numbers.details.update(kills=KILLS, down_s=DOWN_S, agent_count=len(AGENTS),
+                           transitions_driven=sum(t.transitions for t in togglers),
+                           recovery_from="last broker restart (the stream stops there)")

@@ -1,0 +1,75 @@
+"""Central crashes (SIGKILL) during ingest, and stays away for a while, while agents keep producing.
+
+Central's persistent session keeps what arrives meanwhile at the broker, but
+nothing counts on it: an event leaves an agent's outbox only when central's
+ack covers it, and central acks only what it has committed. The outage here
+is 20 s (a real one may last hours; 20 s keeps CI short and already holds
+over a thousand events in the outboxes).
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.faults.harness import (
+    FaultSite, Numbers, Toggler, assert_alternating, outbox_state, settle, store_integrity, stored_eseqs,
+    zone_events_by_boot,
+)
+from tests.support import Processes, wait_until
+
+pytestmark = pytest.mark.slow
+
+AGENTS = ("gate-a", "gate-b", "gate-c")
+CENTRAL_DOWN_S = 20.0
+
+
+def _progress(site: FaultSite, n: int) -> None:
+    marks = {a: len(stored_eseqs(site.store_path, a)) for a in AGENTS}
+    wait_until(lambda: all(len(stored_eseqs(site.store_path, a)) >= marks[a] + n for a in AGENTS),
+               timeout=30, interval=0.1, message="the stream reaching central")
+
+
+@pytest.mark.timeout(150)
+def test_central_sigkilled_during_ingest_then_down_20s(make_site, numbers: Numbers) -> None:  # type: ignore[no-untyped-def]
+    site: FaultSite = make_site()
+    site.start_central()
+    for agent_id in AGENTS:
+        site.add_agent(agent_id, resend_s=2, keepalive_s=5)
+        site.start_agent(agent_id)
+    togglers = [Toggler(site.agents[a]).start() for a in AGENTS]
+    try:
+        # 1. A crash in the middle of ingest, restarted at once.
+        _progress(site, 30)
+        assert site.central_proc is not None
+        Processes.kill(site.central_proc)
+        assert store_integrity(site.store_path) == "ok"
+        site.start_central()
+        # 2. Another crash, and central stays away while the agents go on.
+        _progress(site, 30)
+        Processes.kill(site.central_proc)
+        assert store_integrity(site.store_path) == "ok"
+        held_at_crash = {a: outbox_state(site.agents[a].directory)[1] for a in AGENTS}
+        down_at = time.monotonic()
+        # Nothing is acked while central is away: the outboxes only grow.
+        wait_until(lambda: all(outbox_state(site.agents[a].directory)[1] >= held_at_crash[a] + 100 for a in AGENTS),
+                   timeout=CENTRAL_DOWN_S, message="outboxes holding what central has not acked")
+        time.sleep(max(0.0, down_at + CENTRAL_DOWN_S - time.monotonic()))  # the rest of the outage
+        held = {a: outbox_state(site.agents[a].directory)[1] for a in AGENTS}
+        site.start_central()
+        restarted = time.monotonic()
+    finally:
+        for t in togglers:
+            t.stop()
+    tallies = settle(site, list(AGENTS), numbers, since=restarted, timeout=90, togglers=togglers)
+    for t, toggler in zip(tallies, togglers):
+        boots = zone_events_by_boot(site, t.agent)
+        assert len(boots) == 1, f"{t.agent} restarted: {site.log(t.agent)}"
+        kinds = next(iter(boots.values()))
+        assert_alternating(kinds)
+        assert len(kinds) == toggler.transitions, (t.agent, len(kinds), toggler.transitions)
+    numbers.details.update(central_kills=2, central_down_s=CENTRAL_DOWN_S, agent_count=len(AGENTS),
+                           held_in_outboxes_at_restart=sum(held.values()),
+                           transitions_driven=sum(t.transitions for t in togglers),
+                           recovery_from="central's restart after the 20 s outage (the stream stops there)")
