@@ -20,7 +20,9 @@ What holds for every genuine agent, and is checked:
   connection, right after that connection's birth, so it carries the boot of
   that birth. One that does not is held as unverified and a rebirth is asked
   for: if the answer names the event's boot, central had only missed a birth;
-  otherwise the boot is no boot of this agent: ``unknown-boot``.
+  if it names the boot central already held, the event's boot is no boot of
+  this agent: ``unknown-boot``. (A birth of yet another, new boot proves
+  nothing: the agent may have restarted before it answered.)
 - A boot never comes back once a newer one has been born (``stale-boot``),
   and within a boot bdseq only grows: a birth below the bdseq of an earlier
   birth or of a death (Will or clean goodbye) already seen of that boot is a
@@ -174,10 +176,17 @@ class IntegrityChecker:
                          agent, boot_id, bdseq, max(st.boots.values()))
         if found:
             return found
+        new_boot = boot_id not in st.boots
         self._register(agent, st, boot_id, max(bdseq, st.boots.get(boot_id, bdseq)))
         for other, eseq in st.unverified.items():
             if other == boot_id:
                 _LOGGER.info("agent %s: the birth of boot %s had been missed; its events are the agent's", agent, other)
+                continue
+            if new_boot:
+                # The agent restarted before it answered: the unverified boot may
+                # have been its last one, whose birth central missed. Unprovable.
+                _LOGGER.warning("agent %s: boot %s of live event eseq %s cannot be verified (the agent restarted as %s)",
+                                agent, other, eseq, boot_id)
                 continue
             found.append(Violation(agent, Reason.UNKNOWN_BOOT,
                                    f"live event eseq {eseq} of boot {other}, which no birth of this agent announced"
