@@ -118,9 +118,9 @@ def store_integrity(store: Path) -> str:
 class Toggler:
     """Opens and closes an agent's zone loop every ``interval_s`` through its sim socket.
 
-    Counts the transitions the agent confirmed (``ok``). An agent that dies
-    mid-stream is waited for; when it is back its loop is at rest (closed),
-    so the next transition is an opening again.
+    Counts the transitions the agent confirmed (``ok``). Around a restart of
+    the agent, :meth:`pause` it first and :meth:`resume` it after: the new
+    process boots with its loop closed, so the next transition is an opening.
     """
 
     def __init__(self, agent: AgentProc, *, interval_s: float = 0.05, pin: int = ZONE_PIN) -> None:
@@ -129,7 +129,11 @@ class Toggler:
         self.pin = pin
         self.transitions = 0
         self.failures = 0
-        self.restarts = 0
+        self.lives: list[int] = []  # transitions per life of the agent, closed by each pause
+        self._life_start = 0
+        self._level = "high"  # an nc loop at rest reads low: the first transition opens it
+        self._turn = threading.Lock()  # held while a drive is on its way
+        self._paused = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"toggler {agent.agent_id}", daemon=True)
 
@@ -142,28 +146,45 @@ class Toggler:
         self._thread.join(timeout=10)
         assert not self._thread.is_alive(), "toggler did not stop"
 
+    @property
+    def this_life(self) -> int:
+        """Transitions since the last restart."""
+        return self.transitions - self._life_start
+
+    def pause(self) -> None:
+        """Returns once no drive is on its way and none will start until :meth:`resume`."""
+        with self._turn:
+            self._paused = True
+            self.lives.append(self.transitions - self._life_start)
+            self._life_start = self.transitions
+
+    def resume(self, *, restarted: bool) -> None:
+        with self._turn:
+            if restarted:
+                self._level = "high"
+            self._paused = False
+
     def _run(self) -> None:
-        level = "high"  # an nc loop at rest reads low: the first transition opens it
-        pid = self.agent.proc.pid if self.agent.proc else None
         next_at = time.monotonic()
         while not self._stop.is_set():
-            proc = self.agent.proc
-            if proc is not None and proc.pid != pid:
-                pid, level = proc.pid, "high"  # a new process: its loop boots closed
-                self.restarts += 1
-            try:
-                answer = drive(self.agent.sim, self.pin, level, timeout=2.0)
-            except OSError:
-                answer = "unreachable"
-            if answer == "ok":
-                self.transitions += 1
-                level = "low" if level == "high" else "high"
-            else:
-                self.failures += 1
+            with self._turn:
+                if not self._paused:
+                    self._drive_once()
             # Never two drives closer than MIN_GAP_S, even after a stall: a
             # shorter pulse is one the zone's debounce rightly ignores.
             next_at = max(next_at + self.interval_s, time.monotonic() + MIN_GAP_S)
             self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def _drive_once(self) -> None:
+        try:
+            answer = drive(self.agent.sim, self.pin, self._level, timeout=2.0)
+        except OSError:
+            answer = "unreachable"
+        if answer == "ok":
+            self.transitions += 1
+            self._level = "low" if self._level == "high" else "high"
+        else:
+            self.failures += 1
 
 
 # -- the final check ------------------------------------------------------------------
@@ -251,8 +272,8 @@ def settle(site: FaultSite, agent_ids: list[str], numbers: Numbers, *, since: fl
         # The last transitions are confirmed by the agent's debounce after the
         # toggler's last drive: wait for them too, then check them in full.
         for toggler in togglers or ():
-            kinds = zone_events_by_boot(site, toggler.agent.agent_id).values()
-            if sum(len(k) for k in kinds) < toggler.transitions:
+            boots = list(zone_events_by_boot(site, toggler.agent.agent_id).values())
+            if not boots or len(boots[-1]) < toggler.this_life:
                 return False
         found.append(t)
         return True
