@@ -163,6 +163,15 @@ class Event:
 
     @classmethod
     def from_map(cls, d: Mapping[str, Any]) -> Event:
+        # Central decodes thousands a second: a well-formed map takes the
+        # fast path; anything it does not accept goes the checked way, which
+        # says what is wrong (the fast path accepts nothing the checked one
+        # would refuse, and builds the same event).
+        event = _event_fast(d)
+        return event if event is not None else cls._from_map_checked(d)
+
+    @classmethod
+    def _from_map_checked(cls, d: Mapping[str, Any]) -> Event:
         what = "event"
         kind_name = _str(d, "kind", what)
         try:
@@ -208,6 +217,88 @@ def _kind_fields(kind: EventKind, d: Mapping[str, Any]) -> dict[str, Any]:
         if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= NAME_MAX_LEN):
             fields[key] = value
     return fields
+
+
+_KIND_BY_NAME: dict[str, EventKind] = {str(k): k for k in EventKind}
+_BASE_KEY_COUNT = len(_EVENT_KEYS)
+# The slots of Event, set directly: a frozen dataclass's __init__ goes through
+# object.__setattr__ per field and __post_init__ copies ``fields``, which cost
+# more than all the checks of an event together.
+_new = object.__new__
+(_set_eseq, _set_boot_id, _set_kind, _set_source, _set_ts, _set_mono_ms, _set_clock_synced, _set_replayed,
+ _set_fields) = (Event.__dict__[name].__set__ for name in (
+    "eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed", "fields"))
+
+
+def _event_fast(d: Mapping[str, Any]) -> Event | None:
+    """The event of a well-formed map, or None when any check of Event.from_map might fail.
+
+    Exactly the checks of the field readers above, written inline; msgpack
+    gives exact ``str``, ``int`` and ``bool``, so anything else (or any
+    doubt) returns None and the caller takes the checked path.
+    """
+    get = d.get
+    name = get("kind")
+    if type(name) is not str:
+        return None
+    kind = _KIND_BY_NAME.get(name)
+    eseq = get("eseq")
+    boot_id = get("boot_id")
+    source = get("source")
+    ts = get("ts")
+    mono_ms = get("mono_ms")
+    clock_synced = get("clock_synced")
+    replayed = get("replayed")
+    if (
+        kind is None
+        or type(eseq) is not int or not 1 <= eseq <= _INT64_MAX
+        or type(boot_id) is not str or not 0 < len(boot_id) <= NAME_MAX_LEN
+        or type(source) is not str or not 0 < len(source) <= NAME_MAX_LEN
+        or type(ts) is not int or not -_INT64_MAX <= ts <= _INT64_MAX
+        or type(mono_ms) is not int or not 0 <= mono_ms <= _INT64_MAX
+        or (clock_synced is not True and clock_synced is not False)
+        or (replayed is not True and replayed is not False)
+    ):
+        return None
+    fields: dict[str, Any]
+    if kind is EventKind.SCAN:
+        tag = get("tag")
+        if type(tag) is not str or not 0 < len(tag) <= 32 or not _TAG_RE.match(tag):
+            return None
+        fields = {"tag": tag}
+    elif kind is EventKind.FAULT:
+        code = get("code")
+        detail = get("detail")
+        if (type(code) is not str or not 0 < len(code) <= NAME_MAX_LEN
+                or type(detail) is not str or len(detail) > _MAX_DETAIL_LEN):
+            return None
+        fields = {"code": code, "detail": detail}
+    elif kind is EventKind.OUTPUT:
+        output = get("output")
+        on = get("on")
+        if type(output) is not str or not 0 < len(output) <= NAME_MAX_LEN or (on is not True and on is not False):
+            return None
+        fields = {"output": output, "on": on}
+    else:
+        fields = {}
+    if len(d) != _BASE_KEY_COUNT + len(fields):
+        # Extra keys: all the base and kind keys are present, so there are some.
+        for key, value in d.items():
+            if key in _EVENT_KEYS or key in fields:
+                continue
+            if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= NAME_MAX_LEN):
+                fields[key] = value
+    event = _new(Event)
+    _set_eseq(event, eseq)
+    _set_boot_id(event, boot_id)
+    _set_kind(event, kind)
+    _set_source(event, source)
+    _set_ts(event, ts)
+    _set_mono_ms(event, mono_ms)
+    _set_clock_synced(event, clock_synced)
+    _set_replayed(event, replayed)
+    _set_fields(event, MappingProxyType(fields))
+    return event
 
 
 # -- birth, state, telemetry --------------------------------------------------
