@@ -46,7 +46,7 @@ BATCH_MAX = 5000  # events per transaction; bounds the time a batch holds the wr
 QUEUE_MAX = 200_000  # decoded messages waiting; beyond this they are dropped unacked (agents resend)
 TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
 LINGER_S = 0.02  # under a stream, a batch waits this long for more (one fsync for many events)
-BUSY_GAP_S = 0.1  # a batch this soon after the last one means a stream
+LINGER_GAP_S = 0.002  # ... but no longer than this for the next one: a short burst is not a stream
 STOP_TIMEOUT_S = 10.0
 _LOST_RANGES_KEPT = 20
 
@@ -97,7 +97,6 @@ class Ingest:
         self._integrity = IntegrityChecker()
         self._violations: list[Violation] = []
         self._times_changed: set[str] = set()
-        self._last_batch_at = float("-inf")
         self._ledgers: dict[str, EseqLedger] = {}
         self._gapped: set[str] = set()
         self._counts_lock = threading.Lock()
@@ -295,27 +294,33 @@ class Ingest:
         """The next batch: what is queued, and under a stream a moment's more.
 
         Each commit costs an fsync and a round of acks, so while messages keep
-        coming the writer waits up to LINGER_S for more; a lone event after a
-        quiet spell is stored at once.
+        coming the writer waits up to LINGER_S for more. Only while they keep
+        coming: more than one message waiting when the writer comes round
+        (they piled up during the last commit) starts the wait, and a pause of
+        LINGER_GAP_S ends it. A lone alarm, or the few messages one alarm
+        brings (its event and the agent's state), is stored at once; a
+        backlog draining at thousands a second fills batches of hundreds.
         """
         try:
             items = [self._queue.get(timeout=TICK_S)]
         except queue.Empty:
             return []
-        now = self._monotonic()
-        deadline = now + LINGER_S if now - self._last_batch_at < BUSY_GAP_S else None
-        self._last_batch_at = now
+        deadline: float | None = None
         while len(items) < self._batch_max and items[-1] is not _STOP:
             try:
                 items.append(self._queue.get_nowait())
                 continue
             except queue.Empty:
                 pass
-            left = 0.0 if deadline is None else deadline - self._monotonic()
+            if deadline is None:
+                if len(items) == 1:
+                    break
+                deadline = self._monotonic() + LINGER_S
+            left = deadline - self._monotonic()
             if left <= 0:
                 break
             try:
-                items.append(self._queue.get(timeout=left))
+                items.append(self._queue.get(timeout=min(left, LINGER_GAP_S)))
             except queue.Empty:
                 break
         return items
