@@ -10,13 +10,9 @@ from types import FrameType
 
 from agent.config import load_config
 from agent.runtime import Agent
-from gridpatrol.systemd import SystemdNotifier
+from gridpatrol.systemd import SystemdNotifier, supervise
 
 _LOGGER = logging.getLogger(__name__)
-
-# How often the main thread looks at the agent's health when systemd has no
-# watchdog for it (it still logs a stall).
-HEALTH_CHECK_S = 5.0
 
 
 def run_agent(args: argparse.Namespace) -> int:
@@ -28,26 +24,12 @@ def run_agent(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    notifier = SystemdNotifier()
     try:
         agent = Agent(config)
         try:
             agent.start()
-            notifier.ready()
-            interval = notifier.watchdog_interval_s or HEALTH_CHECK_S
-            stalled = False
-            while not stop.wait(interval):
-                if agent.healthy():
-                    if stalled:
-                        _LOGGER.info("agent threads are going round again")
-                    stalled = False
-                    if notifier.watchdog_interval_s is not None:
-                        notifier.watchdog()
-                elif not stalled:
-                    # No ping: systemd's watchdog restarts us if this lasts.
-                    stalled = True
-                    _LOGGER.error("an agent thread is stalled: watchdog pings withheld")
-            notifier.stopping()
+            # Healthy while the input loop and the MQTT session both go round.
+            supervise(stop, agent.healthy, notifier=SystemdNotifier(), name=f"agent {config.agent_id}")
         finally:
             agent.stop()
     finally:

@@ -27,6 +27,8 @@ from wire.topics import is_valid_agent_id
 
 _LOGGER = logging.getLogger(__name__)
 
+HEALTH_CHECK_S = 1.0  # how often central's health is looked at when systemd set no watchdog
+
 
 class UsageError(ValueError):
     """A command-line value is wrong; exit status 2."""
@@ -35,7 +37,7 @@ class UsageError(ValueError):
 def run_central(args: argparse.Namespace) -> int:
     """Run until SIGTERM or SIGINT, then publish the offline status and close."""
     from central.app import Central  # paho and the rest only for the long-running command
-    from gridpatrol.systemd import SystemdNotifier
+    from gridpatrol.systemd import SystemdNotifier, supervise
 
     config = load_config(args.config)
     stop = threading.Event()
@@ -45,23 +47,14 @@ def run_central(args: argparse.Namespace) -> int:
         stop.set()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
-    notifier = SystemdNotifier()
     try:
         central = Central(config)
         central.start()
         try:
-            notifier.ready()
-            interval = min(1.0, notifier.watchdog_interval_s or 1.0)
-            while not stop.wait(interval):
-                if notifier.watchdog_interval_s is None:
-                    continue
-                if central.healthy():
-                    notifier.watchdog()
-                else:
-                    # No ping: systemd's watchdog restarts central if this lasts.
-                    _LOGGER.error("central: the ingest writer is stalled: watchdog pings withheld")
+            # Healthy while the ingest writer goes round.
+            supervise(stop, central.healthy, notifier=SystemdNotifier(), name="central's ingest writer",
+                      check_s=HEALTH_CHECK_S)
         finally:
-            notifier.stopping()
             central.stop()
     finally:
         for s, handler in previous.items():

@@ -3,7 +3,8 @@
 systemd passes ``NOTIFY_SOCKET`` (a Unix datagram socket; a leading ``@``
 means the abstract namespace) and, with ``WatchdogSec=``, ``WATCHDOG_USEC``.
 Without them every call is a no-op, so agent and central run the same by hand.
-Shared by both, which may not import each other.
+Shared by both, which may not import each other: :func:`supervise` is the
+main thread's loop of ``gridpatrol agent`` and ``gridpatrol central`` alike.
 """
 
 from __future__ import annotations
@@ -11,12 +12,15 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from typing import Mapping
+import threading
+from typing import Callable, Mapping
 
 _LOGGER = logging.getLogger(__name__)
 
 # Ping at half the watchdog period, as sd_watchdog_enabled(3) recommends.
 WATCHDOG_FRACTION = 0.5
+# How often health is looked at when systemd set no watchdog (a stall is still logged).
+HEALTH_CHECK_S = 5.0
 
 
 class SystemdNotifier:
@@ -56,3 +60,34 @@ class SystemdNotifier:
 
     def stopping(self) -> bool:
         return self.notify("STOPPING=1")
+
+
+def supervise(stop: threading.Event, healthy: Callable[[], bool], *, notifier: SystemdNotifier, name: str,
+              check_s: float = HEALTH_CHECK_S) -> None:
+    """READY=1, then until ``stop`` is set WATCHDOG=1 while ``healthy()``; STOPPING=1 at the end.
+
+    Call once the service is up. ``healthy()`` says whether the threads that
+    do the work are going round (the agent's input loop and session, central's
+    ingest writer). While it says no, the pings are withheld, so systemd's
+    watchdog restarts a hung service instead of leaving it half alive; the
+    stall is logged once, and so is the recovery. Health is looked at every
+    ``check_s`` seconds, or at the ping interval if that is shorter.
+    """
+    notifier.ready()
+    ping_s = notifier.watchdog_interval_s
+    interval = check_s if ping_s is None else min(check_s, ping_s)
+    stalled = False
+    try:
+        while not stop.wait(interval):
+            if healthy():
+                if stalled:
+                    _LOGGER.warning("%s is going round again: watchdog pings resume", name)
+                stalled = False
+                if ping_s is not None:
+                    notifier.watchdog()
+            elif not stalled:
+                stalled = True
+                # No ping: systemd's watchdog restarts the service if this lasts.
+                _LOGGER.error("%s is stalled: watchdog pings withheld", name)
+    finally:
+        notifier.stopping()
