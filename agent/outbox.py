@@ -15,6 +15,12 @@ Bound: at ``max_events`` rows, kinds other than alarms, panics, tampers and
 scans are no longer stored (counted, one ``outbox-full`` fault); those four
 are never dropped. A dropped event gets no eseq, so central sees no gap.
 
+Full disk: a :class:`~agent.reserve.DiskReserve` beside the file is given
+back when SQLite first reports the disk full; with that room the WAL is
+truncated, acks still delete rows and critical events are still stored. One
+``disk-full`` fault says so; other kinds are shed until the disk has room
+again. Critical events that find no room at all wait in memory, in order.
+
 The outbox knows no MQTT. It is thread-safe: the input loop appends, the
 session thread acks and reads.
 """
@@ -30,6 +36,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 from agent.events import FaultCode
+from agent.reserve import DiskReserve
 from wire.codec import pack, unpack
 from wire.messages import CRITICAL_KINDS, Event, EventKind
 
@@ -45,6 +52,7 @@ REARM_FRACTION = 0.75
 # beyond this many something is badly wrong and we say so in the log.
 PENDING_CRITICAL_WARN = 1_000
 READ_LIMIT = 1_000
+DISK_FULL_DETAIL = "the disk is full: only alarms, panics, tampers and scans are stored until it has room again"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(
@@ -93,10 +101,23 @@ def _is_disk_full(exc: sqlite3.Error) -> bool:
     return getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc)
 
 
+def _must_keep(item: _Pending) -> bool:
+    """Critical kinds, and the fault that says the disk is full, wait for room rather than go."""
+    return item.kind in CRITICAL_KINDS or (item.kind is EventKind.FAULT and item.fields.get("code") == FaultCode.DISK_FULL)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
 class Outbox:
     """Durable, bounded, ack-driven store of an agent's events."""
 
-    def __init__(self, path: Path, *, max_events: int, warn_fraction: float = 0.8) -> None:
+    def __init__(self, path: Path, *, max_events: int, warn_fraction: float = 0.8,
+                 reserve: DiskReserve | None = None) -> None:
         if max_events < 1:
             raise ValueError(f"outbox max_events must be at least 1, not {max_events}")
         if not 0 < warn_fraction <= 1:
@@ -107,8 +128,11 @@ class Outbox:
         self._rearm_level = int(self.warn_level * REARM_FRACTION)
         self._lock = threading.Lock()
         self._pending: deque[_Pending] = deque()
+        self._reserve = reserve if reserve is not None else DiskReserve(self.path.with_name(self.path.name + ".reserve"))
+        self._disk_full = False  # a full-disk episode: only critical kinds are stored
+        self._disk_fault_due = False  # its fault goes in with the next event
         self._counters = {"appended": 0, "dropped": 0, "disk_full": 0, "critical_waiting": 0, "acks_ahead": 0,
-                          "bdseq_unsaved": 0}
+                          "bdseq_unsaved": 0, "disk_full_episodes": 0}
         try:
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
@@ -156,6 +180,8 @@ class Outbox:
         self._depth = int(count)
         self._filling_reported = self._depth >= self.warn_level
         self._full_reported = self._depth >= self.max_events
+        if not self._reserve.take():
+            self._enter_disk_full(f"less than {self._reserve.size + self._reserve.resume_free} bytes free")
         _LOGGER.info("outbox %s: %d unacked events (eseq %d..%d), bdseq %d",
                      self.path, self._depth, self._acked + 1, self._last, self._bdseq)
 
@@ -230,13 +256,16 @@ class Outbox:
         with self._lock:
             db = self._conn()
             self._store_waiting(db)
+            if not critical and (self._pending or self._disk_full):
+                # The disk is full, or was: others are shed, so that the room
+                # left goes to the events that must not be lost.
+                self._counters["disk_full"] += 1
+                self._report_disk_full(db, item)
+                return None
             if self._pending:
-                # The disk is still full. Critical events queue up behind the
-                # ones already waiting, in order; others are not kept.
-                if critical:
-                    self._pending.append(item)
-                else:
-                    self._counters["disk_full"] += 1
+                # Still no room: critical events queue up behind those waiting, in order.
+                self._pending.append(item)
+                self._report_disk_full(db, item)
                 return None
             if self._depth >= self.max_events and not critical:
                 self._counters["dropped"] += 1
@@ -245,44 +274,90 @@ class Outbox:
                     self._full_reported = True
                     _LOGGER.warning("outbox %s is full (%d events): dropping non-critical events", self.path, self._depth)
                     detail = f"{self._depth} events unacknowledged; only alarms, panics, tampers and scans are kept"
-                    self._insert(db, [self._fault(item, FaultCode.OUTBOX_FULL, detail)], critical=False)
+                    self._insert(db, [self._fault(item, FaultCode.OUTBOX_FULL, detail)])
                 return None
             batch = [item]
+            if self._disk_fault_due:
+                self._disk_fault_due = False
+                batch.append(self._fault(item, FaultCode.DISK_FULL, DISK_FULL_DETAIL))
             if not self._filling_reported and self._depth + 1 >= self.warn_level:
                 self._filling_reported = True
                 batch.append(self._fault(item, FaultCode.OUTBOX_FILLING,
                                          f"{self._depth + 1} of {self.max_events} events unacknowledged"))
                 _LOGGER.warning("outbox %s is filling: %d of %d events", self.path, self._depth + 1, self.max_events)
-            stored = self._insert(db, batch, critical=critical)
+            stored = self._insert(db, batch)
             return stored[0] if stored else None
 
     def _fault(self, cause: _Pending, code: str, detail: str) -> _Pending:
         return _Pending(EventKind.FAULT, OUTBOX_SOURCE, {"code": code, "detail": detail},
                         cause.ts, cause.mono_ms, cause.clock_synced, cause.boot_id)
 
-    def _insert(self, db: sqlite3.Connection, batch: list[_Pending], *, critical: bool) -> list[Event]:
-        """Store ``batch`` in one transaction; on a full disk count it or keep it waiting."""
-        first = self._last + 1
-        events = [item.numbered(first + i) for i, item in enumerate(batch)]
+    def _report_disk_full(self, db: sqlite3.Connection, cause: _Pending) -> None:
+        """The episode's one ``disk-full`` fault, stamped like the event that met it."""
+        if not self._disk_fault_due:
+            return
+        self._disk_fault_due = False
+        fault = self._fault(cause, FaultCode.DISK_FULL, DISK_FULL_DETAIL)
+        if self._pending:
+            self._pending.append(fault)
+        else:
+            self._insert(db, [fault])
+
+    def _enter_disk_full(self, why: str) -> None:
+        self._disk_full = True
+        self._disk_fault_due = True
+        self._counters["disk_full_episodes"] += 1
+        _LOGGER.error("outbox %s: %s; only alarms, panics, tampers and scans are stored until it has room",
+                      self.path, why)
+
+    def _make_room(self, db: sqlite3.Connection) -> bool:
+        """Give back the reserve and truncate the WAL; True when either freed anything."""
+        released = self._reserve.release()
+        if released:
+            _LOGGER.warning("outbox %s: disk full; released the %d bytes set aside for it", self.path, self._reserve.size)
+        wal = self.path.with_name(self.path.name + "-wal")
+        before = _size(wal)
         try:
-            with self._transaction(db):
-                db.executemany(
-                    "INSERT INTO events(eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    [(e.eseq, str(e.kind), e.source, e.ts, e.mono_ms, int(e.clock_synced), e.boot_id,
-                      pack(dict(e.fields))) for e in events],
-                )
-                db.execute("UPDATE meta SET value = ? WHERE key = 'last_eseq'", (events[-1].eseq,))
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         except sqlite3.OperationalError as exc:
-            if not _is_disk_full(exc):
-                raise
-            self._counters["disk_full"] += 1
-            if critical:
-                self._pending.append(batch[0])  # the fault after it is not worth keeping
-                if len(self._pending) in (1, PENDING_CRITICAL_WARN):
-                    _LOGGER.error("outbox %s: disk full; %d critical events wait in memory", self.path, len(self._pending))
-            else:
-                _LOGGER.warning("outbox %s: disk full; %s event from %s not stored", self.path, batch[0].kind, batch[0].source)
+            _LOGGER.debug("outbox %s: checkpoint on a full disk failed: %s", self.path, exc)
+        return released or _size(wal) < before
+
+    def _write(self, db: sqlite3.Connection, events: list[Event]) -> None:
+        with self._transaction(db):
+            db.executemany(
+                "INSERT INTO events(eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [(e.eseq, str(e.kind), e.source, e.ts, e.mono_ms, int(e.clock_synced), e.boot_id,
+                  pack(dict(e.fields))) for e in events],
+            )
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_eseq'", (events[-1].eseq,))
+
+    def _insert(self, db: sqlite3.Connection, batch: list[_Pending]) -> list[Event]:
+        """Store ``batch`` in one transaction; on a full disk make room once, else keep what must not be lost."""
+        made_room = False
+        while True:
+            first = self._last + 1
+            events = [item.numbered(first + i) for i, item in enumerate(batch)]
+            try:
+                self._write(db, events)
+                break
+            except sqlite3.OperationalError as exc:
+                if not _is_disk_full(exc):
+                    raise
+                if not self._disk_full:
+                    self._enter_disk_full("the disk is full")
+                if self._disk_fault_due:
+                    self._disk_fault_due = False
+                    batch = [*batch, self._fault(batch[0], FaultCode.DISK_FULL, DISK_FULL_DETAIL)]
+                if not made_room and self._make_room(db):
+                    made_room = True
+                    continue
+            kept = [item for item in batch if _must_keep(item)]
+            self._counters["disk_full"] += len(batch) - len(kept)
+            self._pending.extend(kept)
+            if kept and len(self._pending) in (len(kept), PENDING_CRITICAL_WARN):
+                _LOGGER.error("outbox %s: disk full; %d critical events wait in memory", self.path, len(self._pending))
             return []
         self._last = events[-1].eseq
         self._depth += len(events)
@@ -291,22 +366,17 @@ class Outbox:
 
     def _store_waiting(self, db: sqlite3.Connection) -> None:
         """Store critical events that met a full disk, oldest first, while space allows."""
+        made_room = False
         while self._pending:
-            item = self._pending[0]
-            first = self._last + 1
-            event = item.numbered(first)
+            event = self._pending[0].numbered(self._last + 1)
             try:
-                with self._transaction(db):
-                    db.execute(
-                        "INSERT INTO events(eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields)"
-                        " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                        (event.eseq, str(event.kind), event.source, event.ts, event.mono_ms,
-                         int(event.clock_synced), event.boot_id, pack(dict(event.fields))),
-                    )
-                    db.execute("UPDATE meta SET value = ? WHERE key = 'last_eseq'", (event.eseq,))
+                self._write(db, [event])
             except sqlite3.OperationalError as exc:
                 if not _is_disk_full(exc):
                     raise
+                if not made_room and self._make_room(db):
+                    made_room = True
+                    continue
                 return
             self._pending.popleft()
             self._last = event.eseq
@@ -330,16 +400,35 @@ class Outbox:
                 eseq = self._last
                 if eseq <= self._acked:
                     return 0
-            with self._transaction(db):
-                deleted = db.execute("DELETE FROM events WHERE eseq <= ?", (eseq,)).rowcount
-                db.execute("UPDATE meta SET value = ? WHERE key = 'acked_eseq'", (eseq,))
+            try:
+                deleted = self._delete_acked(db, eseq)
+            except sqlite3.OperationalError as exc:
+                # Not even a deletion fits on a full disk (it goes to the WAL
+                # first): make room, or the outbox could never shrink again.
+                if not _is_disk_full(exc):
+                    raise
+                if not self._disk_full:
+                    self._enter_disk_full("the disk is full")
+                if not self._make_room(db):
+                    raise
+                deleted = self._delete_acked(db, eseq)
             self._acked = eseq
             self._depth = self._last - self._acked
             if self._depth < self._rearm_level:
                 self._filling_reported = False
                 self._full_reported = False
+            if self._disk_full and self._reserve.take():
+                self._disk_full = False
+                self._disk_fault_due = False
+                _LOGGER.warning("outbox %s: the disk has room again; every kind of event is stored", self.path)
             self._store_waiting(db)
             return deleted
+
+    def _delete_acked(self, db: sqlite3.Connection, eseq: int) -> int:
+        with self._transaction(db):
+            deleted = int(db.execute("DELETE FROM events WHERE eseq <= ?", (eseq,)).rowcount)
+            db.execute("UPDATE meta SET value = ? WHERE key = 'acked_eseq'", (eseq,))
+        return deleted
 
     def unacked(self, from_eseq: int = 1, limit: int = READ_LIMIT) -> list[Event]:
         """Stored events from ``from_eseq`` on, in eseq order, at most ``limit``."""

@@ -161,29 +161,40 @@ def _fill_disk(box: Outbox) -> None:
     assert db is not None
     (pages,) = db.execute("PRAGMA page_count").fetchone()
     db.execute(f"PRAGMA max_page_count={pages}")
-    while box.counters["outbox_disk_full"] == 0:
+    while box.counters["outbox_disk_full_episodes"] == 0:
         _append(box, EventKind.FAULT, "filler", code="filler", detail="x" * 400)
-    # Then the smallest row there is, until not even that fits.
-    while box.counters["outbox_disk_full"] == 1:
-        box.append(EventKind.RESTORE, "z", {}, **STAMP)  # type: ignore[arg-type]
+    # Others are shed from now on; critical events are still stored while
+    # they fit. Fill with the smallest until not even that does: it waits.
+    while _append(box, EventKind.SCAN, "gate-1") is not None:
+        pass
 
 
-def test_disk_full_is_counted_for_others_and_waits_for_critical(tmp_path: Path) -> None:
+def test_disk_full_sheds_others_keeps_critical_waiting_and_says_so_once(tmp_path: Path) -> None:
     with Outbox(tmp_path / "outbox.db", max_events=10_000) as box:
         _fill_disk(box)
+        before = box.unacked(limit=10_000)
         last = box.last_eseq
+        shed = box.counters["outbox_disk_full"]
         assert _append(box, EventKind.RESTORE, "north-fence") is None
-        assert box.counters["outbox_disk_full"] == 3
+        assert box.counters["outbox_disk_full"] == shed + 1
         # A panic cannot be stored now, but it is not lost: it waits, in order.
+        waiting = box.counters["outbox_critical_waiting"]
         assert _append(box, EventKind.PANIC, "office-panic") is None
         assert _append(box, EventKind.ALARM, "north-fence") is None
-        assert box.counters["outbox_critical_waiting"] == 2
+        assert box.counters["outbox_critical_waiting"] == waiting + 2
         assert box.last_eseq == last
         # An ack frees pages; the waiting events are stored at once, in order, no gap.
         box.ack(last)
         assert box.counters["outbox_critical_waiting"] == 0
         stored = box.unacked()
-        assert [(e.eseq, e.kind) for e in stored] == [(last + 1, EventKind.PANIC), (last + 2, EventKind.ALARM)]
+        assert [e.eseq for e in stored] == list(range(last + 1, last + 1 + waiting + 2))
+        assert [e.kind for e in stored[-2:]] == [EventKind.PANIC, EventKind.ALARM]
+        # One disk-full fault for the episode, stored after the filler that met the full disk.
+        faults = [e for e in [*before, *stored] if e.fields.get("code") == "disk-full"]
+        assert [(e.kind, e.source, dict(e.fields)) for e in faults] == [
+            (EventKind.FAULT, "outbox", {"code": "disk-full", "detail": "the disk is full: only alarms, panics, "
+                                         "tampers and scans are stored until it has room again"}),
+        ]
         assert box.integrity_ok()
 
 
