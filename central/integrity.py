@@ -85,6 +85,7 @@ class _AgentBoots:
     boots: dict[str, int] = field(default_factory=dict)
     # boot id -> [lowest, highest] eseq seen of it since central started.
     ranges: dict[str, list[int]] = field(default_factory=dict)
+    top: str | None = None  # the boot whose range is highest: nothing lies above it
     # Boot ids of live events that no birth announced, with the first such eseq:
     # settled by the agent's next birth.
     unverified: dict[str, int] = field(default_factory=dict)
@@ -136,7 +137,8 @@ class IntegrityChecker:
         while len(st.boots) > BOOTS_KEPT:
             oldest = next(iter(st.boots))
             del st.boots[oldest]
-            st.ranges.pop(oldest, None)
+            if st.ranges.pop(oldest, None) is not None:
+                st.top = max(st.ranges, key=lambda b: st.ranges[b][1], default=None)
             if self._owner.get(oldest) == agent:
                 del self._owner[oldest]
 
@@ -206,9 +208,12 @@ class IntegrityChecker:
         st = self._agents.get(agent)
         if st is None:
             st = self._state(agent)
-        violation = self._place(agent, st, boot_id, eseq, now_ms)
-        if violation is not None:
-            return violation, False
+        if boot_id == st.top and eseq > st.ranges[boot_id][1]:
+            st.ranges[boot_id][1] = eseq  # the hot path: the newest boot numbering on
+        else:
+            violation = self._place(agent, st, boot_id, eseq, now_ms)
+            if violation is not None:
+                return violation, False
         if replayed or boot_id in st.boots or boot_id in st.unverified:
             return None, False
         current = _current_boot(rec)
@@ -239,6 +244,7 @@ class IntegrityChecker:
                 del st.ranges[next(iter(st.ranges))]
         else:
             span[0], span[1] = lo, hi
+        st.top = max(st.ranges, key=lambda b: st.ranges[b][1])
         return None
 
     @staticmethod
