@@ -1,9 +1,11 @@
 """The alarm book: raise, escalate through the tiers, acknowledge, resolve.
 
 An ``alarm``, ``tamper`` or ``panic`` event raises an alarm at the unit of its
-agent. It stays ``active`` until staff acknowledge it; then it is ``resolved``
-at once for a panic (the ack releases the button's latch) and otherwise once
-its source has restored (before or after the ack), else ``acknowledged``.
+agent, and so does a message that contradicts itself (``suspicious``, from
+ingest's integrity checks). It stays ``active`` until staff acknowledge it;
+then it is ``resolved`` at once for a panic (the ack releases the button's
+latch) or a suspicious message (nothing restores a forgery), and otherwise
+once its source has restored (before or after the ack), else ``acknowledged``.
 Unacknowledged, it climbs one tier each time it has waited its tier's time
 (``[escalation]`` grid_s, community_s, street_s) up to the district; every
 step is a row of ``alarm_steps``.
