@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sqlite3
@@ -40,7 +41,7 @@ _LOGGER = logging.getLogger(__name__)
 
 SUMMARY_EVERY_S = 2.0
 REPORT_EVERY_S = 10.0
-PROCESS_START_TIMEOUT_S = 30.0
+PROCESS_START_TIMEOUT_S = 90.0  # twelve Python processes starting at once on a busy 2-core machine
 TAP_REPEATS = 5  # an RDM6300 repeats its frame while the card lies on it
 TAP_REPEAT_S = 0.1
 DEMO_USER = "demo"
@@ -54,11 +55,8 @@ class _Agent:
     proxy: TcpProxy
     reader_master: int
     reader_slave: int
+    sim: Path
     proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def sim(self) -> Path:
-        return self.directory / "sim.sock"
 
 
 class Demo:
@@ -74,6 +72,9 @@ class Demo:
         self.central: subprocess.Popen[bytes] | None = None
         self.agents: dict[str, _Agent] = {}
         self.password = secrets.token_urlsafe(9)
+        # Unix socket paths may not exceed 107 bytes, and --dir can be deep:
+        # the simulation sockets live in a short folder of their own.
+        self._sock_dir = Path(tempfile.mkdtemp(prefix="gp-demo-"))
         self._stop = threading.Event()
         self._taps: list[threading.Thread] = []
         self._log_lines: list[str] = []
@@ -133,6 +134,7 @@ class Demo:
                     pass
         if self.broker is not None:
             self.broker.stop()
+        shutil.rmtree(self._sock_dir, ignore_errors=True)
 
     # -- starting things -----------------------------------------------------
 
@@ -174,10 +176,11 @@ class Demo:
         master, slave = os.openpty()
         proxy = TcpProxy(self.broker_addr).start()
         conf = adir / "agent.toml"
+        sim = self._sock_dir / f"{len(self.agents)}.sock"
         conf.write_text(
-            D.agent_toml(spec, data_dir=str(adir), mqtt_port=proxy.port, sim_socket=str(adir / "sim.sock"), reader_port=os.ttyname(slave))
+            D.agent_toml(spec, data_dir=str(adir), mqtt_port=proxy.port, sim_socket=str(sim), reader_port=os.ttyname(slave))
         )
-        agent = _Agent(spec, adir, conf, proxy, master, slave)
+        agent = _Agent(spec, adir, conf, proxy, master, slave, sim)
         self.agents[spec.agent_id] = agent
         return agent
 
