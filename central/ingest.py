@@ -112,6 +112,8 @@ class Ingest:
         self._start_error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self.last_beat = 0.0  # monotonic time the writer last went round its loop (for the watchdog)
+        self._extra: tuple[str, ...] = ()  # subscribe_extra's filters
+        self._own_sub_mid: int | None = None
         self._client = self._make_client()
 
     # -- life cycle -------------------------------------------------------------
@@ -119,6 +121,28 @@ class Ingest:
     def add_listener(self, listener: Listener) -> None:
         """Attach a listener; call before start()."""
         self._listeners = (*self._listeners, listener)
+
+    def subscribe_extra(self, topic_filter: str, callback: Callable[[str, bytes, bool], None]) -> None:
+        """Also subscribe to ``topic_filter`` (QoS 1, on every connect); its messages go to ``callback``.
+
+        ``callback(topic, payload, retained)`` runs on paho's thread: enqueue and
+        return. Only for topics outside the agents' tree (Home Assistant's
+        ``homeassistant/status``): central keeps one MQTT connection, since the
+        broker makes its certificate's CN the client id. Call before start().
+        """
+        if topic_filter.split("/", 1)[0] in (topics.ROOT.split("/", 1)[0], "+", "#"):
+            raise ValueError(f"extra subscription {topic_filter!r} would overlap the agents' topics")
+
+        def deliver(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+            try:
+                callback(msg.topic, msg.payload, bool(msg.retain))
+            except UnicodeDecodeError:
+                _LOGGER.warning("dropped a message with a topic that is not UTF-8 under %r", topic_filter)
+            except Exception:  # an exception here would end paho's network thread
+                _LOGGER.exception("the subscriber of %r failed", topic_filter)
+
+        self._client.message_callback_add(topic_filter, deliver)
+        self._extra = (*self._extra, topic_filter)
 
     def start(self) -> None:
         """Open the store, then connect (in the background, retrying until the broker answers)."""
@@ -227,11 +251,17 @@ class Ingest:
             return
         _LOGGER.info("connected to %s:%s (session present: %s)", self._config.host, self._config.port,
                      flags.session_present)
-        client.subscribe([(t, 1) for t in topics.CENTRAL_SUBSCRIPTIONS])
+        _, self._own_sub_mid = client.subscribe([(t, 1) for t in topics.CENTRAL_SUBSCRIPTIONS])
+        if self._extra:  # a packet of their own: a refusal there must not hold up ingest
+            client.subscribe([(t, 1) for t in self._extra])
         client.publish(topics.CENTRAL_STATUS, self._status(True), qos=1, retain=True)
 
     def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
         failed = [r for r in reasons if r.is_failure]
+        if mid != self._own_sub_mid:
+            if failed:
+                _LOGGER.error("broker refused the extra subscriptions %s: %s", list(self._extra), failed)
+            return
         if failed:
             _LOGGER.error("broker refused central's subscriptions: %s", failed)
             return
