@@ -17,6 +17,7 @@ from typing import Callable, Iterable, Sequence
 from central.alarms import AlarmBook, offline_agents
 from central.bus import Bus
 from central.config import CentralConfig
+from central.homeassistant import HomeAssistant
 from central.ingest import Ingest, Listener
 from central.plan.registry import PlanRegistry
 from central.store import Store, StoredEvent
@@ -77,6 +78,13 @@ class Central:
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
                                              publish=self.ingest.publish, bus=self.bus, clock=clock)
             self.ingest.add_listener(self.tracker)
+        self.homeassistant: HomeAssistant | None = None
+        if config.homeassistant.enabled:  # docs/homeassistant.md
+            self.homeassistant = HomeAssistant(config.homeassistant, store=self.store, plans=self.plans,
+                                               publish=self.ingest.publish, clock=clock)
+            for topic_filter in self.homeassistant.subscriptions:
+                self.ingest.subscribe_extra(topic_filter, self.homeassistant.message_received)
+            self.ingest.add_listener(self.homeassistant)
         self._want_web = web
         self.web_server = None
         self._started = False
@@ -108,6 +116,8 @@ class Central:
             self.alarm_book.start()
         if self.tracker is not None:
             self.tracker.start()
+        if self.homeassistant is not None:
+            self.homeassistant.start()
         if self._want_web:
             self._start_web()
         _LOGGER.info("central: store %s, broker %s:%s%s", self.store.path, self.config.mqtt.host, self.config.mqtt.port,
@@ -137,6 +147,8 @@ class Central:
             self.web_server.stop()
         if self.tracker is not None:
             self.tracker.stop()
+        if self.homeassistant is not None:
+            self.homeassistant.stop()
         if self.alarm_book is not None:
             self.alarm_book.close()
         self.ingest.stop()
