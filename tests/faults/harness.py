@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import json
 import random
-import socket
 import sqlite3
+import sys
 import threading
 import time
 from contextlib import closing
@@ -54,11 +54,12 @@ class FaultSite(Site):
         self.envs[agent_id] = dict(env or {})
         return a
 
-    def start_agent(self, agent_id: str) -> AgentProc:
+    def start_agent(self, agent_id: str, *, launcher: str = "gridpatrol.cli") -> AgentProc:
+        """Start the agent's process (``launcher``: the module run with ``python -m``)."""
         a = self.agents[agent_id]
         a.sim.unlink(missing_ok=True)
-        a.proc = self.processes.gridpatrol("agent", "--config", str(a.config), log=self.root / f"{agent_id}.log",
-                                           env=self.envs.get(agent_id))
+        a.proc = self.processes.start([sys.executable, "-m", launcher, "agent", "--config", str(a.config)],
+                                      log=self.root / f"{agent_id}.log", env=self.envs.get(agent_id), cwd=REPO)
         wait_until(lambda: a.sim.exists() or self._died(a.proc), timeout=20, message=f"{agent_id} sim socket")
         assert a.proc.poll() is None, self.log(agent_id)
         return a
