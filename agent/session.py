@@ -348,6 +348,9 @@ class Session:
             sock = client.socket()
             if sock is not None:
                 sock.close()
+        # A client serves one connection; paho closes its wake-up socket pair
+        # only in a finaliser, which a reference cycle can postpone: close it now.
+        client._reset_sockets(sockpair_only=True)  # noqa: SLF001
 
     def _say_goodbye(self, client: mqtt.Client) -> None:
         """Clean shutdown: retained ``disconnected`` (not the Will's ``offline``)."""

@@ -182,6 +182,9 @@ class Ingest:
         else:
             self._client.disconnect()  # stops any reconnect attempt
         self._client.loop_stop()
+        # paho closes its wake-up socket pair only in a finaliser, which a
+        # reference cycle can postpone indefinitely: close it now.
+        self._client._reset_sockets(sockpair_only=True)  # noqa: SLF001
 
     @property
     def connected(self) -> bool:
@@ -327,33 +330,36 @@ class Ingest:
         coming the writer waits up to LINGER_S for more. Only while they keep
         coming: more than one message waiting when the writer comes round
         (they piled up during the last commit) starts the wait, and a pause of
-        LINGER_GAP_S ends it. A lone alarm, or the few messages one alarm
-        brings (its event and the agent's state), is stored at once; a
-        backlog draining at thousands a second fills batches of hundreds.
+        LINGER_GAP_S with nothing new ends it. A lone alarm, or the few
+        messages one alarm brings (its event and the agent's state), is stored
+        at once or within LINGER_GAP_S; a backlog draining at thousands a
+        second fills batches of hundreds. The wait is a sleep, not a get per
+        message: every wake-up of this thread takes the GIL from paho's, which
+        is what limits the rate.
         """
         try:
             items = [self._queue.get(timeout=TICK_S)]
         except queue.Empty:
             return []
-        deadline: float | None = None
+        self._take_waiting(items)
+        if len(items) > 1:
+            deadline = self._monotonic() + LINGER_S
+            while len(items) < self._batch_max and items[-1] is not _STOP and self._monotonic() < deadline:
+                before = len(items)
+                time.sleep(LINGER_GAP_S)
+                self._take_waiting(items)
+                if len(items) == before:
+                    break
+        return items
+
+    def _take_waiting(self, items: list[Any]) -> None:
+        """Append what is queued now, up to the batch size and never past a stop."""
+        get = self._queue.get_nowait
         while len(items) < self._batch_max and items[-1] is not _STOP:
             try:
-                items.append(self._queue.get_nowait())
-                continue
+                items.append(get())
             except queue.Empty:
-                pass
-            if deadline is None:
-                if len(items) == 1:
-                    break
-                deadline = self._monotonic() + LINGER_S
-            left = deadline - self._monotonic()
-            if left <= 0:
-                break
-            try:
-                items.append(self._queue.get(timeout=min(left, LINGER_GAP_S)))
-            except queue.Empty:
-                break
-        return items
+                return
 
     def _count(self, name: Counter, n: int = 1) -> None:
         with self._counts_lock:

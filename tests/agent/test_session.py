@@ -16,7 +16,12 @@ import pytest
 from agent.config import MqttConfig
 from agent.outbox import Outbox
 from agent.session import Session
-from tests.support import Broker, wait_until
+from tests.support import Broker, wait_until as _support_wait_until
+
+
+def wait_until(predicate, *, timeout: float = 30.0, **kw):  # type: ignore[no-untyped-def]
+    """A generous deadline: the session's reconnect backoff grows to seconds, and a loaded CI machine is slow."""
+    return _support_wait_until(predicate, timeout=timeout, **kw)
 from wire import topics
 from wire.messages import (
     Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind,
