@@ -16,17 +16,19 @@ import pytest
 from agent.config import MqttConfig
 from agent.outbox import Outbox
 from agent.session import Session
-from tests.support import Broker, wait_until as _support_wait_until
-
-
-def wait_until(predicate, *, timeout: float = 30.0, **kw):  # type: ignore[no-untyped-def]
-    """A generous deadline: the session's reconnect backoff grows to seconds, and a loaded CI machine is slow."""
-    return _support_wait_until(predicate, timeout=timeout, **kw)
+from tests.support import Broker
+from tests.support import wait_until as _support_wait_until
 from wire import topics
 from wire.messages import (
     Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind,
     StateSnapshot, Telemetry,
 )
+
+
+def wait_until(predicate, *, timeout: float = 30.0, **kw):  # type: ignore[no-untyped-def]
+    """A generous deadline: the session's reconnect backoff grows to seconds, and a loaded CI machine is slow."""
+    return _support_wait_until(predicate, timeout=timeout, **kw)
+
 
 AGENT = "school-9-gate-1"
 STAMP = dict(ts=1_700_000_000_000, mono_ms=5_000, clock_synced=False, boot_id="b00t1d")
