@@ -22,6 +22,12 @@ class DebouncedContact:
     one, without a break, for ``debounce_s`` seconds. A bounce that returns to
     the confirmed level before then is forgotten.
 
+    Edges are fed with the time they happened, and the thread that ticks may
+    be late (busy with a commit, or starved of CPU). A level that was already
+    held longer than ``debounce_s`` when the next edge came still counts,
+    even if no tick saw it in time: ``tick()`` then returns the changes one by
+    one, in order (``deadline`` is in the past until they are all out).
+
     ``initial`` is the confirmed level to start from; None means unknown, and
     the first raw level is confirmed after ``debounce_s`` like any change.
     """
@@ -35,6 +41,8 @@ class DebouncedContact:
         self._raw: bool | None = initial
         self._raw_since: float | None = None  # when _raw took its present value
         self._last_fed: float | None = None
+        # Levels confirmed by a later edge before any tick saw them: (level, since).
+        self._confirmed: deque[tuple[bool, float]] = deque()
 
     @property
     def level(self) -> bool | None:
@@ -52,8 +60,15 @@ class DebouncedContact:
         return self._changed_at
 
     @property
+    def _latest(self) -> bool | None:
+        """The level confirmed last, whether or not a tick has returned it yet."""
+        return self._confirmed[-1][0] if self._confirmed else self._level
+
+    @property
     def deadline(self) -> float | None:
         """The time a tick would confirm the pending change, or None if none is pending."""
+        if self._confirmed:
+            return self._confirmed[0][1] + self.debounce_s
         if self._raw is None or self._raw == self._level or self._raw_since is None:
             return None
         return self._raw_since + self.debounce_s
@@ -67,11 +82,18 @@ class DebouncedContact:
             now = self._last_fed
         self._last_fed = now
         if active != self._raw:
+            if (self._raw is not None and self._raw_since is not None and self._raw != self._latest
+                    and now - self._raw_since > self.debounce_s):
+                # The level being left had held long enough: it happened, late tick or not.
+                self._confirmed.append((self._raw, self._raw_since))
             self._raw = active
             self._raw_since = now
 
     def tick(self, now: float) -> bool | None:
         """Return the newly confirmed level if it changed, else None."""
+        if self._confirmed:
+            self._level, self._changed_at = self._confirmed.popleft()
+            return self._level
         deadline = self.deadline
         if deadline is None or now < deadline:
             return None

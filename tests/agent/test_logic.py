@@ -114,6 +114,57 @@ def test_debounce_matches_a_model(debounce_ms: int, runs: list[tuple[bool, int]]
     assert seen == expected
 
 
+def test_a_level_held_past_the_debounce_counts_even_if_no_tick_saw_it() -> None:
+    """A busy loop learns of an opening only with its closing: the alarm still happened."""
+    contact = DebouncedContact(0.02, initial=False)
+    contact.feed(True, 1.0)
+    contact.feed(False, 1.04)  # held 40 ms, twice the debounce; no tick in between
+    assert contact.deadline == pytest.approx(1.02)  # in the past: tick at once
+    assert contact.tick(1.2) is True
+    assert contact.changed_at == 1.0
+    assert contact.tick(1.2) is False
+    assert contact.changed_at == 1.04
+    assert contact.tick(1.3) is None
+    assert contact.level is False
+
+
+@settings(deadline=None)
+@given(
+    debounce_ms=st.integers(0, 200),
+    runs=st.lists(st.tuples(st.booleans(), st.integers(1, 400)), min_size=1, max_size=40),
+    tick_every_ms=st.integers(1, 2000),
+)
+def test_late_ticks_lose_no_change(debounce_ms: int, runs: list[tuple[bool, int]], tick_every_ms: int) -> None:
+    """However rarely the loop ticks, every level held longer than the debounce is reported once, in order."""
+    contact = DebouncedContact(float(debounce_ms), initial=False)
+    merged: list[list[int | bool]] = []
+    for level, ms in runs:
+        if merged and merged[-1][0] == level:
+            merged[-1][1] += ms  # type: ignore[operator]
+        else:
+            merged.append([level, ms])
+    seen: list[bool] = []
+    expected: list[bool] = []
+    model = False
+    t_ms = 0
+    next_tick = tick_every_ms
+    for i, (level, ms) in enumerate(merged):
+        assert isinstance(level, bool) and isinstance(ms, int)
+        contact.feed(level, float(t_ms))
+        while next_tick < t_ms + ms:
+            while (got := contact.tick(float(next_tick))) is not None:
+                seen.append(got)
+            next_tick += tick_every_ms
+        last = i == len(merged) - 1
+        if level != model and (ms > debounce_ms or last):
+            model = level
+            expected.append(level)
+        t_ms += ms
+    while (got := contact.tick(float(t_ms + debounce_ms))) is not None:  # the last level, ticked long after
+        seen.append(got)
+    assert seen == expected
+
+
 # -- HoldToTrigger ---------------------------------------------------------------
 
 
