@@ -50,6 +50,7 @@ _LOGGER = logging.getLogger(__name__)
 
 BOOTS_KEPT = 16  # boots remembered per agent (persisted in the agent's flags)
 VIOLATIONS_KEPT = 20  # findings kept in the agent's flags for the record
+UNVERIFIED_KEPT = 16  # unknown boots held per agent until its next birth (a forger may invent any number)
 COUNTER_PREFIX = "integrity."
 
 
@@ -222,6 +223,8 @@ class IntegrityChecker:
         # Central holds the birth of the connection this live event came on, and
         # it names another boot: ask the agent who it is before crying wolf.
         ask = not st.unverified
+        if len(st.unverified) >= UNVERIFIED_KEPT:
+            return None, False  # enough to tell genuine from forged; the first ones settle it
         st.unverified[boot_id] = eseq
         _LOGGER.info("agent %s: live event eseq %s of boot %s, but its birth says boot %s; asking for a rebirth",
                      agent, eseq, boot_id, current)

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 from central.alarms import AlarmState
 from central.app import Central
 from central.config import CentralConfig, MqttConfig, StoreConfig
-from central.integrity import BOOTS_KEPT, IntegrityChecker, Reason, Violation
+from central.integrity import BOOTS_KEPT, UNVERIFIED_KEPT, IntegrityChecker, Reason, Violation
 from central.presence import Presence, PresenceState
 from central.store import AgentRow
 from tests.central.test_ingest import FakeAgent
@@ -166,6 +166,15 @@ def test_a_live_event_of_an_unannounced_boot_is_verified_by_a_rebirth() -> None:
                   NOW),
     ]
     assert c.state("gate-a") is PresenceState.ONLINE  # the agent's own birth is taken
+
+
+def test_unknown_boots_held_for_verification_are_bounded() -> None:
+    c = Central_()
+    online(c, "gate-a", 3, "boot-a")
+    for n in range(UNVERIFIED_KEPT + 50):
+        assert c.event("gate-a", 10 + n, f"forged-{n}") is None
+    found = c.birth("gate-a", 3, "boot-a")
+    assert [v.reason for v in found] == [Reason.UNKNOWN_BOOT] * UNVERIFIED_KEPT
 
 
 def test_a_missed_birth_is_settled_by_the_rebirth_without_a_finding() -> None:
