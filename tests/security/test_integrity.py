@@ -37,7 +37,7 @@ def birth(bdseq: int, boot_id: str) -> Birth:
     return Birth(bdseq=bdseq, boot_id=boot_id, fw="1", inventory={})
 
 
-class Central_:
+class Bookkeeper:
     """Presence and the checker fed the way ingest feeds them, message by message."""
 
     def __init__(self) -> None:
@@ -70,13 +70,13 @@ class Central_:
         return rec.state
 
 
-def online(c: Central_, agent: str, bdseq: int, boot_id: str) -> None:
+def online(c: Bookkeeper, agent: str, bdseq: int, boot_id: str) -> None:
     c.status(agent, AgentState.ONLINE, bdseq)
     assert c.birth(agent, bdseq, boot_id) == []
 
 
 def test_an_event_with_another_agents_boot_is_foreign() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 1, "boot-a")
     online(c, "gate-b", 1, "boot-b")
     assert c.event("gate-b", 1, "boot-a") == Violation(
@@ -85,7 +85,7 @@ def test_an_event_with_another_agents_boot_is_foreign() -> None:
 
 
 def test_a_birth_with_another_agents_boot_is_foreign_and_not_taken() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 1, "boot-a")
     c.status("gate-b", AgentState.ONLINE, 4)
     assert c.birth("gate-b", 4, "boot-a") == [Violation(
@@ -95,7 +95,7 @@ def test_a_birth_with_another_agents_boot_is_foreign_and_not_taken() -> None:
 
 
 def test_a_birth_of_the_same_boot_with_a_lower_bdseq_is_a_replay() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 5, "boot-a")
     assert c.birth("gate-a", 5, "boot-a") == []  # a rebirth on the same connection
     assert c.birth("gate-a", 3, "boot-a") == [Violation(
@@ -105,7 +105,7 @@ def test_a_birth_of_the_same_boot_with_a_lower_bdseq_is_a_replay() -> None:
 
 
 def test_after_a_death_neither_the_old_status_nor_the_old_birth_brings_the_agent_back() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 7, "boot-a")
     c.status("gate-a", AgentState.OFFLINE, 7)  # the Will
     c.status("gate-a", AgentState.ONLINE, 7)  # replayed
@@ -118,7 +118,7 @@ def test_after_a_death_neither_the_old_status_nor_the_old_birth_brings_the_agent
 
 
 def test_an_older_boot_never_comes_back() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 1, "boot-1")
     online(c, "gate-a", 2, "boot-2")
     assert c.birth("gate-a", 3, "boot-1") == [Violation(
@@ -126,7 +126,7 @@ def test_an_older_boot_never_comes_back() -> None:
 
 
 def test_a_new_boot_with_a_lower_bdseq_is_a_lost_counter_not_a_forgery() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 9, "boot-1")
     c.status("gate-a", AgentState.OFFLINE, 9)
     c.status("gate-a", AgentState.ONLINE, 4)  # ignored: older than the connection that died
@@ -138,7 +138,7 @@ def test_a_new_boot_with_a_lower_bdseq_is_a_lost_counter_not_a_forgery() -> None
 
 
 def test_eseqs_of_two_boots_never_interleave() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 2, "boot-2")
     for eseq in (5, 6, 9):
         assert c.event("gate-a", eseq, "boot-2") is None
@@ -152,7 +152,7 @@ def test_eseqs_of_two_boots_never_interleave() -> None:
 
 
 def test_a_live_event_of_an_unannounced_boot_is_verified_by_a_rebirth() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 3, "boot-a")
     assert c.event("gate-a", 10, "boot-x") is None  # not yet a finding: central may have missed a birth
     assert c.event("gate-a", 11, "boot-y") is None
@@ -169,7 +169,7 @@ def test_a_live_event_of_an_unannounced_boot_is_verified_by_a_rebirth() -> None:
 
 
 def test_unknown_boots_held_for_verification_are_bounded() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 3, "boot-a")
     for n in range(UNVERIFIED_KEPT + 50):
         assert c.event("gate-a", 10 + n, f"forged-{n}") is None
@@ -178,7 +178,7 @@ def test_unknown_boots_held_for_verification_are_bounded() -> None:
 
 
 def test_a_missed_birth_is_settled_by_the_rebirth_without_a_finding() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 3, "boot-a")
     # The agent restarted; its status and birth never reached central.
     assert c.event("gate-a", 1, "boot-b") is None
@@ -188,7 +188,7 @@ def test_a_missed_birth_is_settled_by_the_rebirth_without_a_finding() -> None:
 
 
 def test_an_agent_restarted_before_answering_proves_nothing() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 3, "boot-a")
     assert c.event("gate-a", 10, "boot-x") is None
     online(c, "gate-a", 4, "boot-b")  # a new process: boot-x may have been the one in between
@@ -198,7 +198,7 @@ def test_an_agent_restarted_before_answering_proves_nothing() -> None:
 
 
 def test_a_replayed_or_offline_event_of_an_unknown_boot_is_backlog() -> None:
-    c = Central_()
+    c = Bookkeeper()
     online(c, "gate-a", 3, "boot-a")
     assert c.event("gate-a", 1, "boot-old", replayed=True) is None
     c.status("gate-a", AgentState.OFFLINE, 3)
@@ -214,7 +214,7 @@ def test_the_same_eseq_with_other_content_names_what_differs() -> None:
 
 
 def test_boots_are_remembered_through_the_agents_row_and_bounded() -> None:
-    c = Central_()
+    c = Bookkeeper()
     for n in range(BOOTS_KEPT + 3):
         online(c, "gate-a", n + 1, f"boot-{n}")
     saved = c.checks.export("gate-a")
@@ -253,14 +253,14 @@ class GenuineAgent:
     unacked: list[int] = field(default_factory=list)
     boot_of: dict[int, str] = field(default_factory=dict)
 
-    def start(self, c: Central_, *, disk_full: bool) -> None:
+    def start(self, c: Bookkeeper, *, disk_full: bool) -> None:
         self.boots += 1
         self.boot = f"{self.name}-boot-{self.boots}"
         self.bdseq = self.saved_bdseq if disk_full else self.bdseq  # a full disk forgot the last bumps
         self.running = True
         self.connect(c, disk_full=disk_full)
 
-    def connect(self, c: Central_, *, disk_full: bool = False) -> None:
+    def connect(self, c: Bookkeeper, *, disk_full: bool = False) -> None:
         self.bdseq += 1
         if not disk_full:
             self.saved_bdseq = self.bdseq
@@ -273,17 +273,17 @@ class GenuineAgent:
         for eseq in list(self.unacked):
             self.send(c, eseq, replayed=True)
 
-    def send(self, c: Central_, eseq: int, *, replayed: bool) -> None:
+    def send(self, c: Bookkeeper, eseq: int, *, replayed: bool) -> None:
         c.event(self.name, eseq, self.boot_of[eseq], replayed=replayed)
 
-    def emit(self, c: Central_) -> None:
+    def emit(self, c: Bookkeeper) -> None:
         self.eseq += 1
         self.boot_of[self.eseq] = self.boot
         self.unacked.append(self.eseq)
         if self.connected:
             self.send(c, self.eseq, replayed=False)
 
-    def step(self, c: Central_) -> None:
+    def step(self, c: Bookkeeper) -> None:
         roll = self.rng.random()
         if not self.running:
             self.start(c, disk_full=roll < 0.2)
@@ -311,7 +311,7 @@ class GenuineAgent:
             c.status(self.name, AgentState.OFFLINE if not self.connected else AgentState.ONLINE, self.bdseq,
                      retained=True)  # central reconnecting to the broker gets the retained status again
 
-    def answer_rebirth(self, c: Central_) -> None:
+    def answer_rebirth(self, c: Bookkeeper) -> None:
         if self.connected:
             c.birth(self.name, self.bdseq, self.boot)
 
@@ -320,7 +320,7 @@ class GenuineAgent:
 @given(seed=st.integers(min_value=0, max_value=2**32 - 1), steps=st.integers(min_value=1, max_value=300))
 def test_genuine_agents_never_trip_a_check(seed: int, steps: int) -> None:
     rng = random.Random(seed)
-    c = Central_()
+    c = Bookkeeper()
     agents = [GenuineAgent(f"gate-{n}", random.Random(rng.random())) for n in range(3)]
     asked: set[str] = set()
     for _ in range(steps):
