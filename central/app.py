@@ -145,13 +145,16 @@ class Central:
         self._started = False
         if self.web_server is not None:
             self.web_server.stop()
+        # Ingest first: a batch in hand still tells its listeners, so they
+        # must outlive it. What they send afterwards is not queued (paho's
+        # client has stopped), and agents resend whatever no ack covered.
+        self.ingest.stop()
         if self.tracker is not None:
             self.tracker.stop()
         if self.homeassistant is not None:
             self.homeassistant.stop()
         if self.alarm_book is not None:
             self.alarm_book.close()
-        self.ingest.stop()
 
     def __enter__(self) -> Central:
         self.start()
