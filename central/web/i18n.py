@@ -143,6 +143,7 @@ _ZH: dict[str, str] = {
     "order-start-then-any": "先起点，其余任意",
     "order-any": "任意顺序",
     "agent-flapping": "终端频繁掉线",
+    "suspicious": "可疑报文",
     "no data": "无数据",
 }
 
@@ -160,7 +161,7 @@ JS_KEYS = (
     "Acknowledge", "Acknowledged by {who} at {when}", "NEW ALARM", "new alarm", "Sound on", "Sound off",
     "Enable sound", "live", "reconnecting", "online", "offline", "disconnected", "unknown", "active",
     "acknowledged", "resolved", "alarm", "restore", "tamper", "panic", "scan", "fault", "output",
-    "agent-offline", "escalated to {unit}", "not escalated", "No active alarms.", "{n} active", "Silence 5 min",
+    "agent-offline", "agent-flapping", "suspicious", "escalated to {unit}", "not escalated", "No active alarms.", "{n} active", "Silence 5 min",
     "synced", "not synced", "{n} s ago", "{n} min ago", "{n} h ago", "{n} d ago",
 )
 
