@@ -38,9 +38,12 @@ def parse_toml(data: bytes | str, *, source: str, error: type[ValueError]) -> tu
         raw = tomllib.loads(data.decode("utf-8"))
     except UnicodeDecodeError as exc:
         raise error(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, and int()'s own limit: an integer of more than 4300 digits
         raise error(f"{source}: not valid TOML: {exc}") from None
     return raw, fail
+
+
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 class Table:
@@ -67,6 +70,10 @@ class Table:
         kinds = kind if isinstance(kind, tuple) else (kind,)
         if isinstance(value, bool) and bool not in kinds:
             raise self.fail(self.key(key), f"must be {kind_name(kinds)}, not a boolean")
+        if isinstance(value, int) and not isinstance(value, bool) and not _INT64_MIN <= value <= _INT64_MAX:
+            # TOML integers are 64-bit; tomllib reads any size, which no float
+            # conversion or message formatting downstream should have to meet.
+            raise self.fail(self.key(key), "is out of range (TOML integers are 64-bit)")
         if float in kinds and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kinds):

@@ -554,6 +554,9 @@ def _json_map(payload: bytes, what: str) -> dict[str, Any]:
         d = json.loads(payload)
     except (ValueError, UnicodeDecodeError) as exc:
         raise DecodeError(f"{what}: payload is not JSON: {exc}") from None
+    except RecursionError:
+        # 1 KB of '[' nests deeper than Python's recursion limit allows json to follow.
+        raise DecodeError(f"{what}: payload nests too deeply") from None
     if not isinstance(d, dict):
         raise DecodeError(f"{what}: payload must be a JSON object")
     return d

@@ -189,3 +189,25 @@ def test_structured_garbage_never_crashes(doc: dict) -> None:  # type: ignore[ty
         parse_config(text, source="fuzz.toml")
     except ConfigError as exc:
         assert "\n" not in str(exc)
+
+
+# Found by bench/fuzz.py: TOML integers of any size reached float() (OverflowError)
+# and message formatting (ValueError past 4300 digits) instead of a ConfigError.
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.replace("keepalive_s = 15", "keepalive_s = 15\nresend_s = 1" + "0" * 400),
+         "mqtt.resend_s: is out of range (TOML integers are 64-bit)"),
+        (lambda s: s.replace("port = 1883", "port = 0x" + "f" * 4000), "mqtt.port: is out of range (TOML integers are 64-bit)"),
+        (lambda s: s.replace("port = 1883", "port = -9223372036854775809"),
+         "mqtt.port: is out of range (TOML integers are 64-bit)"),
+        (lambda s: s.replace("port = 1883", "port = " + "9" * 5000),
+         "not valid TOML: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; "
+         "use sys.set_int_max_str_digits() to increase the limit"),
+    ],
+    ids=["huge-int-for-a-float", "huge-hex-int", "below-int64", "more-than-4300-digits"],
+)
+def test_integers_beyond_64_bits_are_config_errors(edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError) as info:
+        parse_config(edit(GOOD), source="agent.toml")
+    assert str(info.value) == f"agent.toml: {message}"

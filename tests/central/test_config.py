@@ -162,3 +162,10 @@ def test_hostile_input_is_a_config_error_or_a_config(data: bytes | str) -> None:
         parse_config(data)
     except ConfigError:
         pass
+
+
+def test_integers_beyond_64_bits_are_config_errors() -> None:
+    """Found by bench/fuzz.py: a huge integer for a number of seconds raised OverflowError."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + "[escalation]\ngrid_s = 1" + "0" * 400 + "\n", source="c.toml")
+    assert str(info.value) == "c.toml: escalation.grid_s: is out of range (TOML integers are 64-bit)"

@@ -125,6 +125,13 @@ def test_status_json_payloads() -> None:
         CentralStatus.from_payload(b"\xff\xfe")
 
 
+@pytest.mark.parametrize("parse", [AgentStatus.from_payload, CentralStatus.from_payload])
+def test_status_json_nested_past_the_recursion_limit_is_a_decode_error(parse) -> None:  # type: ignore[no-untyped-def]
+    """Found by bench/fuzz.py: 1 KB of '[' made json.loads raise RecursionError."""
+    with pytest.raises(DecodeError, match=r"status: payload nests too deeply$"):
+        parse(b"[" * 1024)
+
+
 def test_ack_and_telemetry() -> None:
     assert Ack.from_payload(Ack(12).to_payload()) == Ack(12)
     t = Telemetry(uptime_s=1.5, outbox_depth=3, reconnects=1, clock_synced=False, ts=1, mono_ms=2, cpu_temp_c=48.2, counters={"bad_frames": 2})
