@@ -178,7 +178,7 @@ class Toggler:
 
     def _drive_once(self) -> None:
         try:
-            answer = drive(self.agent.sim, self.pin, self._level, timeout=2.0)
+            answer = drive(self.agent.sim, self.pin, self._level, timeout=5.0)
         except OSError:
             answer = "unreachable"
         if answer == "ok":
@@ -282,7 +282,10 @@ def settle(site: FaultSite, agent_ids: list[str], numbers: Numbers, *, since: fl
     try:
         wait_until(check, timeout=timeout, interval=0.1, message="every event stored once, outboxes drained")
     except AssertionError:
-        raise AssertionError(f"not settled after {timeout} s: {[tally(site, a) for a in agent_ids]}") from None
+        zones = [(t.agent.agent_id, t.transitions, t.failures, [len(k) for k in zone_events_by_boot(site, t.agent.agent_id).values()])
+                 for t in togglers or ()]
+        raise AssertionError(f"not settled after {timeout} s: {[tally(site, a) for a in agent_ids]}; "
+                             f"togglers (agent, transitions, failures, zone events per boot): {zones}") from None
     numbers.recovery_s = time.monotonic() - since
     numbers.add(found[-1])
     c = counters(site.store_path)
@@ -316,6 +319,7 @@ def write_numbers(numbers: Numbers) -> Path:
     return path
 
 
-def seeded_rng(name: str) -> tuple[random.Random, int]:
+def seeded_rng() -> tuple[random.Random, int]:
+    """A fresh random generator and its seed (recorded in the numbers, to replay a run)."""
     seed = random.SystemRandom().randrange(2**32)
     return random.Random(seed), seed

@@ -26,7 +26,7 @@ AGENT = "gate-k"
 
 @pytest.mark.timeout(150)
 def test_agent_sigkilled_at_random_moments_of_a_burst(make_site, numbers: Numbers) -> None:  # type: ignore[no-untyped-def]
-    rng, seed = seeded_rng("agent-kills")
+    rng, seed = seeded_rng()
     site: FaultSite = make_site()
     site.start_central()
     a = site.add_agent(AGENT, resend_s=1, keepalive_s=5)

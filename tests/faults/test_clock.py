@@ -37,7 +37,9 @@ TZ = ZoneInfo("Asia/Shanghai")
 CARD = "67003B51C6"
 CARD_2 = "67003B51C7"  # a second member of the team, walking with the first
 AHEAD_S = 3 * 3600
-TAP_AT_SECOND = 47  # taps late in a minute, so the one-minute round they fall in closes soon after
+# The taps and their round fall in one minute: with fewer seconds left than
+# this, the taps wait for the next minute (the round closes at its end).
+LAST_TAP_SECOND = 50
 ESTIMATE_TOLERANCE_MS = 2000
 
 
@@ -110,15 +112,11 @@ def test_wrong_clocks_are_dated_by_central_and_the_round_judged_right(make_site,
             extra = f'[[reader]]\nname = "gate-1"\nport = "{readers[agent_id].path}"\nprotocol = "rdm6300"\n'
             site.add_agent(agent_id, port=port, env={CLOCK_FILE_ENV: str(clocks[agent_id])}, extra=extra)
         site.start_agent("gate-ahead", launcher="tests.faults.skewed_agent")
-        # Taps late in a minute: wait for that moment (the price of a round that closes soon after).
-        now = dt.datetime.now(TZ)
-        tap_at = now.replace(second=TAP_AT_SECOND, microsecond=0)
-        if tap_at < now + dt.timedelta(seconds=5):
-            tap_at += dt.timedelta(minutes=1)
-        start_past_at = tap_at - dt.timedelta(seconds=4)
-        time.sleep(max(0.0, (start_past_at - dt.datetime.now(TZ)).total_seconds()))  # waiting for the wall clock itself
         site.start_agent("gate-past", launcher="tests.faults.skewed_agent")
-        time.sleep(max(0.0, (tap_at - dt.datetime.now(TZ)).total_seconds()))
+        now = dt.datetime.now(TZ)
+        if now.second >= LAST_TAP_SECOND:
+            next_minute = now.replace(second=0, microsecond=0) + dt.timedelta(minutes=1, milliseconds=300)
+            time.sleep((next_minute - now).total_seconds())  # waiting for the wall clock itself
 
         # gate-past, 1970 and offline: the scan waits in its outbox.
         t_past = _tap(readers["gate-past"])
