@@ -6,7 +6,7 @@ reaches the other end as a FIN, so the agent would learn of the dead link
 from the broker's timeout instead of its own. Behind a dead Wi-Fi link no FIN
 crosses either: here the closing end goes, and the other stays open and dead
 until it gives up itself. :attr:`client_gave_up_at` records when the agent's
-end closed (its keepalive noticed), in ``time.monotonic()``.
+end first closed (its keepalive noticed), in ``time.monotonic()``.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ class HalfOpenProxy(TcpProxy):
         if data:
             return  # swallowed: nothing crosses a dead link
         # This end closed. Its close does not cross either: the other end stays open, dead.
-        if sock in self._clients:
+        if sock in self._clients and self.client_gave_up_at is None:
             self.client_gave_up_at = time.monotonic()
         peer = self._peers.pop(sock, None)
         self._clients.discard(sock)

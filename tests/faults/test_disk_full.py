@@ -114,6 +114,7 @@ def test_disk_full_sheds_others_keeps_alarms_and_scans(make_site, reader: Simula
     site: FaultSite = make_site()
     disk = site.root / AGENT
     _mount(disk)
+    a = None
     try:
         site.start_central()
         extra = f'[[reader]]\nname = "gate-1"\nport = "{reader.path}"\nprotocol = "rdm6300"\n'
@@ -176,10 +177,12 @@ def test_disk_full_sheds_others_keeps_alarms_and_scans(make_site, reader: Simula
         scans = [r for r in rows if r["kind"] == "scan"]
         assert sorted(json.loads(r["fields"])["tag"] for r in scans) == sorted(tapper.tags)
         assert _faults(site) >= 1
-        site.agents[AGENT].proc and Processes.terminate(site.agents[AGENT].proc)  # type: ignore[func-returns-value]
+        assert a.proc is not None
+        Processes.terminate(a.proc)
         assert outbox_integrity(disk) == "ok"
     finally:
-        Processes.kill(a.proc) if a.proc is not None else None  # type: ignore[func-returns-value]
+        if a is not None and a.proc is not None:
+            Processes.kill(a.proc)  # the mount goes only once nothing holds files on it
         subprocess.run(["umount", "-l", str(disk)], check=False)
     numbers.details.update(
         disk=DISK, filler_bytes=filled, full_s=FULL_S, disk_full_faults=_faults(site),
