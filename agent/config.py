@@ -16,7 +16,7 @@ from gridpatrol.tomlconfig import Table, non_negative, one_of, opt_path, parse_t
 from gridpatrol.tomlconfig import port as port_number
 from wire.topics import CENTRAL_ID, is_valid_agent_id
 
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?\Z")  # \Z: "$" would also match before a final newline
 BCM_PINS = range(0, 28)
 READER_PROTOCOLS = ("rdm6300", "pn532", "wiegand")
 CONTACTS = ("nc", "no")

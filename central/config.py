@@ -23,7 +23,7 @@ DEFAULT_CLIENT_ID = "gridpatrol-central"
 # queued messages; the agents' outboxes carry the guarantee beyond that.
 DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 SESSION_EXPIRY_MAX_S = 0xFFFFFFFF  # MQTT v5: the largest expiry interval
-_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" would also match before a final newline
 _SQLITE_PREFIX = "sqlite://"
 
 

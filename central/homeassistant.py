@@ -60,7 +60,7 @@ COMPLETION_TEMPLATE = ("{% set c = value_json.rollup.completion %}"
 COMPLETION_ATTRIBUTES_TEMPLATE = "{{ value_json.rollup | tojson }}"
 TAG_TEMPLATE = "{{ value_json.tag }}"
 
-_SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_SAFE_ID = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")  # \Z: "$" would also match before a final newline
 _UNSAFE_RUN = re.compile(r"[^A-Za-z0-9_-]+")
 
 

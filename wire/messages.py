@@ -18,7 +18,7 @@ from wire.codec import pack, unpack
 from wire.errors import DecodeError
 
 NAME_MAX_LEN = 64
-_TAG_RE = re.compile(r"^[0-9A-F]{2,32}$")
+_TAG_RE = re.compile(r"^[0-9A-F]{2,32}\Z")  # \Z: "$" would also match before a final newline
 _MAX_DETAIL_LEN = 512
 _INT64_MAX = 2**63 - 1
 

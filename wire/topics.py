@@ -16,7 +16,7 @@ from wire.errors import DecodeError
 ROOT = "gridpatrol/v1"
 CENTRAL_ID = "central"
 AGENT_ID_MAX_LEN = 64
-AGENT_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
+AGENT_ID_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")  # \Z: "$" would also match before a final newline
 
 
 class Channel(StrEnum):

@@ -30,12 +30,17 @@ from central.plan.model import (
 from wire.topics import is_valid_agent_id
 
 MAX_PLAN_BYTES = 16 * 1024 * 1024  # a district of 10,000 checkpoints is about 2 MB
-ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")  # ids go into MQTT topics: no / + #
-TAG_RE = re.compile(r"^[0-9A-F]{2,32}$")
-DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$")
-TIME_RE = re.compile(r"^([0-9]{1,2}):([0-9]{2})$")
+# \Z, not $: "$" also matches before a final newline, which would let "fengze\n" through.
+ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}\Z")  # ids go into MQTT topics: no / + #
+TAG_RE = re.compile(r"^[0-9A-F]{2,32}\Z")
+DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
+TIME_RE = re.compile(r"^([0-9]{1,2}):([0-9]{2})\Z")
 NAME_MAX_LEN = 200
 TOP_KEYS = frozenset({"timezone", "effective", "unit", "agent", "checkpoint", "team", "route"})
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# A plan nests six deep (route -> window -> value); anything far deeper is not
+# a plan, and formatting it into a message could exceed the recursion limit.
+MAX_NESTING = 32
 
 T = TypeVar("T")
 
@@ -76,8 +81,10 @@ def parse_plan_bytes(
         raise PlanError(f"{name}: not UTF-8 text (byte {exc.start})") from None
     try:
         data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except ValueError as exc:  # TOMLDecodeError, and int()'s own limit: an integer of more than 4300 digits
         raise PlanError(f"{name}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise PlanError(f"{name}: not valid TOML: nested too deeply") from None
     return parse_plan(data, name=name, default_timezone=default_timezone, known_readers=known_readers)
 
 
@@ -89,7 +96,32 @@ def parse_plan(
     known_readers: Mapping[str, frozenset[str]] | None = None,
 ) -> Plan:
     """Validate a decoded plan (TOML tables or the registry's JSON form)."""
+    _check_values(data, name)
     return _Parser(name, known_readers or {}).plan(data, default_timezone)
+
+
+def _check_values(data: Any, file: str) -> None:
+    """Refuse what no plan holds and no message could show: integers past 64 bits (TOML's
+    own limit; Python prints none past 4300 digits) and deep nesting. Iterative: no recursion."""
+    stack: list[tuple[Any, str, int]] = [(data, "", 0)]
+    while stack:
+        value, path, depth = stack.pop()
+        if depth > MAX_NESTING:
+            raise PlanError(f"{file}: {path}: nested more than {MAX_NESTING} deep")
+        if isinstance(value, Mapping):
+            stack.extend((v, _key_path(path, k), depth + 1) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, f"{path}[{i}]", depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, int) and not isinstance(value, bool) and not INT64_MIN <= value <= INT64_MAX:
+            raise PlanError(f"{file}: {path}: integer out of range (TOML integers are 64-bit)")
+
+
+def _key_path(path: str, key: Any) -> str:
+    """``route[0].teams`` for a plain key; an odd one shown quoted and short, never with a raw newline."""
+    if isinstance(key, str) and ID_RE.match(key):
+        return f"{path}.{key}" if path else key
+    shown = repr(key)[:40] if isinstance(key, str) else f"<{type(key).__name__}>"
+    return f"{path}[{shown}]"
 
 
 class _Entry:

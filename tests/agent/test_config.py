@@ -211,3 +211,20 @@ def test_integers_beyond_64_bits_are_config_errors(edit, message: str) -> None: 
     with pytest.raises(ConfigError) as info:
         parse_config(edit(GOOD), source="agent.toml")
     assert str(info.value) == f"agent.toml: {message}"
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda s: s.replace('"school-9-gate-1"', '"school-9-gate-1\\n"'),
+         "agent_id: 'school-9-gate-1\\n' is not a valid agent id ([a-z0-9-], at most 64 characters)"),
+        (lambda s: s.replace('name = "north-fence"', 'name = "north-fence\\n"'),
+         "zone[0].name: 'north-fence\\n' is not a valid name ([a-z0-9_-], 1 to 64 characters)"),
+    ],
+    ids=["agent-id", "zone-name"],
+)
+def test_a_final_newline_makes_a_name_invalid(edit, message: str) -> None:  # type: ignore[no-untyped-def]
+    """Found by bench/fuzz.py's checks: the patterns' "$" also matched before a final newline."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(edit(GOOD), source="agent.toml")
+    assert str(info.value) == f"agent.toml: {message}"

@@ -169,3 +169,9 @@ def test_integers_beyond_64_bits_are_config_errors() -> None:
     with pytest.raises(ConfigError) as info:
         parse_config(MINIMAL + "[escalation]\ngrid_s = 1" + "0" * 400 + "\n", source="c.toml")
     assert str(info.value) == "c.toml: escalation.grid_s: is out of range (TOML integers are 64-bit)"
+
+
+def test_a_client_id_with_a_final_newline_is_invalid() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(MINIMAL + '[mqtt]\nclient_id = "central\\n"\n', source="c.toml")
+    assert str(info.value) == "c.toml: mqtt.client_id: 'central\\n' is not a valid client id ([A-Za-z0-9_-], 1 to 64 characters)"

@@ -660,3 +660,8 @@ def test_a_real_agent_loop_reaches_home_assistant(tmp_path: Path, broker: Broker
     wait_until(lambda: retained(broker, f"{HA}/zone_north-fence") == {f"{HA}/zone_north-fence": b"OFF"}, timeout=20,
                message="restore state")
     site.stop_central()
+
+
+def test_a_name_with_a_final_newline_is_cleaned_like_any_unsafe_name() -> None:
+    """Found by bench/fuzz.py's checks: the pattern's "$" let "siren\\n" through as a topic level."""
+    assert slug("siren\n") != "siren\n" and slug("siren\n").startswith("siren-")

@@ -132,6 +132,16 @@ def test_status_json_nested_past_the_recursion_limit_is_a_decode_error(parse) ->
         parse(b"[" * 1024)
 
 
+def test_a_final_newline_is_not_part_of_a_valid_agent_id_or_tag() -> None:
+    """Found by bench/fuzz.py's checks: the patterns' "$" also matched before a final newline."""
+    with pytest.raises(DecodeError, match=r"^topic 'gridpatrol/v1/school-9-gate-1\\n/evt' has invalid agent id"):
+        topics.parse("gridpatrol/v1/school-9-gate-1\n/evt")
+    assert not topics.is_valid_agent_id("school-9-gate-1\n")
+    body = {**Event(1, "b", EventKind.SCAN, "gate-1", 1, 2, True, fields={"tag": "67003B51C6"}).to_map(), "tag": "67003B51C6\n"}
+    with pytest.raises(DecodeError, match=r"^scan event: 'tag' must be upper-case hex, not '67003B51C6\\n'$"):
+        Event.from_payload(msgpack.packb(body))
+
+
 def test_ack_and_telemetry() -> None:
     assert Ack.from_payload(Ack(12).to_payload()) == Ack(12)
     t = Telemetry(uptime_s=1.5, outbox_depth=3, reconnects=1, clock_synced=False, ts=1, mono_ms=2, cpu_temp_c=48.2, counters={"bad_frames": 2})

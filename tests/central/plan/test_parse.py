@@ -230,3 +230,35 @@ def test_random_bytes_give_a_plan_error(raw: bytes) -> None:
         parse_plan_bytes(raw, default_timezone="UTC")
     except PlanError:
         pass
+
+
+# -- found by bench/fuzz.py ----------------------------------------------------------------
+
+@pytest.mark.parametrize("original, changed, message", [
+    ('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\neffective = 0x' + "f" * 4000,
+     "plan.toml: effective: integer out of range (TOML integers are 64-bit)"),
+    ('teams = ["volunteers-7"]', "teams = [0x" + "f" * 4000 + "]",
+     "plan.toml: route[0].teams[0]: integer out of range (TOML integers are 64-bit)"),
+    ('order = "strict"', 'order = "strict"\nx = ' + "[" * 40 + "]" * 40,
+     "plan.toml: route[0].x" + "[0]" * 30 + ": nested more than 32 deep"),
+    ('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nx = ' + "[" * 700 + "]" * 700,
+     "plan.toml: not valid TOML: nested too deeply"),
+    ('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\neffective = ' + "9" * 5000,
+     "plan.toml: not valid TOML: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits; "
+     "use sys.set_int_max_str_digits() to increase the limit"),
+    ('{ id = "chengzhou",    tier', '{ id = "chengzhou\\n",    tier',
+     "plan.toml: unit[2] 'chengzhou\\n': 'id' = 'chengzhou\\n' must be letters, digits, '-', '_' or '.' (at most 64)"),
+], ids=["huge-int", "huge-int-in-a-list", "nested-deep", "nested-deeper-than-tomllib-recurses", "more-than-4300-digits",
+        "id-with-a-final-newline"])
+def test_what_the_fuzz_run_found_is_a_plan_error(original: str, changed: str, message: str) -> None:
+    """Integers no message could print, nesting past the recursion limit, and "$" matching before a final newline."""
+    assert original in DESIGN_PLAN
+    assert error_of(DESIGN_PLAN.replace(original, changed, 1)) == message
+
+
+def test_the_registry_form_is_checked_the_same_way() -> None:
+    data = plan_to_data(plan())
+    data["route"][0]["checkpoints"] = [10**5000]
+    with pytest.raises(PlanError) as info:
+        parse_plan(data)
+    assert str(info.value) == "plan.toml: route[0].checkpoints[0]: integer out of range (TOML integers are 64-bit)"
