@@ -47,7 +47,7 @@ BATCH_MAX = 5000  # events per transaction; bounds the time a batch holds the wr
 QUEUE_MAX = 200_000  # decoded messages waiting; beyond this they are dropped unacked (agents resend)
 TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
 LINGER_S = 0.02  # under a stream, a batch waits this long for more (one fsync for many events)
-LINGER_GAP_S = 0.002  # ... but no longer than this for the next one: a short burst is not a stream
+LINGER_GAP_S = 0.002  # ... looking again this often; a look that finds nothing new ends it (a burst is not a stream)
 STOP_TIMEOUT_S = 10.0
 _LOST_RANGES_KEPT = 20
 
