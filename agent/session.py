@@ -35,6 +35,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from agent.config import MqttConfig
 from agent.outbox import Outbox, OutboxError
 from agent.publisher import IN_FLIGHT_WINDOW, Publisher
+from gridpatrol.tcp import no_delay
 from wire import topics
 from wire.codec import unpack
 from wire.errors import DecodeError
@@ -227,6 +228,7 @@ class Session:
         client.will_set(self._topics["status"], will.to_payload(), qos=1, retain=True)
         client.max_inflight_messages_set(self.window + CONTROL_SLACK)
         client.connect_timeout = CONNECT_TIMEOUT_S
+        client.on_socket_open = no_delay  # an alarm's PUBLISH must not wait for a delayed TCP ack
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -20,7 +20,6 @@ from __future__ import annotations
 import logging
 import queue
 import secrets
-import socket
 import threading
 import time
 from typing import Any, Callable, Iterable, Protocol, Sequence
@@ -36,6 +35,7 @@ from central.ledger import GAP_GRACE_S, REPLAY_GIVE_UP, REPLAY_INTERVAL_S, EseqL
 from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
 from central.store import AgentRow, Store, StoredEvent
 from central.timeest import ClockEstimator
+from gridpatrol.tcp import no_delay
 from wire import topics
 from wire.messages import (
     Ack, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, StateSnapshot, Telemetry,
@@ -244,7 +244,7 @@ class Ingest:
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
         client.on_message = self._on_message
-        client.on_socket_open = _no_delay
+        client.on_socket_open = no_delay
         return client
 
     def _status(self, online: bool) -> bytes:
@@ -630,21 +630,6 @@ class Ingest:
                 _LOGGER.info("agent %s: eseq %s missing (holding %s above it); asking for a replay", agent, start,
                              len(ledger.above))
         return moved
-
-
-def _no_delay(client: mqtt.Client, userdata: Any, sock: Any) -> None:
-    """TCP_NODELAY on the broker connection (paho leaves Nagle on).
-
-    With Nagle, a small packet waits while an earlier one is unacknowledged,
-    and the other side delays its TCP acknowledgements (up to 40 ms on
-    Linux): MQTT's small packets (PUBACKs, acks) then wait for each other.
-    Measured with bench/bench_latency.py: central's part of an alarm's
-    latency went from a p99 of about 50 ms to about 16 ms.
-    """
-    try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    except (OSError, AttributeError):  # not a TCP socket: nothing to do
-        pass
 
 
 def _opt(path: Any) -> str | None:
