@@ -1,6 +1,6 @@
 """Fuzz every parser that takes outside input; count inputs tried, documented errors and crashes.
 
-    /tmp/probe/bin/python bench/fuzz.py [--examples 20000] [--only NAME ...] [--seed 1] [--markdown FILE]
+    .venv/bin/python -m bench.fuzz [--examples 20000] [--only NAME ...] [--seed 1] [--markdown FILE]
 
 Each target is a public entry point fed by hypothesis (generation only, no
 example database): raw bytes and text, and structure-aware inputs that get past
@@ -19,6 +19,7 @@ import argparse
 import datetime as dt
 import json
 import logging
+import platform
 import re
 import struct
 import sys
@@ -29,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import hypothesis
 import msgpack
 from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import seed as hypothesis_seed
@@ -735,6 +737,11 @@ class Tally:
     seconds: float = 0.0
     first: dict[str, Any] | None = None  # crash kind -> the first input of that kind
 
+    @property
+    def ok(self) -> int:
+        """Inputs the entry point accepted, with a result that keeps its promise."""
+        return self.tried - self.documented - self.crashes
+
 
 class ErrorLog(logging.Handler):
     """Errors our code logs while handling one input: an exception that was only logged is a crash too."""
@@ -854,12 +861,14 @@ def targets(http: HttpWorld | None) -> list[Target]:
 
 
 def table(rows: list[tuple[str, Tally]]) -> str:
-    lines = ["| target | inputs tried | documented errors | crashes | seconds |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines = ["| target | inputs tried | documented errors | ok | crashes | seconds |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for name, t in rows:
-        lines.append(f"| {name} | {t.tried} | {t.documented} | {t.crashes} | {t.seconds:.1f} |")
+        lines.append(f"| {name} | {t.tried:,} | {t.documented:,} | {t.ok:,} | {t.crashes} | {t.seconds:.1f} |")
     total = Tally(tried=sum(t.tried for _, t in rows), documented=sum(t.documented for _, t in rows),
                   crashes=sum(t.crashes for _, t in rows), seconds=sum(t.seconds for _, t in rows))
-    lines.append(f"| **all {len(rows)} targets** | {total.tried} | {total.documented} | {total.crashes} | {total.seconds:.1f} |")
+    lines.append(f"| **all {len(rows)} targets** | **{total.tried:,}** | {total.documented:,} | {total.ok:,} | **{total.crashes}** |"
+                 f" {total.seconds:.1f} |")
     return "\n".join(lines)
 
 
@@ -878,6 +887,7 @@ def main(argv: list[str] | None = None) -> int:
     want_http = not args.only or any(o in "http" or "http" in o for o in args.only)
     rows: list[tuple[str, Tally]] = []
     findings: list[str] = []
+    started = time.perf_counter()
     with (HttpWorld() if want_http else _Nothing()) as http:
         if http is not None:
             wanted += [t for t in targets(http)[len(targets(None)):] if not args.only or any(o in t.name for o in args.only)]
@@ -889,7 +899,11 @@ def main(argv: list[str] | None = None) -> int:
             for kind, first in (tally.first or {}).items():
                 small = minimal(target, kind, first)
                 findings.append(f"- **{target.name}**: {kind}; minimal input: `{_short(small)}`")
-    text = table(rows) + ("\n\nFindings:\n" + "\n".join(findings) if findings else "\n\nNo crashes.")
+    wall = time.perf_counter() - started
+    text = table(rows) + (f"\n\nWall time {wall / 60:.1f} min (the world for HTTP and the minimal inputs included);"
+                          f" seed {args.seed}, up to {args.examples:,} inputs per target, hypothesis {hypothesis.__version__},"
+                          f" Python {platform.python_version()}.")
+    text += ("\n\nFindings:\n" + "\n".join(findings)) if findings else "\n\nNo crashes."
     print(text)
     if args.markdown:
         args.markdown.write_text(text + "\n")
