@@ -15,6 +15,7 @@ from typing import Callable, Iterator, Sequence
 import pytest
 
 from tests.faults.harness import ARTIFACTS, FaultSite, Numbers, write_numbers
+from tests.security.tlsbroker import TlsBroker, make_pki
 from tests.support import Broker, Processes
 
 
@@ -36,6 +37,28 @@ def make_site(tmp_path: Path, processes: Processes) -> Iterator[Callable[..., Fa
         yield make
     finally:
         processes.close()  # agents and central first, so they do not log a vanished broker at teardown
+        for b in brokers:
+            b.kill()
+
+
+@pytest.fixture
+def make_tls_site(tmp_path: Path, processes: Processes) -> Iterator[Callable[..., FaultSite]]:
+    """``make_tls_site(agents)``: a site on the production broker (``pki broker-config``: TLS only, client
+    certificates, the per-agent ACL), with certificates for central and these agents."""
+    brokers: list[TlsBroker] = []
+
+    def make(agents: Sequence[str]) -> FaultSite:
+        b = TlsBroker(tmp_path / "broker", make_pki(tmp_path / "pki", agents=tuple(agents), clients=()))
+        brokers.append(b)
+        b.start()
+        site = FaultSite(tmp_path, b, processes)  # type: ignore[arg-type]  # a site needs port, start and kill
+        site.use_tls(b.pki)
+        return site
+
+    try:
+        yield make
+    finally:
+        processes.close()
         for b in brokers:
             b.kill()
 

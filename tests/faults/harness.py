@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.e2e.site import AgentProc, Site, agent_toml, drive
+from tests.security.tlsbroker import Pki, with_tls
 from tests.support import REPO, wait_until
 
 ZONE_PIN = 17
@@ -35,13 +36,23 @@ ARTIFACTS = REPO / "artifacts" / "faults"
 
 
 class FaultSite(Site):
-    """tests/e2e's Site, plus an agent's broker port (a proxy's) and environment of its own."""
+    """tests/e2e's Site, plus an agent's broker port (a proxy's) and environment of its own.
+
+    With ``tls`` set (see :meth:`use_tls`), central and every agent added
+    after it connect with their own certificate from that PKI.
+    """
 
     envs: dict[str, dict[str, str]]
+    tls: Pki | None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.envs = {}
+        self.tls = None
+
+    def use_tls(self, pki_: Pki) -> None:
+        self.tls = pki_
+        with_tls(self.central_conf, pki_.identity("central"), pki_.ca)
 
     def add_agent(self, agent_id: str, *, port: int | None = None, env: dict[str, str] | None = None,
                   **kw: Any) -> AgentProc:
@@ -49,6 +60,8 @@ class FaultSite(Site):
         d.mkdir(parents=True, exist_ok=True)
         conf = d / "agent.toml"
         conf.write_text(agent_toml(agent_id, d, port or self.broker.port, **kw))
+        if self.tls is not None:
+            with_tls(conf, self.tls.identity(agent_id), self.tls.ca)
         a = AgentProc(agent_id, d, conf)
         self.agents[agent_id] = a
         self.envs[agent_id] = dict(env or {})

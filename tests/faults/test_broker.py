@@ -24,7 +24,20 @@ DOWN_S = 1.0  # how long the broker stays dead each time (the outage itself)
 
 
 def test_broker_sigkilled_four_times_under_a_stream(make_site, numbers: Numbers) -> None:  # type: ignore[no-untyped-def]
-    site: FaultSite = make_site()
+    _sigkill_broker_under_a_stream(make_site(), numbers)
+
+
+def test_broker_sigkilled_four_times_under_a_stream_over_tls(make_tls_site, numbers: Numbers) -> None:  # type: ignore[no-untyped-def]
+    """The same on the production broker: every reconnect is a TLS handshake with a client certificate, every
+    publish passes the ACL, and central's persistent session is the one of its certificate's name."""
+    site: FaultSite = make_tls_site(AGENTS)
+    _sigkill_broker_under_a_stream(site, numbers)
+    log = site.broker.log.read_text()  # type: ignore[attr-defined]
+    assert "Denied PUBLISH" not in log and "not authorised" not in log.lower()
+    numbers.details.update(transport="TLS, client certificates, ACL (pki broker-config)")
+
+
+def _sigkill_broker_under_a_stream(site: FaultSite, numbers: Numbers) -> None:
     site.start_central()
     for agent_id in AGENTS:
         site.add_agent(agent_id, resend_s=2, keepalive_s=5)

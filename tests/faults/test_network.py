@@ -35,7 +35,18 @@ def _state(site: FaultSite) -> str | None:
 
 @pytest.mark.timeout(150)
 def test_link_cut_then_half_open_then_healed(make_site, numbers: Numbers) -> None:  # type: ignore[no-untyped-def]
-    site: FaultSite = make_site()
+    _cut_then_half_open_then_heal(make_site(), numbers)
+
+
+@pytest.mark.timeout(150)
+def test_link_cut_then_half_open_then_healed_over_tls(make_tls_site, numbers: Numbers) -> None:  # type: ignore[no-untyped-def]
+    """The same on the production broker: the proxy carries TLS it cannot read, the agent's keepalive still
+    finds the dead link, and each heal is a new handshake with the agent's certificate."""
+    _cut_then_half_open_then_heal(make_tls_site([AGENT]), numbers)
+    numbers.details.update(transport="TLS, client certificates, ACL (pki broker-config)")
+
+
+def _cut_then_half_open_then_heal(site: FaultSite, numbers: Numbers) -> None:
     proxy = HalfOpenProxy(("127.0.0.1", site.broker.port)).start()
     try:
         site.start_central()

@@ -17,9 +17,8 @@ from typing import Any, Iterator
 
 import pytest
 
-from gridpatrol import pki
 from tests.e2e.site import Site, assert_once_in_order, kinds
-from tests.security.tlsbroker import TlsBroker
+from tests.security.tlsbroker import TlsBroker, with_tls
 from tests.support import Processes, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
@@ -28,17 +27,10 @@ AGENT = "gate-a"  # tls_pki issued its certificate
 ZONE = 17
 
 
-def _with_tls(conf: Path, identity: pki.Identity, ca: Path) -> None:
-    text = conf.read_text()
-    assert text.count("[mqtt]\n") == 1
-    conf.write_text(text.replace("[mqtt]\n", f'[mqtt]\ntls_ca = "{ca}"\ntls_cert = "{identity.cert}"\n'
-                                              f'tls_key = "{identity.key}"\n'))
-
-
 @pytest.fixture
 def site(tmp_path: Path, tls_broker: TlsBroker, processes: Processes) -> Iterator[Site]:
     s = Site(tmp_path / "site", tls_broker, processes)  # type: ignore[arg-type]  # Site only needs .port
-    _with_tls(s.central_conf, tls_broker.pki.identity("central"), tls_broker.pki.ca)
+    with_tls(s.central_conf, tls_broker.pki.identity("central"), tls_broker.pki.ca)
     yield s
 
 
@@ -55,7 +47,7 @@ def _zone(events: list[dict[str, Any]]) -> list[tuple[str, str]]:
 def test_alarm_restore_and_a_broker_restart_over_tls(site: Site, tls_broker: TlsBroker) -> None:
     site.start_central()
     a = site.add_agent(AGENT)
-    _with_tls(a.config, tls_broker.pki.identity(AGENT), tls_broker.pki.ca)
+    with_tls(a.config, tls_broker.pki.identity(AGENT), tls_broker.pki.ca)
     site.start_agent(AGENT)
     wait_until(lambda: [r["state"] for r in site.agents_json() if r["agent"] == AGENT] == ["online"], timeout=30,
                interval=0.2, message="the agent online at central")

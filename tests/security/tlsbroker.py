@@ -103,6 +103,12 @@ class TlsBroker:
         self.proc.send_signal(signal.SIGHUP)
         wait_until(lambda: self.log.read_text().count("Reloading config.") > before, timeout=timeout, message="mosquitto reload")
 
+    def kill(self) -> None:
+        """SIGKILL, as a crash or a power cut: no goodbye to anyone, nothing saved."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
             self.proc.terminate()
@@ -223,6 +229,14 @@ def raw_mqtt_connect(host: str, port: int, timeout: float = CONNECT_TIMEOUT_S) -
         except ConnectionResetError:
             pass
         return answer
+
+
+def with_tls(conf: Path, identity: pki.Identity, ca: Path) -> None:
+    """Give the agent or central configuration ``conf`` this certificate, key and CA under ``[mqtt]``."""
+    text = conf.read_text()
+    assert text.count("[mqtt]\n") == 1, conf
+    conf.write_text(text.replace("[mqtt]\n", f'[mqtt]\ntls_ca = "{ca}"\ntls_cert = "{identity.cert}"\n'
+                                              f'tls_key = "{identity.key}"\n'))
 
 
 def key_files(directory: Path) -> list[Path]:
