@@ -29,26 +29,24 @@ def _ignore() -> None:
     pass
 
 
-class Output:
-    """A siren, strobe or LED on a GPIO pin (``active_high`` as configured).
+class TimedOutput:
+    """What every output does whatever drives it: on, off, timers, the ``max_on_s`` cap, change callbacks.
 
     ``when_changed(name, on)`` is called whenever the output really changes,
     whoever switched it (a command, a local reaction, a timer); the runtime
     turns it into an ``output`` event. It runs on the thread that made the
-    change, normally the input loop.
+    change, normally the input loop. A subclass drives the hardware in
+    :meth:`_show` and lets it go in :meth:`_release`.
     """
 
     def __init__(
         self,
         config: OutputConfig,
         *,
-        pin_factory=None,
         clock: Callable[[], float] = time.monotonic,
         when_changed: Callable[[str, bool], None] | None = None,
         wake: Callable[[], None] = _ignore,
     ) -> None:
-        if config.pin is None:
-            raise ValueError(f"output {config.name!r} is on mcu {config.mcu!r}, not a GPIO pin")
         self.config = config
         self.name = config.name
         self.max_on_s = config.max_on_s
@@ -59,12 +57,6 @@ class Output:
         self._on_since: float | None = None
         self._off_at: float | None = None
         self._closed = False
-        self._device = DigitalOutputDevice(
-            config.pin, active_high=config.active_high, initial_value=False, pin_factory=pin_factory
-        )
-
-    def __repr__(self) -> str:
-        return f"<Output {self.name!r} pin {self.config.pin} {self.state}>"
 
     @property
     def is_on(self) -> bool:
@@ -95,11 +87,11 @@ class Output:
             changed = self._on_since is None
             if changed:
                 self._on_since = now
-                self._device.on()
             limit = None if self.max_on_s is None else self._on_since + self.max_on_s
             until = None if seconds is None else now + seconds
             candidates = [t for t in (limit, until) if t is not None]
             self._off_at = min(candidates) if candidates else None
+            self._show(now)
         if changed:
             _LOGGER.info("output %s on%s", self.name, "" if seconds is None else f" for {seconds:g} s")
             self._changed(True)
@@ -113,14 +105,6 @@ class Output:
             _LOGGER.info("output %s off", self.name)
             self._changed(False)
 
-    def _switch_off(self) -> bool:
-        self._off_at = None
-        if self._on_since is None or self._closed:
-            return False
-        self._on_since = None
-        self._device.off()
-        return True
-
     def tick(self, now: float) -> float | None:
         """Switch off when a timer ran out; return the next deadline."""
         with self._lock:
@@ -132,6 +116,23 @@ class Output:
             self._changed(False)
         return None
 
+    def close(self) -> None:
+        """Switch off and let the hardware go. Silent: no ``when_changed`` at shutdown."""
+        with self._lock:
+            if self._closed:
+                return
+            self._switch_off()
+            self._closed = True
+            self._release()
+
+    def _switch_off(self) -> bool:
+        self._off_at = None
+        if self._on_since is None or self._closed:
+            return False
+        self._on_since = None
+        self._show(self._clock())
+        return True
+
     def _changed(self, on: bool) -> None:
         if self.when_changed is None:
             return
@@ -140,14 +141,44 @@ class Output:
         except Exception:
             _LOGGER.exception("output %s: when_changed callback failed", self.name)
 
-    def close(self) -> None:
-        """Switch off and release the pin. Silent: no ``when_changed`` at shutdown."""
-        with self._lock:
-            if self._closed:
-                return
-            self._switch_off()
-            self._closed = True
-            self._device.close()
+    def _show(self, now: float) -> None:
+        """Make the hardware match ``is_on`` and the timer (called with the lock held, on every change)."""
+        raise NotImplementedError
+
+    def _release(self) -> None:
+        """Let the hardware go (called once, with the lock held, after the last :meth:`_show`)."""
+
+
+class Output(TimedOutput):
+    """A siren, strobe or LED on a GPIO pin (``active_high`` as configured)."""
+
+    def __init__(
+        self,
+        config: OutputConfig,
+        *,
+        pin_factory=None,
+        clock: Callable[[], float] = time.monotonic,
+        when_changed: Callable[[str, bool], None] | None = None,
+        wake: Callable[[], None] = _ignore,
+    ) -> None:
+        if config.pin is None:
+            raise ValueError(f"output {config.name!r} is on mcu {config.mcu!r}, not a GPIO pin")
+        super().__init__(config, clock=clock, when_changed=when_changed, wake=wake)
+        self._device = DigitalOutputDevice(
+            config.pin, active_high=config.active_high, initial_value=False, pin_factory=pin_factory
+        )
+
+    def __repr__(self) -> str:
+        return f"<Output {self.name!r} pin {self.config.pin} {self.state}>"
+
+    def _show(self, now: float) -> None:
+        if self._on_since is None:
+            self._device.off()
+        elif not self._device.is_active:  # a new timer alone leaves the pin as it is
+            self._device.on()
+
+    def _release(self) -> None:
+        self._device.close()
 
 
 class StatusLed:

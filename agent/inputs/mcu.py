@@ -41,6 +41,7 @@ from agent.inputs.logic import HoldToTrigger
 from agent.inputs.readers.errors import WiegandError
 from agent.inputs.readers.presence import PRESENCE_ABSENT_S, PresenceFilter
 from agent.inputs.readers.wiegand import SUPPORTED_BITS, decode_wiegand
+from agent.outputs import TimedOutput
 from firmware_bridge import framing
 from firmware_bridge.link import REOPEN_S, LinkError, SerialLink
 from wire.messages import EventKind
@@ -143,11 +144,13 @@ class McuButton:
         return True
 
 
-class McuOutput:
+class McuOutput(TimedOutput):
     """A siren, strobe or LED on output ``config.output`` of the microcontroller.
 
-    The same interface as :class:`agent.outputs.Output`: ``on(seconds)``,
-    ``off()``, ``tick(now)``, ``is_on``, ``state``, ``when_changed(name, on)``.
+    It switches and times like :class:`agent.outputs.Output`; every change,
+    a new timer included, goes to the microcontroller as an ``out`` frame with
+    the time left, so the microcontroller's own timer stops the siren even if
+    the Pi dies.
     """
 
     def __init__(
@@ -160,107 +163,25 @@ class McuOutput:
     ) -> None:
         if config.output is None:
             raise ValueError(f"output {config.name!r} has no output number on mcu {config.mcu!r}")
-        self.config = config
-        self.name = config.name
+        super().__init__(config, clock=clock, wake=wake)
         self.index = config.output
-        self.max_on_s = config.max_on_s
-        self.when_changed: Callable[[str, bool], None] | None = None
         self._send = send
-        self._clock = clock
-        self._wake = wake
-        self._lock = threading.Lock()
-        self._on_since: float | None = None
-        self._off_at: float | None = None
-        self._closed = False
 
     def __repr__(self) -> str:
         return f"<McuOutput {self.name!r} mcu {self.config.mcu} output {self.index} {self.state}>"
-
-    @property
-    def is_on(self) -> bool:
-        return self._on_since is not None
-
-    @property
-    def state(self) -> str:
-        return "on" if self.is_on else "off"
-
-    @property
-    def off_at(self) -> float | None:
-        return self._off_at
-
-    def on(self, seconds: float | None = None) -> None:
-        """Switch on, for ``seconds`` if given; ``max_on_s`` (from first on) caps it either way."""
-        if seconds is not None and not seconds > 0:
-            raise ValueError(f"output {self.name!r}: seconds must be greater than 0, not {seconds}")
-        with self._lock:
-            if self._closed:
-                raise ValueError(f"output {self.name!r} is closed")
-            now = self._clock()
-            changed = self._on_since is None
-            if changed:
-                self._on_since = now
-            limit = None if self.max_on_s is None else self._on_since + self.max_on_s
-            until = None if seconds is None else now + seconds
-            candidates = [t for t in (limit, until) if t is not None]
-            self._off_at = min(candidates) if candidates else None
-            self._send(self._frame(now))
-        if changed:
-            _LOGGER.info("output %s on%s", self.name, "" if seconds is None else f" for {seconds:g} s")
-            self._changed(True)
-        self._wake()
-
-    def off(self) -> None:
-        with self._lock:
-            changed = self._switch_off()
-        if changed:
-            _LOGGER.info("output %s off", self.name)
-            self._changed(False)
-
-    def tick(self, now: float) -> float | None:
-        with self._lock:
-            if self._off_at is None or now < self._off_at:
-                return self._off_at
-            changed = self._switch_off()
-        if changed:
-            _LOGGER.info("output %s off: timer ran out", self.name)
-            self._changed(False)
-        return None
 
     def resend(self) -> None:
         """Tell the microcontroller the present state again (after it rebooted or came back)."""
         with self._lock:
             if not self._closed:
-                self._send(self._frame(self._clock()))
+                self._show(self._clock())
 
-    def close(self) -> None:
-        """Switch off, silently (no ``when_changed`` at shutdown)."""
-        with self._lock:
-            if not self._closed:
-                self._switch_off()
-                self._closed = True
-
-    def _frame(self, now: float) -> dict[str, Any]:
+    def _show(self, now: float) -> None:
         if self._on_since is None:
-            return {"t": framing.OUT, "output": self.index, "on": False, "ms": 0}
-        # The microcontroller's own timer: if the Pi dies, the siren still stops.
-        ms = 0 if self._off_at is None else max(1, round((self._off_at - now) * 1000))
-        return {"t": framing.OUT, "output": self.index, "on": True, "ms": ms}
-
-    def _switch_off(self) -> bool:
-        self._off_at = None
-        if self._on_since is None or self._closed:
-            return False
-        self._on_since = None
-        self._send(self._frame(self._clock()))
-        return True
-
-    def _changed(self, on: bool) -> None:
-        if self.when_changed is None:
+            self._send({"t": framing.OUT, "output": self.index, "on": False, "ms": 0})
             return
-        try:
-            self.when_changed(self.name, on)
-        except Exception:
-            _LOGGER.exception("output %s: when_changed callback failed", self.name)
+        ms = 0 if self._off_at is None else max(1, round((self._off_at - now) * 1000))
+        self._send({"t": framing.OUT, "output": self.index, "on": True, "ms": ms})
 
 
 class McuLink:
