@@ -77,13 +77,47 @@ RESTORE_S = (5.0, 30.0)
 RAMP_S = 10.0  # sessions connect spread over this long, as a district's agents come up
 SHARDS = 4  # threads driving the lightweight sessions' sockets
 DRAIN_S = 120.0
-TRACE_FRAMES = 12
-# `gridpatrol central` under tracemalloc: SIGUSR1 writes a snapshot to PREFIX.N (--trace-memory).
-TRACED_CENTRAL = """
-import itertools, signal, sys, tracemalloc
-tracemalloc.start(%d)
+TRACE_FRAMES = 4
+# `gridpatrol central` with a census on SIGUSR1: the number and shallow size of every
+# gc-tracked object by type, RSS, SQLite's and Python's allocations, written to
+# PREFIX.N.json (--census). The first census also starts tracemalloc, the second
+# dumps what is still allocated since then to PREFIX.trace: what grew, by where
+# it was allocated, without tracing (slowly) the start-up and the warm-up.
+CENSUS_CENTRAL = """
+import collections, ctypes, gc, itertools, json, signal, sys, tracemalloc
 numbers = itertools.count(1)
-signal.signal(signal.SIGUSR1, lambda *_: tracemalloc.take_snapshot().dump(f"{sys.argv[1]}.{next(numbers)}"))
+try:
+    sqlite = ctypes.CDLL("libsqlite3.so.0")  # the library Python's sqlite3 uses: its own count of what it holds
+    sqlite.sqlite3_memory_used.restype = ctypes.c_int64
+except OSError:
+    sqlite = None
+def census(*_):
+    counts, sizes = collections.Counter(), collections.Counter()
+    try:
+        gc.collect()  # garbage in cycles (paho's matcher makes one per message) is not growth
+        for o in gc.get_objects():
+            t = type(o)
+            module = getattr(t, "__module__", "?")
+            name = (module if isinstance(module, str) else "?") + "." + t.__qualname__
+            counts[name] += 1
+            sizes[name] += sys.getsizeof(o)
+        result = {"counts": counts, "sizes": sizes, "py_blocks": sys.getallocatedblocks()}
+        if sqlite is not None:
+            result["sqlite_bytes"] = sqlite.sqlite3_memory_used()
+        with open("/proc/self/smaps_rollup") as f:
+            result["smaps"] = {l.split(":")[0]: int(l.split()[1]) for l in f if l.split()[-1:] == ["kB"]}
+    except Exception as exc:  # never take central down for a census
+        result = {"error": repr(exc)}
+    n = next(numbers)
+    with open(sys.argv[1] + "." + str(n) + ".json", "w") as f:
+        json.dump(result, f)
+    if n == 1:
+        tracemalloc.start(%d)
+    elif tracemalloc.is_tracing():
+        snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, "<string>")])
+        snapshot.dump(sys.argv[1] + ".trace")
+        tracemalloc.stop()
+signal.signal(signal.SIGUSR1, census)
 from gridpatrol.cli import main
 sys.exit(main(sys.argv[2:]))
 """ % TRACE_FRAMES
@@ -435,10 +469,12 @@ protocol = "rdm6300"
             s.sendall(f"drive {pin} {level}\n".encode())
             s.recv(100)
 
-    def outbox_last_eseq(self) -> int:
+    def outbox(self) -> tuple[int, set[int]]:
+        """The last eseq the agent handed out, and the eseqs still waiting for central's ack."""
         db = self.directory / "outbox.db"
         with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-            return int(conn.execute("SELECT value FROM meta WHERE key = 'last_eseq'").fetchone()[0])
+            last = int(conn.execute("SELECT value FROM meta WHERE key = 'last_eseq'").fetchone()[0])
+            return last, {row[0] for row in conn.execute("SELECT eseq FROM events")}
 
 
 def play_real_agents(agents: list[RealAgent], stop: threading.Event, rng: random.Random) -> None:
@@ -551,14 +587,19 @@ class Sample:
     rss_mb: float
     cpu_pct: float
     stored: int
+    threads: int
 
 
-def proc_rss_mb(pid: int) -> float:
+def proc_status(pid: int) -> tuple[float, int]:
+    """RSS in MB and the number of threads, from /proc/PID/status."""
+    rss, threads = float("nan"), 0
     with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("Threads:"):
+                threads = int(line.split()[1])
+    return rss, threads
 
 
 def proc_cpu_s(pid: int) -> float:
@@ -612,6 +653,7 @@ class Soak:
         self.timings: dict[str, list[tuple[float, float]]] = {"/api/alarms": [], "/agents": []}
         self.room: ControlRoom | None = None
         self.t_load = 0.0
+        self.own_cpu_pct = 0.0
 
     def cli(self, *args: str, stdin: bytes | None = None) -> None:
         with open(self.root / "setup.log", "ab") as log:
@@ -638,10 +680,10 @@ class Soak:
         (self.root / "plan.toml").write_text(D.plan_toml(district))
         self.cli("plan", "import", str(self.root / "plan.toml"), "--config", str(self.conf))
         self.cli("users", "add", USER, "--unit", "fengze", "--config", str(self.conf), stdin=(self.password + "\n").encode())
-        if a.trace_memory:
+        if a.census:
             with open(self.root / "central.log", "ab") as out:
                 self.central = subprocess.Popen(
-                    [sys.executable, "-c", TRACED_CENTRAL, str(self.root / "tracemalloc"), "central", "--config", str(self.conf)],
+                    [sys.executable, "-c", CENSUS_CENTRAL, str(self.root / "census"), "central", "--config", str(self.conf)],
                     stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
         else:
             self.central = self.spawn(["central", "--config", str(self.conf)], self.root / "central.log")
@@ -725,24 +767,27 @@ class Soak:
         poller.start()
         end = self.t_load + self.args.minutes * 60
         cpu_prev, t_prev = proc_cpu_s(pid), time.monotonic()
+        own_cpu0, own_t0 = proc_cpu_s(os.getpid()), t_prev
         n = 1
-        warm = max(1, int(min(120.0, self.args.minutes * 20) // SAMPLE_S))  # samples before the first snapshot
+        warm = max(1, int(min(120.0, self.args.minutes * 20) // SAMPLE_S))  # samples before the first census
         while not self.stop.wait(max(0.0, self.t_load + n * SAMPLE_S - time.monotonic())):
             if self.central.poll() is not None:
                 print(f"central exited with {self.central.returncode}; see {self.root / 'central.log'}", file=sys.stderr)
                 break
             cpu, t = proc_cpu_s(pid), time.monotonic()
-            self.samples.append(Sample(t - self.t_load, proc_rss_mb(pid), 100 * (cpu - cpu_prev) / (t - t_prev),
-                                       stored_count(self.db)))
+            rss, threads = proc_status(pid)
+            self.samples.append(Sample(t - self.t_load, rss, 100 * (cpu - cpu_prev) / (t - t_prev), stored_count(self.db),
+                                       threads))
             cpu_prev, t_prev = cpu, t
             s = self.samples[-1]
-            print(f"  {s.t:6.0f} s  rss {s.rss_mb:6.1f} MB  cpu {s.cpu_pct:5.1f} %  stored {s.stored}", file=sys.stderr,
-                  flush=True)
+            print(f"  {s.t:6.0f} s  rss {s.rss_mb:6.1f} MB  cpu {s.cpu_pct:5.1f} %  stored {s.stored}  threads {s.threads}",
+                  file=sys.stderr, flush=True)
             n += 1
-            if self.args.trace_memory and (len(self.samples) == warm or t >= end):
-                os.kill(pid, signal.SIGUSR1)  # a tracemalloc snapshot: after the warm-up, and at the end
+            if self.args.census and (len(self.samples) == warm or t >= end):
+                os.kill(pid, signal.SIGUSR1)  # a census of central's objects: after the warm-up, and at the end
             if t >= end:
                 break
+        self.own_cpu_pct = 100 * (proc_cpu_s(os.getpid()) - own_cpu0) / max(1e-9, time.monotonic() - own_t0)
         # Load ends: no new events; everything made must now reach central and be acked.
         for a in self.light:
             a.generating = False
@@ -775,8 +820,10 @@ class Soak:
 
     def check(self, drained_s: float | None) -> dict[str, Any]:
         made: dict[str, dict[int, str | None]] = {a.agent_id: dict(a.made) for a in self.light}
+        waiting: dict[str, set[int]] = {a.agent_id: set(a.outbox) for a in self.light}  # never acked: still the agent's
         for r in self.real:
-            made[r.agent_id] = dict.fromkeys(range(1, r.outbox_last_eseq() + 1))
+            last, waiting[r.agent_id] = r.outbox()
+            made[r.agent_id] = dict.fromkeys(range(1, last + 1))
         with sqlite3.connect(f"file:{self.db}?mode=ro", uri=True) as conn:
             rows = conn.execute("SELECT agent, eseq, kind FROM events").fetchall()
             dup_rows = conn.execute("SELECT COUNT(*) FROM (SELECT agent, eseq FROM events GROUP BY agent, eseq "
@@ -785,7 +832,9 @@ class Soak:
             flagged = conn.execute("SELECT COUNT(*) FROM agents WHERE flags LIKE '%integrity%' OR flags LIKE '%lost%'"
                                    ).fetchone()[0]
         stored: dict[tuple[str, int], str] = {(agent, eseq): kind for agent, eseq, kind in rows}
-        lost = [(agent, e) for agent, es in made.items() for e in es if (agent, e) not in stored]
+        missing = [(agent, e) for agent, es in made.items() for e in es if (agent, e) not in stored]
+        # Not at central but still in the agent's outbox: not delivered yet (the run did not drain), not lost.
+        lost = [(agent, e) for agent, e in missing if e not in waiting[agent]]
         extra = [k for k in stored if k[0] not in made or k[1] not in made[k[0]]]
         mismatched = [k for k, kind in stored.items()
                       if k[0] in made and made[k[0]].get(k[1]) not in (None, kind)]
@@ -794,6 +843,7 @@ class Soak:
             "stored": len(stored),
             "duplicates": dup_rows,
             "lost": len(lost),
+            "undelivered": len(missing) - len(lost),
             "lost_examples": lost[:10],
             "extra": len(extra),
             "mismatched": len(mismatched),
@@ -806,6 +856,7 @@ class Soak:
             "central_counters": {k: v for k, v in sorted(counters.items()) if v},
             "agents_flagged": flagged,
             "central_exit": self.central.returncode if self.central is not None else None,
+            "load_generator_cpu_pct": round(self.own_cpu_pct, 1),
             "control_room_acks": self.room.acked if self.room else 0,
             "control_room_errors": self.room.errors[:10] if self.room else [],
         }
@@ -861,23 +912,41 @@ def memory_slope(samples: list[Sample]) -> float:
     return (statistics.mean(s.rss_mb for s in last) - statistics.mean(s.rss_mb for s in first)) / dt_min
 
 
-def memory_diff(prefix: Path, top: int = 12) -> list[str]:
-    """What central allocated between the two snapshots (Python objects only: not SQLite's cache nor malloc's slack)."""
-    import tracemalloc
-
+def census_diff(prefix: Path, top: int = 12) -> list[str]:
+    """Which kinds of Python object central gained between the two censuses (not SQLite's cache nor malloc's slack)."""
     deadline = time.monotonic() + 30
-    paths = [Path(f"{prefix}.{i}") for i in (1, 2)]
+    paths = [Path(f"{prefix}.{i}.json") for i in (1, 2)]
     while not all(p.exists() for p in paths) and time.monotonic() < deadline:
         time.sleep(0.2)
     if not all(p.exists() for p in paths):
-        return ["tracemalloc: snapshots missing"]
-    first, last = (tracemalloc.Snapshot.load(str(p)) for p in paths)
-    mb = [sum(st.size for st in snap.statistics("filename")) / 2**20 for snap in (first, last)]
-    lines = [f"tracemalloc: Python allocations {mb[0]:.1f} -> {mb[1]:.1f} MB between the snapshots; largest growth:"]
-    for stat in last.compare_to(first, "traceback")[:top]:
-        frames = [f"{'/'.join(Path(f.filename).parts[-2:])}:{f.lineno}" for f in stat.traceback]
-        ours = [f for f in frames if f.split("/")[0] in ("central", "wire", "web", "plan")] or frames[-3:]
-        lines.append(f"  {stat.size_diff / 1024:+8.0f} KiB {stat.count_diff:+7d} blocks  {' <- '.join(reversed(ours[-4:]))}")
+        return ["census: not taken"]
+    first, last = (json.loads(p.read_text()) for p in paths)
+    if "error" in first or "error" in last:
+        return [f"census failed: {first.get('error') or last.get('error')}"]
+    total = [sum(c["sizes"].values()) / 2**20 for c in (first, last)]
+    smaps = [c.get("smaps", {}) for c in (first, last)]
+    lines = [f"census after the warm-up -> at the end: RSS {smaps[0].get('Rss', 0) / 1024:.1f} -> "
+             f"{smaps[1].get('Rss', 0) / 1024:.1f} MB (anonymous {smaps[0].get('Anonymous', 0) / 1024:.1f} -> "
+             f"{smaps[1].get('Anonymous', 0) / 1024:.1f} MB); SQLite's own allocations "
+             f"{first.get('sqlite_bytes', 0) / 2**20:.1f} -> {last.get('sqlite_bytes', 0) / 2**20:.1f} MB; "
+             f"Python memory blocks {first['py_blocks']} -> {last['py_blocks']}",
+             f"gc-tracked objects (shallow sizes): {total[0]:.1f} -> {total[1]:.1f} MB; largest growth:"]
+    grown = sorted(last["sizes"], key=lambda k: last["sizes"][k] - first["sizes"].get(k, 0), reverse=True)
+    for name in grown[:top]:
+        lines.append(f"  {(last['sizes'][name] - first['sizes'].get(name, 0)) / 1024:+8.0f} KiB "
+                     f"{last['counts'][name] - first['counts'].get(name, 0):+7d} objects  {name}")
+    trace = Path(f"{prefix}.trace")
+    while not trace.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if trace.exists():
+        import tracemalloc
+
+        stats = tracemalloc.Snapshot.load(str(trace)).statistics("traceback")
+        lines.append(f"allocated after the warm-up and still held at the end: {sum(st.size for st in stats) / 2**20:.1f} MB"
+                     f" in {sum(st.count for st in stats)} blocks; largest, by where (newest frame first):")
+        for stat in stats[:top]:
+            where = " <- ".join(f"{'/'.join(Path(f.filename).parts[-2:])}:{f.lineno}" for f in reversed(stat.traceback))
+            lines.append(f"  {stat.size / 1024:8.0f} KiB {stat.count:7d} blocks  {where}")
     return lines
 
 
@@ -893,16 +962,19 @@ def report(args: argparse.Namespace, soak: Soak, result: dict[str, Any]) -> str:
     every = {p: [v for _, v in vs] for p, vs in soak.timings.items()}
     lines += ["",
               f"events made {result['made']}, stored {result['stored']}, duplicates {result['duplicates']}, "
-              f"lost {result['lost']}, stored but never made {result['extra']}, kind mismatches {result['mismatched']}",
+              f"lost {result['lost']}, still in the agents' outboxes {result['undelivered']}, "
+              f"stored but never made {result['extra']}, kind mismatches {result['mismatched']}",
               f"memory slope {memory_slope(soak.samples):+.2f} MB/min (last third against first third); "
-              f"RSS {soak.samples[0].rss_mb:.1f} -> {soak.samples[-1].rss_mb:.1f} MB" if soak.samples else "no samples",
+              f"RSS {soak.samples[0].rss_mb:.1f} -> {soak.samples[-1].rss_mb:.1f} MB; threads {soak.samples[0].threads} -> "
+              f"{soak.samples[-1].threads}" if soak.samples else "no samples",
               "dashboard over the run: " + ", ".join(
                   f"{p} p50 {percentile(v, 50):.0f} ms p99 {percentile(v, 99):.0f} ms max {max(v, default=float('nan')):.0f} ms"
                   f" ({len(v)} requests)" for p, v in every.items()),
               f"drained (every event acked) {result['drained_s']:.1f} s after the load ended" if result["drained_s"] is not None
               else f"NOT drained within {DRAIN_S:g} s",
               f"first sends dropped on purpose {result['dropped_on_purpose']}; resends due {result['resends_due']}; "
-              f"sessions: {result['session_counts']}; reconnects {result['shard_reconnects']}",
+              f"sessions: {result['session_counts']}; reconnects {result['shard_reconnects']}; "
+              f"this process (the sessions and the control room) used {result['load_generator_cpu_pct']} % CPU",
               f"control room acknowledged {result['control_room_acks']} alarms; errors {result['control_room_errors']}",
               f"central counters {result['central_counters']}; agents flagged (integrity/lost) {result['agents_flagged']}; "
               f"central exit status {result['central_exit']}"]
@@ -910,8 +982,8 @@ def report(args: argparse.Namespace, soak: Soak, result: dict[str, Any]) -> str:
         lines.append(f"lost, first ten: {result['lost_examples']}")
     if result["shard_errors"]:
         lines.append(f"session driver errors: {result['shard_errors']}")
-    if args.trace_memory:
-        lines += memory_diff(soak.root / "tracemalloc")
+    if args.census:
+        lines += census_diff(soak.root / "census")
     return "\n".join(lines)
 
 
@@ -925,8 +997,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", type=Path, help="keep the run's files here (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
-    parser.add_argument("--trace-memory", action="store_true",
-                        help="run central under tracemalloc and show where its memory grew (slows central)")
+    parser.add_argument("--census", action="store_true",
+                        help="count central's Python objects by type after the warm-up and at the end, and show the growth")
     args = parser.parse_args(argv)
     if not 4 <= args.agents <= 2000 or not 0 <= args.real_agents <= args.agents or not 0 <= args.drop < 1:
         parser.error("--agents 4..2000, --real-agents 0..agents, --drop in [0, 1)")
@@ -948,7 +1020,8 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "result": result,
                                              "samples": [vars(s) for s in soak.samples], "timings": soak.timings},
                                             indent=1, default=str))
-    ok = result["lost"] == 0 and result["duplicates"] == 0 and result["extra"] == 0 and result["mismatched"] == 0
+    ok = (result["lost"] == 0 and result["undelivered"] == 0 and result["duplicates"] == 0 and result["extra"] == 0
+          and result["mismatched"] == 0)
     return 0 if ok else 1
 
 
