@@ -37,8 +37,9 @@ class BusBridge:
         self._bus = bus
 
     def events_stored(self, events: Sequence[StoredEvent]) -> None:
+        publish = self._bus.publish
         for e in events:
-            self._bus.publish("event", e.to_notice())
+            publish("event", e.to_notice())
 
     def presence_changed(self, agent: str, state: str, ts: int) -> None:
         self._bus.publish("presence", {"agent": agent, "state": state, "ts": ts})

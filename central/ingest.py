@@ -316,9 +316,9 @@ class Ingest:
             while True:
                 self.last_beat = self._monotonic()
                 items = self._gather()
-                stop = any(i is _STOP for i in items)
+                stop = bool(items) and items[-1] is _STOP  # _gather takes nothing past a stop
                 if stop:
-                    items = items[:next(n for n, i in enumerate(items) if i is _STOP)]
+                    items.pop()
                 self._process(items)
                 if stop or self._stopping.is_set():
                     return
@@ -462,10 +462,13 @@ class Ingest:
             conn.execute("BEGIN IMMEDIATE")
             inserted = self._store.insert_events(conn, events)
             self._check_duplicates(events, inserted, deltas)
+            ledgers: dict[str, EseqLedger] = {}  # this batch's agents, looked up once each
             for e in inserted:
-                self._ledger(e.agent, now).add(e.eseq, now)
-                if self._ledgers[e.agent].gap:
-                    self._gapped.add(e.agent)
+                ledger = ledgers.get(e.agent)
+                if ledger is None:
+                    ledger = ledgers[e.agent] = self._ledger(e.agent, now)
+                ledger.add(e.eseq, now)
+            self._gapped.update(agent for agent, ledger in ledgers.items() if ledger.gap)
             acks.update(e.agent for e in events)
             acks.update(self._look_at_gaps(now, commands, deltas))
             for agent in acks:
@@ -542,8 +545,7 @@ class Ingest:
                                                        not e.replayed and not retained)
         if changed:
             self._times_changed.add(agent)
-        return StoredEvent(agent, e.eseq, str(e.kind), e.source, e.ts, ts_est, estimated, received_ts, e.replayed,
-                           e.fields, unplanned, e.boot_id, e.mono_ms, e.clock_synced)
+        return StoredEvent.received(agent, e, received_ts, ts_est, estimated, unplanned)
 
     def _observe_time(self, agent: str, boot_id: str, ts: int, mono_ms: int, synced: bool, received_ts: int, *,
                       live: bool) -> None:
@@ -563,6 +565,8 @@ class Ingest:
 
     def _check_duplicates(self, events: list[StoredEvent], inserted: list[StoredEvent],
                           deltas: dict[str, int]) -> None:
+        if len(inserted) == len(events):
+            return  # all of them were new (insert_events returns those it inserted)
         fresh = {id(e) for e in inserted}
         duplicates = [e for e in events if id(e) not in fresh]
         if not duplicates:

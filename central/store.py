@@ -22,6 +22,8 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 from urllib.parse import quote
 
+from wire.messages import Event
+
 _LOGGER = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0
@@ -108,6 +110,27 @@ class StoredEvent:
         if not isinstance(self.fields, MappingProxyType):
             object.__setattr__(self, "fields", MappingProxyType(dict(self.fields)))
 
+    @classmethod
+    def received(cls, agent: str, event: Event, received_ts: int, ts_est: int, ts_estimated: bool,
+                 unplanned: bool) -> StoredEvent:
+        """The event ``agent`` sent, as the ingest thread stores it; equal to the one ``__init__`` builds."""
+        stored = _new(cls)
+        _set_agent(stored, agent)
+        _set_eseq(stored, event.eseq)
+        _set_kind(stored, str(event.kind))
+        _set_source(stored, event.source)
+        _set_ts(stored, event.ts)
+        _set_ts_est(stored, ts_est)
+        _set_ts_estimated(stored, ts_estimated)
+        _set_received_ts(stored, received_ts)
+        _set_replayed(stored, event.replayed)
+        _set_fields(stored, event.fields)  # a read-only view already, which __init__ would keep too
+        _set_unplanned(stored, unplanned)
+        _set_boot_id(stored, event.boot_id)
+        _set_mono_ms(stored, event.mono_ms)
+        _set_clock_synced(stored, event.clock_synced)
+        return stored
+
     def content(self) -> dict[str, Any]:
         """The same map as :meth:`wire.messages.Event.content` of the event received."""
         body = dict(self.fields)
@@ -128,8 +151,21 @@ class StoredEvent:
     def to_notice(self) -> dict[str, Any]:
         """The ``event`` notice on the bus: the JSON form plus central's time estimate."""
         body = self.to_json()
-        body.update(ts_est=self.ts_est, ts_estimated=self.ts_estimated, unplanned=self.unplanned)
+        body["ts_est"] = self.ts_est
+        body["ts_estimated"] = self.ts_estimated
+        body["unplanned"] = self.unplanned
         return body
+
+
+# The slots of StoredEvent, set directly by ``received``: the frozen dataclass's
+# __init__ goes through object.__setattr__ per field and __post_init__ copies
+# ``fields``, together half of what storing an event costs the ingest thread.
+_new = object.__new__
+(_set_agent, _set_eseq, _set_kind, _set_source, _set_ts, _set_ts_est, _set_ts_estimated, _set_received_ts,
+ _set_replayed, _set_fields, _set_unplanned, _set_boot_id, _set_mono_ms, _set_clock_synced) = (
+    StoredEvent.__dict__[name].__set__ for name in (
+        "agent", "eseq", "kind", "source", "ts", "ts_est", "ts_estimated", "received_ts", "replayed", "fields",
+        "unplanned", "boot_id", "mono_ms", "clock_synced"))
 
 
 @dataclass(frozen=True, slots=True)

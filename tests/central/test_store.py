@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central.store import AgentRow, Store, StoredEvent, StoreError
+from wire.messages import Event
 
 
 def ev(agent: str, eseq: int, *, kind: str = "scan", ts_est: int | None = None, received_ts: int = 0,
@@ -133,3 +134,23 @@ def test_the_json_form_keeps_the_contract_keys_first() -> None:
                           received_ts=1, replayed=False, fields={"tag": "AB"}, unplanned=True)
     assert flagged.to_json()["unplanned"] is True
     assert flagged.to_notice()["ts_est"] == 1
+
+
+@pytest.mark.parametrize("event_map", [
+    {"kind": "scan", "tag": "67003B51C6"},
+    {"kind": "fault", "code": "reader", "detail": "no answer", "extra": 3},
+    {"kind": "output", "output": "siren", "on": True},
+    {"kind": "alarm"},
+])
+@pytest.mark.parametrize("replayed", [False, True])
+def test_an_event_received_is_the_one_init_builds(event_map: dict[str, object], replayed: bool) -> None:
+    e = Event.from_map({"eseq": 7, "boot_id": "b1", "source": "gate-1", "ts": -5, "mono_ms": 9,
+                        "clock_synced": False, "replayed": replayed, **event_map})
+    got = StoredEvent.received("a", e, 2000, 1990, True, True)
+    want = StoredEvent(agent="a", eseq=7, kind=str(e.kind), source="gate-1", ts=-5, ts_est=1990, ts_estimated=True,
+                       received_ts=2000, replayed=replayed, fields=dict(e.fields), unplanned=True, boot_id="b1",
+                       mono_ms=9, clock_synced=False)
+    assert got == want
+    assert type(got.kind) is str and got.kind == event_map["kind"]
+    assert got.to_notice() == want.to_notice()
+    assert got.content() == e.content()
