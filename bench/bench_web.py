@@ -1,6 +1,6 @@
 """Dashboard figures: bus-to-browser latency and memory with 500 agents.
 
-    /tmp/probe/bin/python bench/bench_web.py [--alarms 50] [--scans 200] [--agents 500]
+    .venv/bin/python -m bench.bench_web [--alarms 50] [--scans 200] [--agents 500]
 
 Latency: a real headless Chromium (Debian's /usr/bin/chromium) logged in on
 the alarms page; each alarm is raised through the real store and alarm book,
