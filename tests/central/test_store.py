@@ -63,6 +63,19 @@ def test_insert_is_idempotent_and_returns_what_was_new(store: Store) -> None:
     assert store.list_events()[0] == ev("a", 1)  # every column comes back as it went in
 
 
+@pytest.mark.parametrize("count", [1, 127, 128, 301])
+def test_a_large_batch_is_stored_whole_and_as_it_went_in(store: Store, count: int) -> None:
+    # Inserted many rows to a statement: 301 = 128 + 128 + 32 + 8 + 4 + 1.
+    events = [ev(f"agent-{i % 7}", i // 7 + 1, ts_est=-i, received_ts=10**15 + i, n=i, flag=i % 2 == 0, name="ü\n\"")
+              for i in range(count)]
+    assert insert(store, events) == events
+    assert store.list_events() == sorted(events, key=lambda e: (e.agent, e.eseq))
+    # The same batch again with one new event: only that one is new, the rest are duplicates.
+    extra = ev("agent-0", 10_000)
+    assert insert(store, [*events, extra]) == [extra]
+    assert len(store.list_events()) == count + 1
+
+
 def test_stored_contents_for_comparing_duplicates(store: Store) -> None:
     insert(store, [ev("a", 1)])
     with closing(store.connect(readonly=True)) as conn:
