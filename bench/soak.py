@@ -80,9 +80,12 @@ DRAIN_S = 120.0
 TRACE_FRAMES = 4
 # `gridpatrol central` with a census on SIGUSR1: the number and shallow size of every
 # gc-tracked object by type, RSS, SQLite's and Python's allocations, written to
-# PREFIX.N.json (--census). The first census also starts tracemalloc, the second
-# dumps what is still allocated since then to PREFIX.trace: what grew, by where
-# it was allocated, without tracing (slowly) the start-up and the warm-up.
+# PREFIX.N.json (--census), with glibc's malloc totals (mallinfo2: held from the
+# system against handed out, the difference is malloc's free space). Unless the
+# second argument is "notrace" (--no-tracemalloc), the first census also starts
+# tracemalloc and the second dumps what is still allocated since then to
+# PREFIX.trace: what grew, by where it was allocated, without tracing (slowly)
+# the start-up and the warm-up.
 CENSUS_CENTRAL = """
 import collections, ctypes, gc, itertools, json, signal, sys, tracemalloc
 numbers = itertools.count(1)
@@ -91,6 +94,15 @@ try:
     sqlite.sqlite3_memory_used.restype = ctypes.c_int64
 except OSError:
     sqlite = None
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(n, ctypes.c_size_t) for n in
+                ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+try:
+    libc = ctypes.CDLL("libc.so.6")
+    libc.mallinfo2.restype = MallInfo2  # glibc >= 2.33; sums every arena
+except (OSError, AttributeError):
+    libc = None
+trace = sys.argv[2] != "notrace"
 def census(*_):
     counts, sizes = collections.Counter(), collections.Counter()
     try:
@@ -104,6 +116,11 @@ def census(*_):
         result = {"counts": counts, "sizes": sizes, "py_blocks": sys.getallocatedblocks()}
         if sqlite is not None:
             result["sqlite_bytes"] = sqlite.sqlite3_memory_used()
+        if libc is not None:
+            info = libc.mallinfo2()
+            result["malloc"] = {name: getattr(info, name) for name, _ in MallInfo2._fields_}
+        if tracemalloc.is_tracing():
+            result["tracemalloc_overhead"] = tracemalloc.get_tracemalloc_memory()
         with open("/proc/self/smaps_rollup") as f:
             result["smaps"] = {l.split(":")[0]: int(l.split()[1]) for l in f if l.split()[-1:] == ["kB"]}
     except Exception as exc:  # never take central down for a census
@@ -111,7 +128,7 @@ def census(*_):
     n = next(numbers)
     with open(sys.argv[1] + "." + str(n) + ".json", "w") as f:
         json.dump(result, f)
-    if n == 1:
+    if n == 1 and trace:
         tracemalloc.start(%d)
     elif tracemalloc.is_tracing():
         snapshot = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, "<string>")])
@@ -119,7 +136,7 @@ def census(*_):
         tracemalloc.stop()
 signal.signal(signal.SIGUSR1, census)
 from gridpatrol.cli import main
-sys.exit(main(sys.argv[2:]))
+sys.exit(main(sys.argv[3:]))
 """ % TRACE_FRAMES
 START_TIMEOUT_S = 60.0
 USER = "soak"
@@ -571,14 +588,15 @@ class ControlRoom:
             raise RuntimeError(f"GET {path} answered {status}")
         return ms, data
 
-    def ack_oldest(self, alarms: list[dict[str, Any]]) -> None:
+    def ack(self, alarms: list[dict[str, Any]], *, every: bool = False) -> None:
+        """Acknowledge the oldest active alarm, or (``every``) all of them."""
         active = sorted(a["id"] for a in alarms if a.get("state") == "active")
-        if active:
-            status, body, _ = self.request("POST", f"/api/alarms/{active[0]}/ack", b"", {"X-CSRF-Token": self.csrf})
+        for alarm_id in active if every else active[:1]:
+            status, body, _ = self.request("POST", f"/api/alarms/{alarm_id}/ack", b"", {"X-CSRF-Token": self.csrf})
             if status == 200:
                 self.acked += 1
             elif status != 409:  # 409: acknowledged meanwhile
-                self.errors.append(f"ack {active[0]}: {status} {body[:200]!r}")
+                self.errors.append(f"ack {alarm_id}: {status} {body[:200]!r}")
 
 
 @dataclass
@@ -683,7 +701,8 @@ class Soak:
         if a.census:
             with open(self.root / "central.log", "ab") as out:
                 self.central = subprocess.Popen(
-                    [sys.executable, "-c", CENSUS_CENTRAL, str(self.root / "census"), "central", "--config", str(self.conf)],
+                    [sys.executable, "-c", CENSUS_CENTRAL, str(self.root / "census"),
+                     "notrace" if a.no_tracemalloc else "trace", "central", "--config", str(self.conf)],
                     stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True)
         else:
             self.central = self.spawn(["central", "--config", str(self.conf)], self.root / "central.log")
@@ -747,7 +766,7 @@ class Soak:
                 ms, _ = room.timed("/agents")
                 self.timings["/agents"].append((t, ms))
                 if self.args.ack:
-                    room.ack_oldest(json.loads(data))
+                    room.ack(json.loads(data), every=self.args.ack_all)
             except (OSError, RuntimeError, http.client.HTTPException, ValueError) as exc:
                 room.errors.append(f"{t:.0f} s: {exc!r}")
             finally:
@@ -912,7 +931,7 @@ def memory_slope(samples: list[Sample]) -> float:
     return (statistics.mean(s.rss_mb for s in last) - statistics.mean(s.rss_mb for s in first)) / dt_min
 
 
-def census_diff(prefix: Path, top: int = 12) -> list[str]:
+def census_diff(prefix: Path, *, traced: bool, top: int = 12) -> list[str]:
     """Which kinds of Python object central gained between the two censuses (not SQLite's cache nor malloc's slack)."""
     deadline = time.monotonic() + 30
     paths = [Path(f"{prefix}.{i}.json") for i in (1, 2)]
@@ -930,13 +949,20 @@ def census_diff(prefix: Path, top: int = 12) -> list[str]:
              f"{smaps[1].get('Anonymous', 0) / 1024:.1f} MB); SQLite's own allocations "
              f"{first.get('sqlite_bytes', 0) / 2**20:.1f} -> {last.get('sqlite_bytes', 0) / 2**20:.1f} MB; "
              f"Python memory blocks {first['py_blocks']} -> {last['py_blocks']}",
+             *([f"malloc (every arena): held {first['malloc']['arena'] / 2**20:.1f} -> {last['malloc']['arena'] / 2**20:.1f} MB"
+                f" + mmapped {first['malloc']['hblkhd'] / 2**20:.1f} -> {last['malloc']['hblkhd'] / 2**20:.1f} MB,"
+                f" in use {first['malloc']['uordblks'] / 2**20:.1f} -> {last['malloc']['uordblks'] / 2**20:.1f} MB,"
+                f" free inside {first['malloc']['fordblks'] / 2**20:.1f} -> {last['malloc']['fordblks'] / 2**20:.1f} MB"]
+               if "malloc" in first and "malloc" in last else []),
+             *([f"tracemalloc's own memory at the end: {last['tracemalloc_overhead'] / 2**20:.1f} MB (counted in the RSS)"]
+               if "tracemalloc_overhead" in last else []),
              f"gc-tracked objects (shallow sizes): {total[0]:.1f} -> {total[1]:.1f} MB; largest growth:"]
     grown = sorted(last["sizes"], key=lambda k: last["sizes"][k] - first["sizes"].get(k, 0), reverse=True)
     for name in grown[:top]:
         lines.append(f"  {(last['sizes'][name] - first['sizes'].get(name, 0)) / 1024:+8.0f} KiB "
                      f"{last['counts'][name] - first['counts'].get(name, 0):+7d} objects  {name}")
     trace = Path(f"{prefix}.trace")
-    while not trace.exists() and time.monotonic() < deadline:
+    while traced and not trace.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     if trace.exists():
         import tracemalloc
@@ -983,7 +1009,7 @@ def report(args: argparse.Namespace, soak: Soak, result: dict[str, Any]) -> str:
     if result["shard_errors"]:
         lines.append(f"session driver errors: {result['shard_errors']}")
     if args.census:
-        lines += census_diff(soak.root / "census")
+        lines += census_diff(soak.root / "census", traced=not args.no_tracemalloc)
     return "\n".join(lines)
 
 
@@ -994,11 +1020,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-agents", type=int, default=2)
     parser.add_argument("--drop", type=float, default=0.002, help="share of first event sends skipped on purpose")
     parser.add_argument("--no-ack", dest="ack", action="store_false", help="the control room only looks")
+    parser.add_argument("--ack-all", action="store_true",
+                        help="the control room acknowledges every active alarm it sees, not only the oldest")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", type=Path, help="keep the run's files here (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
     parser.add_argument("--census", action="store_true",
                         help="count central's Python objects by type after the warm-up and at the end, and show the growth")
+    parser.add_argument("--no-tracemalloc", action="store_true",
+                        help="with --census: no tracemalloc between the censuses (cheap enough for a full-size run)")
     args = parser.parse_args(argv)
     if not 4 <= args.agents <= 2000 or not 0 <= args.real_agents <= args.agents or not 0 <= args.drop < 1:
         parser.error("--agents 4..2000, --real-agents 0..agents, --drop in [0, 1)")
