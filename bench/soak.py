@@ -1,6 +1,6 @@
 """Soak: 300 agents against a real `gridpatrol central` for M minutes; memory, CPU, dashboard, nothing lost.
 
-    /tmp/probe/bin/python bench/soak.py [--minutes 10] [--agents 300] [--real-agents 2] [--drop 0.002]
+    .venv/bin/python -m bench.soak [--minutes 10] [--agents 300] [--real-agents 2] [--drop 0.002]
 
 Everything runs on 127.0.0.1: a LocalBroker, `gridpatrol central` (its plan
 from gridpatrol/district.py, imported with `gridpatrol plan import`, and a
