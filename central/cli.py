@@ -117,7 +117,10 @@ def _emit_events(events: Iterable[StoredEvent], args: argparse.Namespace, config
 def _when(ms: int | None, tz: ZoneInfo) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return datetime.fromtimestamp(ms / 1000, tz).strftime("%Y-%m-%d %H:%M:%S")
+    except (OverflowError, ValueError, OSError):  # an agent's clock can say anything; its events are kept
+        return f"? ({ms} ms)"
 
 
 def _table(header: Sequence[str], rows: list[Sequence[str]], out: TextIO) -> None:

@@ -15,7 +15,10 @@ clock is a good ruler; all we need is its offset to UTC:
    (the NTP minimum filter).
 4. Nothing known for that boot: ``ts`` as sent.
 
-Estimates (2 to 4) never lie after the time central received the event.
+Estimates (2 to 4) never lie after the time central received the event, nor
+before the earliest ``ts`` an event may carry (``TS_MIN``): an offset from a
+hostile or broken sample can be far past 64 bits, and an estimate the store
+cannot hold would fail every batch that contains it.
 Nothing is recomputed retroactively: an event keeps the estimate it got when
 it arrived (a later synced sample would improve it, but rewriting stored
 history behind the completion engine's back is not worth it).
@@ -27,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 MAX_BOOTS_PER_AGENT = 4  # replays rarely reach further back than the last reboot or two
+TS_MIN = -(2**63 - 1)  # the earliest ts wire.messages lets an event carry
 
 
 @dataclass(slots=True)
@@ -74,7 +78,7 @@ class ClockEstimator:
             guess = mono_ms + boot.live
         else:
             guess = ts
-        return Estimate(min(guess, received_ts), True)
+        return Estimate(max(TS_MIN, min(guess, received_ts)), True)
 
     def stamp(self, agent: str, boot_id: str, ts: int, mono_ms: int, clock_synced: bool, received_ts: int,
               live: bool) -> tuple[int, bool, bool]:
@@ -102,7 +106,7 @@ class ClockEstimator:
             guess = mono_ms + boot.live
         else:
             guess = ts
-        return min(guess, received_ts), True, changed
+        return max(TS_MIN, min(guess, received_ts)), True, changed
 
     def _boot(self, agent: str, boot_id: str) -> _Boot:
         boots = self._boots.setdefault(agent, {})

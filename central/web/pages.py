@@ -42,10 +42,16 @@ def make_environment(asset_version: str, tz: ZoneInfo) -> Environment:
 
 
 def time_filters(tz: ZoneInfo) -> dict[str, Any]:
-    """UTC ms to the control room's local time; "–" for none."""
+    """UTC ms to the control room's local time; "–" for none, and for a time no calendar holds (an agent's
+    clock can say anything, and its events are stored all the same)."""
 
     def local(ms: Any) -> dt.datetime | None:
-        return dt.datetime.fromtimestamp(ms / 1000, tz) if isinstance(ms, (int, float)) else None
+        if not isinstance(ms, (int, float)):
+            return None
+        try:
+            return dt.datetime.fromtimestamp(ms / 1000, tz)
+        except (OverflowError, ValueError, OSError):
+            return None
 
     def clock(ms: Any) -> str:
         d = local(ms)

@@ -11,6 +11,8 @@ from typing import Any, Iterator
 import paho.mqtt.client as mqtt
 import pytest
 
+from central.config import load_config
+from central.store import Store, StoredEvent
 from tests.central.test_ingest import T0, FakeAgent, hang_up
 from tests.support import Broker, Processes, run_cli, wait_until
 from wire import topics
@@ -180,3 +182,18 @@ def test_before_central_ever_ran_the_lists_are_empty(tmp_path: Path, broker: Bro
     assert (out.returncode, json.loads(out.stdout)) == (0, [])
     out = run_cli("events", "--config", str(config))
     assert out.stdout == "no events\n"
+
+
+def test_events_of_a_clock_no_calendar_holds_are_listed(tmp_path: Path, broker: Broker) -> None:
+    """An agent's clock can say anything and its events are kept: the table shows the raw number, not a crash."""
+    config = write_config(tmp_path, broker)
+    store = Store(load_config(config).store.path)
+    conn = store.connect()
+    with conn:
+        store.insert_events(conn, [StoredEvent(
+            agent="gate-a", eseq=1, kind="scan", source="gate-1", ts=2**62, ts_est=2**62, ts_estimated=False,
+            received_ts=T0, replayed=False, fields={"tag": "67003B51C6"}, boot_id="b", mono_ms=0, clock_synced=True)])
+    conn.close()
+    out = run_cli("events", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert f"? ({2**62} ms)" in out.stdout and "67003B51C6" in out.stdout

@@ -403,6 +403,20 @@ def test_time_is_estimated_from_the_boot_offset_when_the_clock_is_not_synced(sto
     assert (e3.ts, e3.ts_est, e3.ts_estimated) == (99, e3.received_ts, True)
 
 
+def test_a_clock_offset_past_64_bits_cannot_stop_the_store(store: Store, ingest: Ingest, agent: FakeAgent) -> None:
+    """A hostile (or broken) agent's synced sample puts its offset at -2**64: the estimate of its next unsynced
+    event must still be a number SQLite can store, or every batch holding that event fails and nothing in it is
+    ever acked."""
+    agent.online()
+    agent.event(1, synced=True, ts=-(2**63 - 1), mono_ms=2**63 - 1)
+    agent.event(2, synced=False, ts=0, mono_ms=0)
+    wait_until(lambda: agent.acked(2))
+    e1, e2 = stored(store)
+    assert (e1.ts_est, e1.ts_estimated) == (-(2**63 - 1), False)
+    assert (e2.ts_est, e2.ts_estimated) == (-(2**63 - 1), True)  # clamped to the range an event's ts may have
+    assert store.counters().get("store_errors", 0) == 0
+
+
 def test_telemetry_of_the_current_boot_is_a_time_sample(store: Store, ingest: Ingest, agent: FakeAgent) -> None:
     agent.online()
     tele = Telemetry(uptime_s=10, outbox_depth=0, reconnects=0, clock_synced=True, ts=T0 + 500, mono_ms=500)

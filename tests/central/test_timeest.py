@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.timeest import MAX_BOOTS_PER_AGENT, ClockEstimator, Estimate
+from central.timeest import MAX_BOOTS_PER_AGENT, TS_MIN, ClockEstimator, Estimate
 
 T0 = 1_700_000_000_000
 
@@ -73,3 +73,19 @@ def test_stamp_is_observe_then_estimate(samples: list[tuple[str, int, int, bool,
         changed = one.observe("a", boot, ts=ts, mono_ms=mono, clock_synced=synced, received_ts=received, live=live)
         est = one.estimate("a", boot, ts=ts, mono_ms=mono, clock_synced=synced, received_ts=received)
         assert two.stamp("a", boot, ts, mono, synced, received, live) == (est.ts_est, est.estimated, changed)
+
+
+_INT64 = 2**63 - 1
+_hostile = st.lists(st.tuples(st.sampled_from(["b1", "b2"]), st.integers(-_INT64, _INT64), st.integers(0, _INT64),
+                              st.booleans(), st.integers(0, 2 * 10**12), st.booleans()), min_size=1, max_size=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_hostile)
+def test_every_estimate_fits_the_store_whatever_the_clocks_said(samples: list[tuple[str, int, int, bool, int, bool]]) -> None:
+    """Any ts and mono_ms the wire lets through: the estimate is a 64-bit integer, never after receipt."""
+    c = ClockEstimator()
+    for boot, ts, mono, synced, received, live in samples:
+        ts_est, estimated, _ = c.stamp("a", boot, ts, mono, synced, received, live)
+        assert TS_MIN <= ts_est <= _INT64
+        assert ts_est == ts if synced else (ts_est <= received and estimated)

@@ -322,3 +322,16 @@ def test_dates_out_of_range_are_refused_not_crashed_on(client: TestClient, date:
         assert client.get(path, params={"date": date}).status_code == 400, path
     r = client.get("/events", params={"until_date": date})
     assert r.status_code == 200 and "expected a date from 2000-01-01 to 2099-12-31" in r.text
+
+
+@pytest.mark.parametrize("ts", [2**62, -(2**62), 253402300800000])  # far future, far past, 10000-01-01
+def test_an_agent_clock_out_of_every_calendar_shows_a_dash_not_an_error(client: TestClient, world: World,
+                                                                         ts: int) -> None:
+    """Central stores an event whatever the agent's clock said; the pages that show it must not fail on it."""
+    world.store_event("school-9-gate-1", "scan", "gate-1", ts=ts, tag="67003B51C6")
+    login(client, "duty")
+    for path in ("/events", "/"):
+        r = client.get(path)
+        assert r.status_code == 200, path
+    assert "67003B51C6" in client.get("/events").text
+    assert [e["ts"] for e in client.get("/api/events").json()] == [ts]
