@@ -8,6 +8,7 @@ Unknown extra keys are ignored so that the protocol can grow.
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -101,9 +102,22 @@ def _str(d: Mapping[str, Any], key: str, what: str, *, max_len: int = NAME_MAX_L
 
 def _number(d: Mapping[str, Any], key: str, what: str) -> float:
     value = _get(d, key, what)
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value != value:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise DecodeError(f"{what}: {key!r} must be a number, not {type(value).__name__}")
-    return float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int past any float
+        raise DecodeError(f"{what}: {key!r} = {value} is out of range") from None
+    if not math.isfinite(number):  # JSON has no NaN nor infinity: every page and API answer showing it would fail
+        raise DecodeError(f"{what}: {key!r} must be a finite number, not {value}")
+    return number
+
+
+def _free_scalar(value: Any) -> bool:
+    """A value an event may carry in a key of its own: a small scalar JSON can write (no NaN, no infinity)."""
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, (bool, int)) or (isinstance(value, str) and len(value) <= NAME_MAX_LEN)
 
 
 # -- events -------------------------------------------------------------------
@@ -210,11 +224,12 @@ def _kind_fields(kind: EventKind, d: Mapping[str, Any]) -> dict[str, Any]:
         fields["output"] = _str(d, "output", what)
         fields["on"] = _bool(d, "on", what)
     # Other small scalar keys travel along (a tamper's 'state', say); nested or
-    # large values are not the protocol's and are ignored.
+    # large values, and floats JSON cannot write (NaN, infinity), are not the
+    # protocol's and are ignored: the event itself, an alarm say, is kept.
     for key, value in d.items():
         if key in _EVENT_KEYS or key in fields:
             continue
-        if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= NAME_MAX_LEN):
+        if _free_scalar(value):
             fields[key] = value
     return fields
 
@@ -286,7 +301,7 @@ def _event_fast(d: Mapping[str, Any]) -> Event | None:
         for key, value in d.items():
             if key in _EVENT_KEYS or key in fields:
                 continue
-            if isinstance(value, (bool, int, float)) or (isinstance(value, str) and len(value) <= NAME_MAX_LEN):
+            if _free_scalar(value):
                 fields[key] = value
     event = _new(Event)
     _set_eseq(event, eseq)
@@ -446,9 +461,7 @@ class Telemetry:
             isinstance(v, int) and not isinstance(v, bool) for v in counters.values()
         ):
             raise DecodeError("tele: 'counters' must map names to integers")
-        temp = d.get("cpu_temp_c")
-        if temp is not None and (isinstance(temp, bool) or not isinstance(temp, (int, float))):
-            raise DecodeError("tele: 'cpu_temp_c' must be a number")
+        temp = _number(d, "cpu_temp_c", what) if d.get("cpu_temp_c") is not None else None
         rss = d.get("rss_kb")
         if rss is not None and (isinstance(rss, bool) or not isinstance(rss, int)):
             raise DecodeError("tele: 'rss_kb' must be an integer")
@@ -459,7 +472,7 @@ class Telemetry:
             clock_synced=_bool(d, "clock_synced", what),
             ts=_signed_int(d, "ts", what),
             mono_ms=_int(d, "mono_ms", what),
-            cpu_temp_c=None if temp is None else float(temp),
+            cpu_temp_c=temp,
             rss_kb=rss,
             counters=MappingProxyType(counters),
         )

@@ -119,3 +119,29 @@ def test_the_fast_path_takes_well_formed_events() -> None:
         d = {"eseq": 1, "boot_id": "b", "kind": kind, "source": "s", "ts": -5, "mono_ms": 0, "clock_synced": False,
              "replayed": True, **extra}
         assert _event_fast(d) is not None, kind
+
+
+@given(st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+def test_a_float_json_cannot_write_never_travels_with_an_event_and_the_event_is_kept(bad: float) -> None:
+    """Central writes every event's keys as JSON (store, API, pages, bus): NaN or infinity there made every
+    answer showing the event fail. The key is ignored like any other value not the protocol's; an alarm is kept."""
+    d = {"eseq": 1, "boot_id": "b", "kind": "alarm", "source": "z", "ts": 0, "mono_ms": 0, "clock_synced": True,
+         "replayed": False, "state": bad, "fine": 1.5}
+    for decoded in (Event.from_map(d), Event._from_map_checked(d)):
+        assert dict(decoded.fields) == {"fine": 1.5}
+
+
+@given(st.sampled_from(["uptime_s", "cpu_temp_c"]), st.sampled_from([float("nan"), float("inf"), float("-inf")]))
+def test_telemetry_of_numbers_json_cannot_write_is_refused(key: str, bad: Any) -> None:
+    """/api/agents and the agents page show them; JSON has no NaN nor infinity."""
+    from wire.codec import pack
+    from wire.messages import Telemetry
+
+    body = {"uptime_s": 1.0, "outbox_depth": 0, "reconnects": 0, "clock_synced": True, "ts": 0, "mono_ms": 0,
+            "cpu_temp_c": 40.0, key: bad}
+    try:
+        Telemetry.from_payload(pack(body))
+    except DecodeError as exc:
+        assert key in str(exc)
+    else:
+        raise AssertionError(f"tele with {key} = {bad} was taken")
