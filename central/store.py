@@ -29,6 +29,7 @@ from wire.messages import Event
 _LOGGER = logging.getLogger(__name__)
 
 BUSY_TIMEOUT_S = 5.0
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER: a larger Python int cannot even be bound
 # SQLite allows 32766 host parameters; stay far below for any build.
 _IN_CHUNK = 500
 
@@ -405,9 +406,12 @@ class Store:
 
     @staticmethod
     def add_counters(conn: sqlite3.Connection, deltas: Mapping[str, int]) -> None:
+        """Add ``deltas``; a counter stops at 2**63 - 1 (a hostile agent's lost range alone can be ~2**63, and
+        a value past 64 bits would fail the batch that counts it, and every batch after it, none acked)."""
         conn.executemany(
-            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = value + excluded.value",
-            [(name, n) for name, n in deltas.items() if n],
+            "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = "
+            f"CASE WHEN value > {INT64_MAX} - excluded.value THEN {INT64_MAX} ELSE value + excluded.value END",
+            [(name, min(n, INT64_MAX)) for name, n in deltas.items() if n],
         )
 
     # -- queries ---------------------------------------------------------------

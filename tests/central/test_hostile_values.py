@@ -1,0 +1,68 @@
+"""Wire-valid but extreme values (64-bit boundaries) through the real ingest: nothing in central may fail on them.
+
+The decoders take any eseq up to 2**63 - 1; what central derives from one (the
+next eseq, a lost range's size, a counter's total) must still fit SQLite's
+signed 64-bit INTEGER, or the batch holding it fails, unacked, every time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from central.ingest import Ingest
+from central.store import Store
+from tests.central.test_ingest import FakeAgent, make_ingest
+from tests.support import Broker, wait_until
+
+INT64_MAX = 2**63 - 1
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "central.db")
+
+
+@pytest.fixture
+def agents(broker: Broker) -> Iterator[list[FakeAgent]]:
+    made = [FakeAgent(broker, f"gate-{n}") for n in (1, 2, 3)]
+    try:
+        yield made
+    finally:
+        for a in made:
+            a.close()
+
+
+def give_up_quickly(broker: Broker, store: Store) -> Ingest:
+    ing = make_ingest(broker, store, gap_grace_s=0.05, replay_interval_s=0.05, replay_give_up=1)
+    ing.start()
+    assert ing.wait_connected(10)
+    return ing
+
+
+def jump_to_the_last_eseq(agents: list[FakeAgent]) -> None:
+    """eseq 1, then 2**63 - 1, the gap between never filled: central gives it up and acks 2**63 - 1."""
+    for a in agents:
+        a.online()
+        a.event(1)
+    for a in agents:
+        a.event(INT64_MAX, synced=False, ts=0, mono_ms=INT64_MAX)
+    wait_until(lambda: all(a.acked(INT64_MAX) for a in agents), message="the gap given up, the last eseq acked")
+
+
+def test_lost_ranges_past_64_bits_in_one_batch_cannot_stop_the_store(broker: Broker, store: Store,
+                                                                    agents: list[FakeAgent]) -> None:
+    """Two such agents lose 2 * (2**63 - 3) eseqs together: the counter stops at 2**63 - 1, the batch commits."""
+    ing = give_up_quickly(broker, store)
+    try:
+        jump_to_the_last_eseq(agents[:2])
+        agents[2].online()
+        agents[2].event(1)
+        wait_until(lambda: agents[2].acked(1))
+        assert ing.counters.get("store_errors", 0) == 0
+    finally:
+        ing.stop()
+    assert store.counters()["events_lost"] == INT64_MAX
+
