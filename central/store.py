@@ -422,6 +422,8 @@ class Store:
         ``after`` is an eseq known to be covered already (the last ack), so a
         range central gave up on is not counted as missing again.
         """
+        if after >= INT64_MAX:  # no eseq past the last one (and after + 1 could not even be bound)
+            return after
         with self._reading(conn) as c:
             if c.execute("SELECT 1 FROM events WHERE agent = ? AND eseq = ?", (agent, after + 1)).fetchone() is None:
                 return after

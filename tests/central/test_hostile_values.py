@@ -66,3 +66,27 @@ def test_lost_ranges_past_64_bits_in_one_batch_cannot_stop_the_store(broker: Bro
         ing.stop()
     assert store.counters()["events_lost"] == INT64_MAX
 
+
+def test_an_agent_at_the_last_eseq_is_still_stored_after_a_restart(broker: Broker, store: Store,
+                                                                   agents: list[FakeAgent]) -> None:
+    """Central restarts with an ack of 2**63 - 1 held: its ledger starts there and must not look past it (nor
+    fail the batch, and every other agent's events in it, on every try)."""
+    first, other = agents[0], agents[2]
+    ing = give_up_quickly(broker, store)
+    try:
+        jump_to_the_last_eseq([first])
+    finally:
+        ing.stop()
+    assert store.get_agent(first.agent_id).acked_eseq == INT64_MAX  # type: ignore[union-attr]
+    second = make_ingest(broker, store)
+    try:
+        second.start()
+        assert second.wait_connected(10)
+        first.event(INT64_MAX, replayed=True, synced=False, ts=0, mono_ms=INT64_MAX)  # its ack was lost
+        other.online()
+        other.event(1)
+        wait_until(lambda: other.acked(1) and first.acks.count(INT64_MAX) >= 2, message="acks after the restart")
+        assert second.counters.get("store_errors", 0) == 0
+        assert [e.eseq for e in store.list_events(agent=first.agent_id)] == [1, INT64_MAX]
+    finally:
+        second.stop()
