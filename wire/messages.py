@@ -319,6 +319,26 @@ def _event_fast(d: Mapping[str, Any]) -> Event | None:
 # -- birth, state, telemetry --------------------------------------------------
 
 INVENTORY_KINDS = ("zones", "buttons", "readers", "outputs")
+# Containers inside an inventory item (an agent's configs as maps): a few
+# levels at most. msgpack nests ~1000 deep in a few KB, and central writes
+# births as JSON, which recursion that deep makes fail.
+_ITEM_DEPTH_MAX = 16
+
+
+def _shallow(value: Any, depth: int = _ITEM_DEPTH_MAX) -> bool:
+    """``value`` holds no container more than ``depth`` levels down (checked without recursion)."""
+    level: list[Any] = [value]
+    for _ in range(depth + 1):
+        deeper: list[Any] = []
+        for v in level:
+            if isinstance(v, dict):
+                deeper.extend(v.values())
+            elif isinstance(v, (list, tuple)):
+                deeper.extend(v)
+        if not deeper:
+            return True
+        level = deeper
+    return False
 
 
 @dataclass(slots=True, frozen=True)
@@ -370,11 +390,13 @@ class Birth:
                 if not isinstance(item, dict):
                     raise DecodeError(f"birth: inventory {kind!r} items must be maps")
                 _str(item, "name", f"birth inventory {kind!r} item")
+                if not _shallow(item):
+                    raise DecodeError(f"birth: inventory {kind!r} item nests deeper than {_ITEM_DEPTH_MAX} levels")
                 checked.append(MappingProxyType(dict(item)))
             inventory[kind] = tuple(checked)
         versions = d.get("versions", {})
-        if not isinstance(versions, dict):
-            raise DecodeError("birth: 'versions' must be a map")
+        if not isinstance(versions, dict) or not _shallow(versions):
+            raise DecodeError(f"birth: 'versions' must be a map nesting at most {_ITEM_DEPTH_MAX} levels")
         return cls(
             bdseq=_int(d, "bdseq", what),
             boot_id=_str(d, "boot_id", what),

@@ -10,12 +10,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
+import msgpack
 import pytest
 
 from central.ingest import Ingest
 from central.store import Store
 from tests.central.test_ingest import FakeAgent, make_ingest
 from tests.support import Broker, wait_until
+from wire import topics
 
 INT64_MAX = 2**63 - 1
 
@@ -90,3 +92,32 @@ def test_an_agent_at_the_last_eseq_is_still_stored_after_a_restart(broker: Broke
         assert [e.eseq for e in store.list_events(agent=first.agent_id)] == [1, INT64_MAX]
     finally:
         second.stop()
+
+
+def _deep_birth(depth: int) -> bytes:
+    """A birth whose one zone carries a list nested ``depth`` deep: a few hundred bytes msgpack decodes fine."""
+    def key(k: str, v: bytes) -> bytes:
+        return msgpack.packb(k) + v
+
+    item = b"\x82" + key("name", msgpack.packb("north-fence")) + key("deep", b"\x91" * depth + msgpack.packb("x"))
+    return (b"\x84" + key("bdseq", msgpack.packb(1)) + key("boot_id", msgpack.packb("boot-a"))
+            + key("fw", msgpack.packb("1")) + key("inventory", b"\x81" + key("zones", b"\x91" + item)))
+
+
+def test_a_birth_nested_too_deep_for_json_is_refused_not_stored(broker: Broker, store: Store,
+                                                                 agents: list[FakeAgent]) -> None:
+    """Central writes a birth into the agents table as JSON; one nested 900 deep made that write fail, and
+    the agent's row stayed to be written with every later batch: none committed, nothing acked, for anyone."""
+    hostile, other = agents[0], agents[1]
+    ing = make_ingest(broker, store)
+    ing.start()
+    try:
+        assert ing.wait_connected(10)
+        hostile.publish(topics.birth(hostile.agent_id), _deep_birth(900))
+        other.online()
+        other.event(1)
+        wait_until(lambda: other.acked(1), message="the other agent's ack")
+        wait_until(lambda: ing.counters.get("bad_message.wrong_types", 0) == 1, message="the birth refused")
+        assert ing.counters.get("store_errors", 0) == 0
+    finally:
+        ing.stop()

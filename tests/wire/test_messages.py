@@ -145,3 +145,25 @@ def test_telemetry_of_numbers_json_cannot_write_is_refused(key: str, bad: Any) -
         assert key in str(exc)
     else:
         raise AssertionError(f"tele with {key} = {bad} was taken")
+
+
+@given(st.sampled_from(["inventory", "versions"]), st.integers(17, 1000))
+def test_a_birth_nested_deeper_than_an_agent_config_is_refused(where: str, depth: int) -> None:
+    """msgpack nests ~1000 deep in a few KB; central stores a birth as JSON, which that depth makes fail."""
+    import msgpack
+
+    from wire.messages import Birth
+
+    deep = b"\x91" * depth + msgpack.packb("x")
+    value = (b"\x81" + msgpack.packb("zones") + b"\x91\x82" + msgpack.packb("name") + msgpack.packb("z")
+             + msgpack.packb("deep") + deep) if where == "inventory" else b"\x81" + msgpack.packb("v") + deep
+    body = b"".join(msgpack.packb(x) for x in ("bdseq", 1, "boot_id", "b", "fw", "f"))
+    if where == "versions":
+        body += msgpack.packb("inventory") + b"\x80"
+    payload = (b"\x84" if where == "inventory" else b"\x85") + body + msgpack.packb(where) + value
+    try:
+        Birth.from_payload(payload)
+    except DecodeError as exc:
+        assert where in str(exc)
+    else:
+        raise AssertionError(f"a birth with {where} nested {depth} deep was taken")
