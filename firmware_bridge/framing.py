@@ -22,6 +22,7 @@ from firmware_bridge.firmware.framing import (
     PROTO,
     RELEASED,
     REMEMBER,
+    RESEND_MAX_MS,
     RESEND_MS,
     SYNC,
     TAG,
@@ -50,7 +51,7 @@ from firmware_bridge.firmware.framing import (
 __all__ = [
     "ACK", "ALARM", "BUTTON", "BUTTON_STATES", "COUNTERS", "HB", "HELLO", "MAX_BODY_BYTES",
     "MAX_RESENDS", "MAX_WIRE_BYTES", "NORMAL", "OUT", "PRESSED", "PROTO", "RELEASED", "REMEMBER",
-    "RESEND_MS", "SYNC", "TAG", "TAMPER_CUT", "TAMPER_SHORT", "WIEGAND", "ZONE", "ZONE_STATES",
+    "RESEND_MAX_MS", "RESEND_MS", "SYNC", "TAG", "TAMPER_CUT", "TAMPER_SHORT", "WIEGAND", "ZONE", "ZONE_STATES",
     "BridgeError", "CobsError", "CrcError", "Deframer", "Endpoint", "FrameError", "cobs_decode",
     "cobs_encode", "crc16", "crc16_table", "decode_frame", "encode_frame", "hello_body", "pack", "unpack",
 ]

@@ -115,7 +115,8 @@ class App:
     def __init__(self, hw, fw=FW_VERSION):
         self.hw = hw
         self.fw = fw
-        self.link = framing.Endpoint()
+        # Never give a frame up: a card or a press has no other copy, and the Pi acks every frame it reads.
+        self.link = framing.Endpoint(max_resends=None)
         self.stats = {"wiegand_dropped": 0, "bad_out": 0, "unknown_type": 0, "syncs": 0}
         self.zones = [Debouncer(ZONE_DEBOUNCE_MS) for _ in range(hw.zone_count)]
         self.buttons = [Debouncer(BUTTON_DEBOUNCE_MS) for _ in range(hw.button_count)]

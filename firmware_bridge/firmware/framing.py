@@ -31,6 +31,7 @@ except ImportError:
 PROTO = 1
 RESEND_MS = 200
 MAX_RESENDS = 5
+RESEND_MAX_MS = 1000  # without a give-up, the wait between sendings doubles up to this
 REMEMBER = 16  # frame numbers a receiver keeps to spot repeats
 QUEUE_MAX = 32  # bodies waiting behind the one in flight
 MAX_BODY_BYTES = 256
@@ -491,11 +492,17 @@ class Endpoint:
     returns the bodies to act on (acks and repeats are handled here);
     ``poll`` resends or gives up on time. After any of them, ``take_output``
     returns the bytes to write. Bodies given up on after ``max_resends``
-    resends wait in ``given_up`` for the owner to report.
+    resends wait in ``given_up`` for the owner to report. With
+    ``max_resends=None`` nothing is given up: a body is sent again until it
+    is acknowledged, the wait doubling from ``resend_ms`` up to
+    ``resend_max_ms`` (the firmware's way: its frame is the only copy of a
+    card or a press).
     """
 
-    def __init__(self, resend_ms=RESEND_MS, max_resends=MAX_RESENDS, queue_max=QUEUE_MAX, first_n=0):
+    def __init__(self, resend_ms=RESEND_MS, max_resends=MAX_RESENDS, queue_max=QUEUE_MAX, first_n=0,
+                 resend_max_ms=RESEND_MAX_MS):
         self.resend_ms = resend_ms
+        self.resend_max_ms = max(resend_ms, resend_max_ms)
         self.max_resends = max_resends
         self.queue_max = queue_max
         self.counters = new_counters()
@@ -506,6 +513,7 @@ class Endpoint:
         self._inflight = None  # the body in flight, with its n
         self._wire = b""
         self._sent_at = 0
+        self._wait_ms = resend_ms
         self._resends = 0
         self._next_n = first_n % N_MODULO
         self._recent = []  # frame numbers accepted from the peer, oldest first
@@ -549,10 +557,12 @@ class Endpoint:
 
     def poll(self, now_ms):
         """Resend or give up when due; return ms until the next call is needed, or None."""
-        if self._inflight is not None and ticks_diff(now_ms, self._sent_at) >= self.resend_ms:
-            if self._resends < self.max_resends:
+        if self._inflight is not None and ticks_diff(now_ms, self._sent_at) >= self._wait_ms:
+            if self.max_resends is None or self._resends < self.max_resends:
                 self._resends += 1
                 self._sent_at = now_ms
+                if self.max_resends is None:
+                    self._wait_ms = min(self._wait_ms * 2, self.resend_max_ms)
                 self._write(self._wire)
                 self.counters["retransmits"] += 1
             else:
@@ -563,7 +573,7 @@ class Endpoint:
         self._start_next(now_ms)
         if self._inflight is None:
             return None
-        return max(0, self.resend_ms - ticks_diff(now_ms, self._sent_at))
+        return max(0, self._wait_ms - ticks_diff(now_ms, self._sent_at))
 
     def take_output(self):
         out = bytes(self._out)
@@ -627,6 +637,7 @@ class Endpoint:
         self._inflight = body
         self._wire = encode_frame(body)
         self._sent_at = now_ms
+        self._wait_ms = self.resend_ms
         self._resends = 0
         self._write(self._wire)
 

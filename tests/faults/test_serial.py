@@ -170,6 +170,7 @@ def test_microcontroller_link_full_of_noise(make_site, mcu: McuSim, numbers: Num
     after = mcu.counters
     retransmits = after["retransmits"] - before.get("retransmits", 0)
     assert retransmits > 0, "the noise never hit a frame: the scenario proved nothing"
+    assert after["gave_up"] == before.get("gave_up", 0), "the firmware gave a frame up: a card would be lost"
     numbers.details.update(cards_presented=len(expected), scans_stored=len(expected), noise_bursts=noise.bursts,
                            noise_bytes=noise.bytes, noise_seed=noise.seed, mcu_retransmits=retransmits,
                            mcu_frames_given_up=after["gave_up"] - before.get("gave_up", 0),

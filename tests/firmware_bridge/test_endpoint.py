@@ -91,6 +91,27 @@ def test_gives_up_after_five_resends_and_reports_the_frame() -> None:
     assert not mcu.busy
 
 
+def test_without_a_give_up_a_frame_is_sent_until_acked_ever_less_often() -> None:
+    """The firmware's endpoint: a card has no other copy, so it is sent again and again (200, 400, 800 ms, then
+    every second) until the Pi acknowledges it; what waits behind it goes next."""
+    mcu = Endpoint(max_resends=None)
+    mcu.send({"t": "wiegand", "input": 0, "bits": 26, "data": 1})
+    mcu.send({"t": "zone", "input": 0, "state": "alarm"})
+    mcu.poll(0)
+    sendings = [0] if frames(mcu.take_output()) else []
+    for now in range(1, 10_001):
+        mcu.poll(now)
+        if frames(mcu.take_output()):
+            sendings.append(now)
+    assert sendings[:5] == [0, 200, 600, 1400, 2400]
+    assert all(b - a == 1000 for a, b in zip(sendings[3:], sendings[4:]))
+    assert len(sendings) == 12 and mcu.counters["gave_up"] == 0 and mcu.take_given_up() == []
+    mcu.receive(encode_frame({"t": "ack", "n": 0}), 10_001)
+    assert frames(mcu.take_output()) == [{"t": "zone", "input": 0, "state": "alarm", "n": 1}]
+    mcu.poll(10_201)  # the next frame starts from the short wait again
+    assert frames(mcu.take_output()) == [{"t": "zone", "input": 0, "state": "alarm", "n": 1}]
+
+
 def test_the_next_frame_goes_out_after_giving_up() -> None:
     mcu = Endpoint()
     mcu.send({"t": "hb", "uptime_ms": 1})
