@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from wire.codec import pack, unpack
 from wire.errors import DecodeError
@@ -223,26 +223,36 @@ def _kind_fields(kind: EventKind, d: Mapping[str, Any]) -> dict[str, Any]:
     elif kind is EventKind.OUTPUT:
         fields["output"] = _str(d, "output", what)
         fields["on"] = _bool(d, "on", what)
-    # Other small scalar keys travel along (a tamper's 'state', say); nested or
-    # large values, and floats JSON cannot write (NaN, infinity), are not the
-    # protocol's and are ignored: the event itself, an alarm say, is kept.
-    for key, value in d.items():
-        if key in _EVENT_KEYS or key in fields:
-            continue
-        if _free_scalar(value):
-            fields[key] = value
+    _add_free_keys(d, fields)
     return fields
+
+
+def _add_free_keys(d: Mapping[str, Any], fields: dict[str, Any]) -> None:
+    """Other small scalar keys travel along (a tamper's 'state', say); nested or
+    large values, and floats JSON cannot write (NaN, infinity), are not the
+    protocol's and are ignored: the event itself, an alarm say, is kept."""
+    for key, value in d.items():
+        if key not in _EVENT_KEYS and key not in fields and _free_scalar(value):
+            fields[key] = value
+
+
+def slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ...]:
+    """The setters of ``names``, slots of the frozen dataclass ``cls``, for building one without its __init__.
+
+    Only for hot paths: a frozen dataclass's __init__ goes through
+    object.__setattr__ per field and __post_init__ copies mappings, which
+    costs more than all the checks of an event together. The caller owns
+    what __post_init__ would have checked or copied.
+    """
+    return tuple(cls.__dict__[name].__set__ for name in names)
 
 
 _KIND_BY_NAME: dict[str, EventKind] = {str(k): k for k in EventKind}
 _BASE_KEY_COUNT = len(_EVENT_KEYS)
-# The slots of Event, set directly: a frozen dataclass's __init__ goes through
-# object.__setattr__ per field and __post_init__ copies ``fields``, which cost
-# more than all the checks of an event together.
 _new = object.__new__
 (_set_eseq, _set_boot_id, _set_kind, _set_source, _set_ts, _set_mono_ms, _set_clock_synced, _set_replayed,
- _set_fields) = (Event.__dict__[name].__set__ for name in (
-    "eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed", "fields"))
+ _set_fields) = slot_setters(Event, "eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed",
+                             "fields")
 
 
 def _event_fast(d: Mapping[str, Any]) -> Event | None:
@@ -297,12 +307,7 @@ def _event_fast(d: Mapping[str, Any]) -> Event | None:
     else:
         fields = {}
     if len(d) != _BASE_KEY_COUNT + len(fields):
-        # Extra keys: all the base and kind keys are present, so there are some.
-        for key, value in d.items():
-            if key in _EVENT_KEYS or key in fields:
-                continue
-            if _free_scalar(value):
-                fields[key] = value
+        _add_free_keys(d, fields)  # all the base and kind keys are present, so there are extra ones
     event = _new(Event)
     _set_eseq(event, eseq)
     _set_boot_id(event, boot_id)
