@@ -277,9 +277,7 @@ class Outbox:
                     self._insert(db, [self._fault(item, FaultCode.OUTBOX_FULL, detail)])
                 return None
             batch = [item]
-            if self._disk_fault_due:
-                self._disk_fault_due = False
-                batch.append(self._fault(item, FaultCode.DISK_FULL, DISK_FULL_DETAIL))
+            batch.extend(self._take_disk_fault(item))
             if not self._filling_reported and self._depth + 1 >= self.warn_level:
                 self._filling_reported = True
                 batch.append(self._fault(item, FaultCode.OUTBOX_FILLING,
@@ -292,16 +290,20 @@ class Outbox:
         return _Pending(EventKind.FAULT, OUTBOX_SOURCE, {"code": code, "detail": detail},
                         cause.ts, cause.mono_ms, cause.clock_synced, cause.boot_id)
 
-    def _report_disk_full(self, db: sqlite3.Connection, cause: _Pending) -> None:
-        """The episode's one ``disk-full`` fault, stamped like the event that met it."""
+    def _take_disk_fault(self, cause: _Pending) -> list[_Pending]:
+        """The episode's one ``disk-full`` fault, stamped like the event that met it, if not sent yet."""
         if not self._disk_fault_due:
-            return
+            return []
         self._disk_fault_due = False
-        fault = self._fault(cause, FaultCode.DISK_FULL, DISK_FULL_DETAIL)
-        if self._pending:
-            self._pending.append(fault)
-        else:
-            self._insert(db, [fault])
+        return [self._fault(cause, FaultCode.DISK_FULL, DISK_FULL_DETAIL)]
+
+    def _report_disk_full(self, db: sqlite3.Connection, cause: _Pending) -> None:
+        """Store the episode's fault (or queue it behind the events waiting for room)."""
+        fault = self._take_disk_fault(cause)
+        if fault and self._pending:
+            self._pending.extend(fault)
+        elif fault:
+            self._insert(db, fault)
 
     def _enter_disk_full(self, why: str) -> None:
         self._disk_full = True
@@ -347,9 +349,7 @@ class Outbox:
                     raise
                 if not self._disk_full:
                     self._enter_disk_full("the disk is full")
-                if self._disk_fault_due:
-                    self._disk_fault_due = False
-                    batch = [*batch, self._fault(batch[0], FaultCode.DISK_FULL, DISK_FULL_DETAIL)]
+                batch = [*batch, *self._take_disk_fault(batch[0])]
                 if not made_room and self._make_room(db):
                     made_room = True
                     continue
