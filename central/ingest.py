@@ -575,12 +575,14 @@ class Ingest:
         stored = self._store.stored_contents(self._conn, ((e.agent, e.eseq) for e in duplicates))
         for e in duplicates:
             held = stored.get((e.agent, e.eseq))
-            if held is not None and held != e.content():
+            if held is None:
+                continue
+            got = e.content()
+            if held != got:
                 deltas[Counter.EVENTS_SUSPICIOUS] = deltas.get(Counter.EVENTS_SUSPICIOUS, 0) + 1
                 _LOGGER.warning("agent %s sent eseq %s again with different content; kept the first: held %s, got %s",
-                                e.agent, e.eseq, held, e.content())
-                self._violation(self._integrity.eseq_conflict(e.agent, e.eseq, held, e.content(), e.received_ts),
-                                deltas)
+                                e.agent, e.eseq, held, got)
+                self._violation(self._integrity.eseq_conflict(e.agent, e.eseq, held, got, e.received_ts), deltas)
 
     def _violation(self, v: Violation, deltas: dict[str, int] | None = None) -> None:
         """Count it, keep it in the agent's flags (saved with the batch), tell listeners after the batch."""
