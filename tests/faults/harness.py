@@ -317,6 +317,18 @@ def zone_events_by_boot(site: FaultSite, agent_id: str, source: str = "north-fen
     return out
 
 
+def assert_one_event_per_transition(site: FaultSite, togglers: list[Toggler]) -> None:
+    """Each toggled agent kept one boot, and its zone's events at central alternate and match, one for one, the
+    transitions driven: none lost, none doubled."""
+    for toggler in togglers:
+        agent = toggler.agent.agent_id
+        boots = zone_events_by_boot(site, agent)
+        assert len(boots) == 1, f"{agent} restarted: {site.log(agent)}"
+        kinds = next(iter(boots.values()))
+        assert_alternating(kinds)
+        assert len(kinds) == toggler.transitions, (agent, len(kinds), toggler.transitions)
+
+
 def assert_alternating(kinds: list[str]) -> None:
     """A loop that boots closed can only go alarm, restore, alarm, ...: a gap or a double breaks that."""
     expected = ["alarm" if i % 2 == 0 else "restore" for i in range(len(kinds))]

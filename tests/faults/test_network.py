@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultSite, Numbers, Toggler, assert_alternating, settle, stored_eseqs, zone_events_by_boot
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_event_per_transition, settle, stored_eseqs
 from tests.faults.netfaults import HalfOpenProxy
 from tests.support import run_cli, wait_until
 
@@ -86,11 +86,7 @@ def _cut_then_half_open_then_heal(site: FaultSite, numbers: Numbers) -> None:
         wait_until(lambda: _state(site) == "online", timeout=20, interval=0.2, message="agent online at the end")
     finally:
         proxy.close()
-    boots = zone_events_by_boot(site, AGENT)
-    assert len(boots) == 1, site.log(AGENT)
-    kinds = next(iter(boots.values()))
-    assert_alternating(kinds)
-    assert len(kinds) == toggler.transitions
+    assert_one_event_per_transition(site, [toggler])
     # Two keepalives at most: one of silence before the PINGREQ, one waiting for its answer.
     assert agent_noticed_s <= 2 * KEEPALIVE_S + 1.5
     numbers.details.update(

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultSite, Numbers, Toggler, assert_alternating, outbox_state, settle, stored_eseqs, zone_events_by_boot
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_event_per_transition, outbox_state, settle, stored_eseqs
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -74,15 +74,10 @@ def test_slow_collector_and_a_small_broker_queue(make_site, numbers: Numbers) ->
     finally:
         for t in togglers:
             t.stop()
-    tallies = settle(site, list(AGENTS), numbers, since=restarted, timeout=90, togglers=togglers)
+    settle(site, list(AGENTS), numbers, since=restarted, timeout=90, togglers=togglers)
     wait_until(lambda: _dropped(site) > dropped_frozen, timeout=15, interval=0.5, message="the broker dropping for stopped central")
     dropped_total = _dropped(site)
-    for t, toggler in zip(tallies, togglers):
-        boots = zone_events_by_boot(site, t.agent)
-        assert len(boots) == 1, site.log(t.agent)
-        kinds = next(iter(boots.values()))
-        assert_alternating(kinds)
-        assert len(kinds) == toggler.transitions
+    assert_one_event_per_transition(site, togglers)
     numbers.details.update(
         queue_limit=QUEUE_LIMIT, frozen_s=FROZEN_S, broker_dropped_while_frozen=dropped_frozen,
         broker_dropped_total=dropped_total, transitions_driven=sum(t.transitions for t in togglers),
