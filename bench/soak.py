@@ -60,6 +60,7 @@ from agent.inputs.readers.rdm6300 import encode_frame
 from agent.publisher import IN_FLIGHT_WINDOW, Publisher
 from gridpatrol import district as D
 from gridpatrol.localbroker import LocalBroker, free_port
+from gridpatrol.procs import terminate
 from wire import topics
 from wire.errors import DecodeError
 from wire.messages import (
@@ -77,6 +78,7 @@ RESTORE_S = (5.0, 30.0)
 RAMP_S = 10.0  # sessions connect spread over this long, as a district's agents come up
 SHARDS = 4  # threads driving the lightweight sessions' sockets
 DRAIN_S = 120.0
+STOP_S = 30.0  # a process's time to stop on SIGTERM before SIGKILL
 TRACE_FRAMES = 4
 # `gridpatrol central` with a census on SIGUSR1: the number and shallow size of every
 # gc-tracked object by type, RSS, SQLite's and Python's allocations, written to
@@ -641,19 +643,6 @@ def percentile(values: list[float], p: float) -> float:
 # -- the run --------------------------------------------------------------------------
 
 
-def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 30.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-    except ProcessLookupError:
-        pass
-
-
 class Soak:
     def __init__(self, args: argparse.Namespace, root: Path) -> None:
         self.args = args
@@ -820,8 +809,8 @@ class Soak:
         for s in self.shards:
             s.join(timeout=30)
         for r in self.real:
-            _terminate(r.proc)
-        _terminate(self.central)
+            terminate(r.proc, STOP_S)
+        terminate(self.central, STOP_S)
         return self.check(drained_s)
 
     def _drain(self) -> float | None:
@@ -888,8 +877,8 @@ class Soak:
             if s.is_alive():
                 s.join(timeout=30)
         for r in self.real:
-            _terminate(r.proc)
-        _terminate(self.central)
+            terminate(r.proc, STOP_S)
+        terminate(self.central, STOP_S)
         if self.room is not None and self.room.conn is not None:
             self.room.conn.close()
         for r in self.real:

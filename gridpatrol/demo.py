@@ -36,6 +36,7 @@ from agent.inputs.readers.rdm6300 import encode_frame
 from gridpatrol import district as D
 from gridpatrol.localbroker import LocalBroker, free_port
 from gridpatrol.netsim import TcpProxy
+from gridpatrol.procs import kill, terminate
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class Demo:
         for tap in self._taps:
             tap.join(timeout=2)
         for agent in self.agents.values():
-            _terminate(agent.proc)
-        _terminate(self.central)
+            terminate(agent.proc)
+        terminate(self.central)
         for agent in self.agents.values():
             agent.proxy.close()
             for fd in (agent.reader_master, agent.reader_slave):
@@ -217,7 +218,7 @@ class Demo:
         elif action.what == "heal":
             agent.proxy.heal()
         elif action.what == "kill":
-            _kill(agent.proc)
+            kill(agent.proc)
         elif action.what == "restart":
             self._start_agent(agent)
         if action.what != "tap":
@@ -309,28 +310,6 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         return subprocess.Popen(
             [sys.executable, "-m", "gridpatrol.cli", *args], stdout=out, stderr=out, stdin=subprocess.DEVNULL, start_new_session=True
         )
-
-
-def _terminate(proc: subprocess.Popen[bytes] | None, timeout: float = 10.0) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        _kill(proc)
-    except ProcessLookupError:
-        pass
-
-
-def _kill(proc: subprocess.Popen[bytes] | None) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
 
 
 def _drive(path: Path, pin: int, level: str) -> str:

@@ -7,13 +7,13 @@ a condition with a deadline (:func:`wait_until`).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
 
+from gridpatrol import procs
 from gridpatrol.localbroker import LocalBroker, free_port, port_open
 
 __all__ = ["Broker", "Processes", "REPO", "free_port", "port_open", "run_cli", "wait_until"]
@@ -69,26 +69,11 @@ class Processes:
 
     @staticmethod
     def terminate(proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                proc.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=timeout)
-        return proc.returncode
+        return procs.terminate(proc, timeout)  # type: ignore[return-value]  # a process, so a status
 
     @staticmethod
     def kill(proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait(timeout=10)
+        procs.kill(proc)
 
     def close(self) -> None:
         for proc in self.procs:
