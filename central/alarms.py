@@ -20,22 +20,31 @@ waiting for the agent's ok, 2 confirmed (or nothing to tell: agent alarms).
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import secrets
 import sqlite3
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass
-from enum import StrEnum
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 from central.bus import Bus
 from central.plan.model import Plan
 from central.plan.registry import PlanHistory
+from central.store import Store
+from central.store import alarms as sql
+from central.store.alarms import (
+    AGENT_KINDS, BY_MAX_LEN, RESOLVED_BY_ACK, Alarm, AlarmError, AlarmKind, AlarmState, AlarmStep, acknowledge,
+    get_alarm, list_alarms, list_steps,
+)
+from central.store.sqlite import transaction
 from wire.messages import Command, CommandName
+
+__all__ = ["AGENT_KINDS", "BY_MAX_LEN", "RESOLVED_BY_ACK", "Alarm", "AlarmBook", "AlarmError", "AlarmKind",
+           "AlarmState", "AlarmStep", "Pending", "acknowledge", "get_alarm", "list_alarms", "list_steps",
+           "offline_agents"]
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -46,165 +55,17 @@ FLAP_WINDOW_S = 600.0
 # change: an agent that starts, loses its link once and comes back has changed
 # state three times but has had one outage, which is no flapping.
 FLAP_TRANSITIONS = 3
-BUSY_TIMEOUT_S = 5.0
-BY_MAX_LEN = 64
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS alarms(
-    id INTEGER PRIMARY KEY,
-    agent TEXT NOT NULL,
-    source TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    unit TEXT,                 -- the agent's unit; NULL for an agent the plan does not know
-    state TEXT NOT NULL,       -- active | acknowledged | resolved
-    raised_ts INTEGER NOT NULL,-- when it happened (UTC ms)
-    acked_by TEXT,
-    acked_ts INTEGER,
-    escalated_to TEXT,         -- the unit it has climbed to; NULL while at its own unit
-    event_eseq INTEGER,
-    restored INTEGER NOT NULL DEFAULT 0,
-    notified INTEGER NOT NULL DEFAULT 0,
-    ack_txn TEXT               -- txn of the alarm-ack command awaiting the agent's answer
-);
-CREATE INDEX IF NOT EXISTS alarms_open ON alarms(state, agent, source);
-CREATE TABLE IF NOT EXISTS alarm_steps(
-    alarm_id INTEGER NOT NULL,
-    ts INTEGER NOT NULL,
-    unit TEXT,
-    tier TEXT,
-    action TEXT NOT NULL       -- raise | escalate | ack | restore | retrip | resolve
-);
-CREATE INDEX IF NOT EXISTS alarm_steps_alarm ON alarm_steps(alarm_id);
-"""
-
-_COLUMNS = "id, agent, source, kind, unit, state, raised_ts, acked_by, acked_ts, escalated_to, event_eseq, restored, notified, ack_txn"
 
 
-class AlarmState(StrEnum):
-    ACTIVE = "active"
-    ACKNOWLEDGED = "acknowledged"
-    RESOLVED = "resolved"
+@dataclass(slots=True)
+class Pending:
+    """What a batch's alarm writes did, applied to memory and announced only once the batch commits."""
 
+    climbs: dict[int, int] = field(default_factory=dict)  # alarm id -> when it reached its level
+    announce: list[tuple[int, str, str | None]] = field(default_factory=list)  # (alarm id, change, detail)
 
-class AlarmKind(StrEnum):
-    ALARM = "alarm"
-    TAMPER = "tamper"
-    PANIC = "panic"
-    AGENT_OFFLINE = "agent-offline"
-    AGENT_FLAPPING = "agent-flapping"
-    SUSPICIOUS = "suspicious"  # central/integrity.py: an agent's message contradicts itself; source = the check
-
-
-AGENT_KINDS = frozenset({AlarmKind.ALARM, AlarmKind.TAMPER, AlarmKind.PANIC})  # raised by an agent's input
-# Nothing restores these: staff's acknowledgement resolves them.
-RESOLVED_BY_ACK = frozenset({AlarmKind.PANIC, AlarmKind.SUSPICIOUS})
-
-
-class AlarmError(ValueError):
-    """An alarm command cannot be done (unknown id, acknowledged twice, bad name)."""
-
-
-@dataclass(slots=True, frozen=True)
-class Alarm:
-    id: int
-    agent: str
-    source: str
-    kind: str
-    unit: str | None
-    state: AlarmState
-    raised_ts: int
-    acked_by: str | None = None
-    acked_ts: int | None = None
-    escalated_to: str | None = None
-    event_eseq: int | None = None
-    restored: bool = False
-    notified: int = 0
-    ack_txn: str | None = None
-
-    @property
-    def time_to_ack_ms(self) -> int | None:
-        return None if self.acked_ts is None else self.acked_ts - self.raised_ts
-
-    @property
-    def level(self) -> str | None:
-        """The unit that has to answer it now."""
-        return self.escalated_to or self.unit
-
-    def to_json(self) -> dict[str, Any]:
-        """DESIGN.md's keys for ``alarms --json``."""
-        return {
-            "id": self.id, "agent": self.agent, "source": self.source, "kind": self.kind, "unit": self.unit,
-            "state": str(self.state), "raised_ts": self.raised_ts, "acked_by": self.acked_by,
-            "acked_ts": self.acked_ts, "escalated_to": self.escalated_to,
-        }
-
-
-@dataclass(slots=True, frozen=True)
-class AlarmStep:
-    alarm_id: int
-    ts: int
-    unit: str | None
-    tier: str | None
-    action: str
-
-
-def _alarm(row: Sequence[Any]) -> Alarm:
-    (aid, agent, source, kind, unit, state, raised, by, acked, esc, eseq, restored, notified, txn) = row
-    return Alarm(aid, agent, source, kind, unit, AlarmState(state), raised, by, acked, esc, eseq, bool(restored),
-                 int(notified), txn)
-
-
-def create_tables(conn: sqlite3.Connection) -> None:
-    with conn:
-        conn.executescript(SCHEMA)
-
-
-def _has_tables(conn: sqlite3.Connection) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'alarms'").fetchone() is not None
-
-
-def list_alarms(conn: sqlite3.Connection, *, include_all: bool = False) -> list[Alarm]:
-    """Open alarms (active or acknowledged), or every alarm; oldest first."""
-    if not _has_tables(conn):
-        return []
-    where = "" if include_all else " WHERE state != 'resolved'"
-    return [_alarm(r) for r in conn.execute(f"SELECT {_COLUMNS} FROM alarms{where} ORDER BY id")]
-
-
-def get_alarm(conn: sqlite3.Connection, alarm_id: int) -> Alarm | None:
-    row = conn.execute(f"SELECT {_COLUMNS} FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
-    return None if row is None else _alarm(row)
-
-
-def list_steps(conn: sqlite3.Connection, alarm_id: int) -> list[AlarmStep]:
-    rows = conn.execute("SELECT alarm_id, ts, unit, tier, action FROM alarm_steps WHERE alarm_id = ? ORDER BY rowid", (alarm_id,))
-    return [AlarmStep(*r) for r in rows]
-
-
-def acknowledge(conn: sqlite3.Connection, alarm_id: int, by: str, now_ms: int, *, tier: str | None = None) -> Alarm:
-    """Record that ``by`` answered the alarm; a second acknowledgement is an error, not a record."""
-    by = by.strip()
-    if not by or len(by) > BY_MAX_LEN or not by.isprintable():
-        raise AlarmError(f"--by {by!r}: give the name of who answered (1 to {BY_MAX_LEN} printable characters)")
-    by_ack = sorted(RESOLVED_BY_ACK)
-    with conn:
-        conn.execute("BEGIN IMMEDIATE")
-        cur = conn.execute(
-            f"UPDATE alarms SET state = CASE WHEN kind IN ({','.join('?' * len(by_ack))}) OR restored = 1 THEN 'resolved' ELSE 'acknowledged' END,"
-            " acked_by = ?, acked_ts = ?, notified = 0 WHERE id = ? AND state = 'active'",
-            (*by_ack, by, now_ms, alarm_id),
-        )
-        alarm = get_alarm(conn, alarm_id)
-        if cur.rowcount == 0:
-            if alarm is None:
-                raise AlarmError(f"alarm {alarm_id} does not exist")
-            when = dt.datetime.fromtimestamp((alarm.acked_ts or 0) / 1000, dt.timezone.utc).isoformat(timespec="seconds")
-            raise AlarmError(f"alarm {alarm_id} was already acknowledged by {alarm.acked_by} at {when}")
-        assert alarm is not None
-        _step(conn, alarm_id, now_ms, alarm.level, tier, "ack")
-        if alarm.state is AlarmState.RESOLVED:
-            _step(conn, alarm_id, now_ms, alarm.level, tier, "resolve")
-    return alarm
+    def __bool__(self) -> bool:
+        return bool(self.climbs or self.announce)
 
 
 def offline_agents(store: Any) -> Callable[[], list[tuple[str, int]]]:
@@ -217,27 +78,31 @@ def offline_agents(store: Any) -> Callable[[], list[tuple[str, int]]]:
     return read
 
 
-def _step(conn: sqlite3.Connection, alarm_id: int, ts: int, unit: str | None, tier: str | None, action: str) -> None:
-    conn.execute("INSERT INTO alarm_steps(alarm_id, ts, unit, tier, action) VALUES (?,?,?,?,?)",
-                 (alarm_id, ts, unit, tier, action))
-
-
 class HistorySource(Protocol):
     def history(self) -> PlanHistory: ...
 
 
 class AlarmBook:
-    """Alarms of a running central: a listener of ingest with its own SQLite connection.
+    """Alarms of a running central: decided inside ingest's batch, timed on a thread of its own.
 
-    ``store_path`` is central's SQLite file; ``plans`` the plan registry;
-    ``send_command(agent, Command)`` is ``Ingest.send_command``. ``clock`` gives
-    UTC seconds; :meth:`tick` does the time-driven work and is called by
-    :meth:`start`'s thread, or by a test with its own clock.
+    ``store`` is central's :class:`~central.store.Store` (or its SQLite path);
+    ``plans`` the plan registry; ``send_command(agent, Command)`` is the MQTT
+    session's. ``clock`` gives UTC seconds; :meth:`tick` does the time-driven
+    work and is called by :meth:`start`'s thread, or by a test with its own
+    clock.
+
+    Ingest calls :meth:`write` with its own connection inside the batch's
+    transaction, so an alarm event and its alarm (raise, retrip, restore)
+    commit together or not at all, before the ack goes out; then
+    :meth:`committed` with what :meth:`write` returned, to start the
+    escalation clocks and tell the dashboard. A central killed between the
+    commit and :meth:`committed` loses nothing: :meth:`_load_active` reads the
+    clocks back from the store on start.
     """
 
     def __init__(
         self,
-        store_path: str | Path,
+        store: Store | str | Path,
         *,
         plans: HistorySource,
         grid_s: float = 120.0,
@@ -251,6 +116,7 @@ class AlarmBook:
         new_txn: Callable[[], str] = lambda: secrets.token_hex(6),
         poll_s: float = POLL_S,
     ) -> None:
+        self._store = store if isinstance(store, Store) else Store(Path(store))
         self._plans = plans
         self._wait_s = {"grid": grid_s, "community": community_s, "street": street_s}
         self._grace_ms = int(offline_grace_s * 1000)
@@ -261,9 +127,7 @@ class AlarmBook:
         self._new_txn = new_txn
         self._poll_s = poll_s
         self._lock = threading.RLock()
-        self._conn = sqlite3.connect(store_path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode = WAL")
-        create_tables(self._conn)
+        self._conn = self._store.connect(check_same_thread=False)
         self._climb: dict[int, int] = {}  # active alarm id -> when it reached its current level (UTC ms)
         self._offline_since: dict[str, int] = {}  # agent -> when it went offline (UTC ms)
         self._offline_alarmed: set[str] = set()
@@ -272,6 +136,7 @@ class AlarmBook:
         self._acks_announced: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.last_beat = time.monotonic()  # the thread's last turn, for the watchdog
         self._load_active()
 
     # -- lifecycle -------------------------------------------------------------
@@ -296,8 +161,14 @@ class AlarmBook:
         with self._lock:
             self._conn.close()
 
+    def alive(self, stall_s: float) -> bool:
+        """The escalation thread runs and has turned within ``stall_s`` (the watchdog's test)."""
+        thread = self._thread
+        return thread is not None and thread.is_alive() and time.monotonic() - self.last_beat < stall_s
+
     def _run(self) -> None:
         while not self._stop.is_set():
+            self.last_beat = time.monotonic()
             try:
                 self.tick()
             except Exception:
@@ -307,19 +178,44 @@ class AlarmBook:
     def _load_active(self) -> None:
         for a in list_alarms(self._conn):
             if a.state is AlarmState.ACTIVE:
-                row = self._conn.execute("SELECT MAX(ts) FROM alarm_steps WHERE alarm_id = ? AND action IN ('raise', 'escalate')",
-                                         (a.id,)).fetchone()
-                self._climb[a.id] = row[0] if row and row[0] is not None else a.raised_ts
+                at = sql.last_climb(self._conn, a.id)
+                self._climb[a.id] = at if at is not None else a.raised_ts
 
-    # -- listener protocol -------------------------------------------------------
+    # -- inside ingest's transaction -----------------------------------------------
+
+    def write(self, conn: sqlite3.Connection, events: Iterable[Any],
+              suspicious: Iterable[tuple[str, str, str, int]] = ()) -> Pending:
+        """Raise, retrip and restore for ``events`` (``StoredEvent``s just inserted, in stored order) and
+        raise a ``suspicious`` alarm for each ``(agent, check, detail, ts_ms)``, on ``conn`` inside the
+        caller's transaction. Nothing in memory changes until :meth:`committed`."""
+        pending = Pending()
+        for e in events:
+            kind = e.kind
+            if kind in AGENT_KINDS:
+                self._raise_on(conn, pending, e.agent, e.source, AlarmKind(kind), e.ts_est, e.received_ts,
+                               eseq=e.eseq, epoch=e.epoch)
+            elif kind == "restore":
+                self._restore_on(conn, pending, e.agent, e.source, e.received_ts,
+                                 kinds=(AlarmKind.ALARM, AlarmKind.TAMPER))
+        for agent, check, detail, ts in suspicious:
+            self._raise_on(conn, pending, agent, check, AlarmKind.SUSPICIOUS, ts, ts, detail=detail)
+        return pending
+
+    def committed(self, pending: Pending) -> None:
+        """The transaction of :meth:`write` committed: start the clocks, tell the dashboard."""
+        if not pending:
+            return
+        with self._lock:
+            for alarm_id, since in pending.climbs.items():
+                self._climb.setdefault(alarm_id, since)
+        for alarm_id, what, detail in pending.announce:
+            self._announce(alarm_id, what, detail=detail)
+
+    # -- listener protocol (alarms decided outside a batch) ----------------------
 
     def events_stored(self, events: Iterable[Any]) -> None:
-        """Raise alarms and note restores (``StoredEvent``s, in stored order)."""
-        for e in events:
-            if e.kind in AGENT_KINDS:
-                self._raise(e.agent, e.source, AlarmKind(e.kind), e.ts_est, e.received_ts, eseq=e.eseq)
-            elif e.kind == "restore":
-                self._restore(e.agent, e.source, e.received_ts, kinds=(AlarmKind.ALARM, AlarmKind.TAMPER))
+        """Raise alarms and note restores for events stored by someone else (a test, a tool)."""
+        self._apply(lambda conn: self.write(conn, events))
 
     def presence_changed(self, agent: str, state: str, ts: int) -> None:
         with self._lock:
@@ -344,7 +240,7 @@ class AlarmBook:
             _LOGGER.warning("agent %s refused alarm-ack %s: %s", agent, txn, error)
             return
         with self._lock:
-            self._conn.execute("UPDATE alarms SET notified = 2 WHERE agent = ? AND ack_txn = ? AND notified = 1", (agent, txn))
+            sql.confirm_ack(self._conn, agent, txn)
 
     def integrity_violation(self, agent: str, reason: str, detail: str, ts: int) -> None:
         """Ingest found a message of ``agent`` that contradicts itself (central/integrity.py)."""
@@ -378,6 +274,11 @@ class AlarmBook:
     def steps(self, alarm_id: int) -> list[AlarmStep]:
         with self._lock:
             return list_steps(self._conn, alarm_id)
+
+    def open_panics(self, agent: str) -> list[str]:
+        """Sources of the agent's panics still waiting for staff (its indicators stay lit)."""
+        with self._lock:
+            return sql.open_latches(self._conn, agent)
 
     # -- time ----------------------------------------------------------------------
 
@@ -426,57 +327,53 @@ class AlarmBook:
         u = plan.unit_by_id.get(unit) if plan and unit is not None else None
         return str(u.tier) if u else None
 
-    def _raise(self, agent: str, source: str, kind: AlarmKind, raised_ts: int, noticed_ts: int, *, eseq: int | None = None,
-               detail: str | None = None) -> None:
+    def _apply(self, write: Callable[[sqlite3.Connection], Pending]) -> None:
+        """Run ``write`` in a transaction of the book's own connection, then apply what it decided."""
         with self._lock:
-            conn = self._conn
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = conn.execute(
-                    "SELECT id, restored FROM alarms WHERE agent = ? AND source = ? AND kind = ? AND state != 'resolved'"
-                    " ORDER BY id DESC LIMIT 1", (agent, source, str(kind))).fetchone()
-                if row is not None:
-                    # The same input tripping again before it was dealt with: one alarm, not a flood.
-                    if row[1]:
-                        conn.execute("UPDATE alarms SET restored = 0 WHERE id = ?", (row[0],))
-                        _step(conn, row[0], noticed_ts, None, None, "retrip")
-                    conn.execute("COMMIT")
-                    return
-                unit = self._unit_of(agent, raised_ts)
-                tier = self._tier(unit, noticed_ts)
-                cur = conn.execute(
-                    "INSERT INTO alarms(agent, source, kind, unit, state, raised_ts, event_eseq) VALUES (?,?,?,?,?,?,?)",
-                    (agent, source, str(kind), unit, str(AlarmState.ACTIVE), raised_ts, eseq))
-                alarm_id = int(cur.lastrowid or 0)
-                _step(conn, alarm_id, noticed_ts, unit, tier, "raise")
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            self._climb[alarm_id] = noticed_ts
-        _LOGGER.warning("alarm %s raised: %s %s of %s (unit %s)", alarm_id, kind, source, agent, unit)
-        self._announce(alarm_id, "raised", detail=detail)
+            with transaction(self._conn):
+                pending = write(self._conn)
+            self.committed(pending)
+
+    def _raise(self, agent: str, source: str, kind: AlarmKind, raised_ts: int, noticed_ts: int, *,
+               detail: str | None = None) -> None:
+        self._apply(lambda conn: self._raise_on(conn, Pending(), agent, source, kind, raised_ts, noticed_ts,
+                                                detail=detail))
 
     def _restore(self, agent: str, source: str, ts: int, *, kinds: Sequence[AlarmKind]) -> None:
-        marks = ",".join("?" * len(kinds))
-        with self._lock:
-            conn = self._conn
-            ids = [r[0] for r in conn.execute(
-                f"SELECT id FROM alarms WHERE agent = ? AND source = ? AND kind IN ({marks}) AND state != 'resolved'"
-                " AND restored = 0", (agent, source, *map(str, kinds)))]
-            for alarm_id in ids:
-                with conn:
-                    conn.execute("BEGIN IMMEDIATE")
-                    conn.execute("UPDATE alarms SET restored = 1, state = CASE WHEN state = 'acknowledged'"
-                                 " THEN 'resolved' ELSE state END WHERE id = ?", (alarm_id,))
-                    alarm = get_alarm(conn, alarm_id)
-                    assert alarm is not None
-                    tier = self._tier(alarm.level, ts)
-                    _step(conn, alarm_id, ts, alarm.level, tier, "restore")
-                    if alarm.state is AlarmState.RESOLVED:
-                        _step(conn, alarm_id, ts, alarm.level, tier, "resolve")
-        for alarm_id in ids:
-            self._announce(alarm_id, "restored")
+        self._apply(lambda conn: self._restore_on(conn, Pending(), agent, source, ts, kinds=kinds))
+
+    def _raise_on(self, conn: sqlite3.Connection, pending: Pending, agent: str, source: str, kind: AlarmKind,
+                  raised_ts: int, noticed_ts: int, *, eseq: int | None = None, epoch: str | None = None,
+                  detail: str | None = None) -> Pending:
+        held = sql.open_alarm(conn, agent, source, str(kind))
+        if held is not None:
+            # The same input tripping again before it was dealt with: one alarm, not a flood.
+            alarm_id, restored = held
+            if restored:
+                sql.mark_retripped(conn, alarm_id)
+                sql.step(conn, alarm_id, noticed_ts, None, None, "retrip", detail)
+                pending.announce.append((alarm_id, "retripped", detail))
+            return pending
+        unit = self._unit_of(agent, raised_ts)
+        tier = self._tier(unit, noticed_ts)
+        alarm_id = sql.insert_alarm(conn, agent=agent, source=source, kind=str(kind), unit=unit, raised_ts=raised_ts,
+                                    eseq=eseq, epoch=epoch)
+        sql.step(conn, alarm_id, noticed_ts, unit, tier, "raise", detail)
+        pending.climbs[alarm_id] = noticed_ts
+        pending.announce.append((alarm_id, "raised", detail))
+        _LOGGER.warning("alarm %s raised: %s %r of %s (unit %s)", alarm_id, kind, source, agent, unit)
+        return pending
+
+    def _restore_on(self, conn: sqlite3.Connection, pending: Pending, agent: str, source: str, ts: int, *,
+                    kinds: Sequence[AlarmKind]) -> Pending:
+        for alarm_id in sql.unrestored(conn, agent, source, map(str, kinds)):
+            alarm = sql.mark_restored(conn, alarm_id)
+            tier = self._tier(alarm.level, ts)
+            sql.step(conn, alarm_id, ts, alarm.level, tier, "restore")
+            if alarm.state is AlarmState.RESOLVED:
+                sql.step(conn, alarm_id, ts, alarm.level, tier, "resolve")
+            pending.announce.append((alarm_id, "restored", None))
+        return pending
 
     def _escalate(self, alarm_id: int, since: int, now_ms: int) -> None:
         alarm = get_alarm(self._conn, alarm_id)
@@ -495,13 +392,11 @@ class AlarmBook:
             due = since + int(wait_s * 1000)
             if due > now_ms:
                 break
-            with self._conn:
-                self._conn.execute("BEGIN IMMEDIATE")
-                cur = self._conn.execute("UPDATE alarms SET escalated_to = ? WHERE id = ? AND state = 'active'", (parent, alarm_id))
-                if cur.rowcount == 0:
+            with transaction(self._conn):
+                if not sql.escalate(self._conn, alarm_id, parent):
                     break
                 # Stamped with when it fell due, so a central that was down climbs as it should have.
-                _step(self._conn, alarm_id, due, parent, str(plan.unit_by_id[parent].tier), "escalate")
+                sql.step(self._conn, alarm_id, due, parent, str(plan.unit_by_id[parent].tier), "escalate")
             _LOGGER.warning("alarm %s unacknowledged for %s s at %s: escalated to %s", alarm_id, wait_s, level, parent)
             level, since, climbed = parent, due, True
         self._climb[alarm_id] = since
@@ -510,13 +405,12 @@ class AlarmBook:
 
     def _notify_agents(self, now_ms: int) -> None:
         """Tell agents of acks made here or by the command line, once each."""
-        rows = list(self._conn.execute(f"SELECT {_COLUMNS} FROM alarms WHERE notified = 0 AND state != 'active'"))
-        for alarm in map(_alarm, rows):
+        for alarm in sql.acks_to_tell(self._conn):
             self._climb.pop(alarm.id, None)
             if alarm.kind in AGENT_KINDS:
                 done = self._send_ack(alarm)  # a send that could not even be queued stays 0: tried again next tick
             else:
-                self._conn.execute("UPDATE alarms SET notified = 2 WHERE id = ? AND notified = 0", (alarm.id,))
+                sql.set_notified(self._conn, alarm.id, 2, only_from=0)
                 done = True
             first = alarm.id not in self._acks_announced  # tell the dashboard once, however many tries
             if done:
@@ -535,12 +429,11 @@ class AlarmBook:
             except Exception:
                 _LOGGER.exception("sending alarm-ack of alarm %s to %s failed", alarm.id, alarm.agent)
         if sent:
-            self._conn.execute("UPDATE alarms SET notified = 1, ack_txn = ? WHERE id = ?", (txn, alarm.id))
+            sql.set_notified(self._conn, alarm.id, 1, txn=txn)
         return sent
 
     def _resend(self, agent: str) -> None:
-        rows = self._conn.execute(f"SELECT {_COLUMNS} FROM alarms WHERE agent = ? AND notified = 1", (agent,))
-        for alarm in map(_alarm, list(rows)):
+        for alarm in sql.acks_sent(self._conn, agent):
             _LOGGER.info("agent %s is back: sending alarm-ack of alarm %s again", agent, alarm.id)
             self._send_ack(alarm)
 

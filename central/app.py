@@ -73,7 +73,8 @@ class Central:
                 send_command=self.ingest.send_command, bus=self.bus, offline_agents=offline_agents(self.store),
                 clock=clock,
             )
-            self.ingest.add_listener(self.alarm_book)
+            self.ingest.add_writer(self.alarm_book)  # alarms commit with their events
+            self.ingest.add_listener(self.alarm_book)  # presence and command answers
         self.tracker: CompletionTracker | None = None
         if tracker:
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),

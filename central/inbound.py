@@ -36,8 +36,10 @@ class Counter(StrEnum):
     EVENTS_DUPLICATE = "events_duplicate"
     EVENTS_SUSPICIOUS = "events_suspicious"  # a stored eseq sent again with different content
     EVENTS_UNPLANNED = "events_unplanned"
-    EVENTS_LOST = "events_lost"  # eseqs given up on after REPLAY_GIVE_UP requests
+    EVENTS_LOST = "events_lost"  # eseqs the agent answered a replay with as gone
+    QUARANTINED = "quarantined"  # messages kept raw: could not be stored, or eseqs the agent never made
     REPLAY_REQUESTS = "replay_requests"
+    REPLAYS_DEFERRED = "replays_deferred"  # a replay due but over the total budget: asked later
     REBIRTH_REQUESTS = "rebirth_requests"
     STALE_STATUS = "stale_status"
     LISTENER_ERRORS = "listener_errors"

@@ -29,11 +29,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.config import MqttConfig
-from central.inbound import Counter, Decoder, Rejected, RejectLog
+from central.inbound import Counter, Decoder, Inbound, Rejected, RejectLog
 from central.integrity import VIOLATIONS_KEPT, IntegrityChecker, Reason, Violation
-from central.ledger import GAP_GRACE_S, REPLAY_GIVE_UP, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
+from central.ledger import GAP_GRACE_S, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
 from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
-from central.store import AgentRow, Store, StoredEvent
+from central.ratelog import RateLimitedLog
+from central.store import AgentRow, Store, StoredEvent, quarantine
 from central.timeest import ClockEstimator
 from gridpatrol.tcp import no_delay
 from wire import topics
@@ -49,11 +50,29 @@ TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
 LINGER_S = 0.02  # under a stream, a batch waits this long for more (one fsync for many events)
 LINGER_GAP_S = 0.002  # ... looking again this often; a look that finds nothing new ends it (a burst is not a stream)
 STOP_TIMEOUT_S = 10.0
-_LOST_RANGES_KEPT = 20
+REPLAYS_PER_S = 50.0  # replay requests to all agents together, on average ...
+REPLAY_BURST = 200.0  # ... and at once; a gap past the budget waits its turn (counted)
+REPLAYS_REMEMBERED = 10_000  # replay txns awaiting the agent's answer
+
+
+class BatchWriter(Protocol):
+    """Writes inside ingest's batch transaction (the alarm book): what belongs with the events commits with them.
+
+    ``write(conn, inserted, suspicious)`` runs in the transaction, before the
+    commit and the acks; ``suspicious`` is ``(agent, check, detail, ts_ms)``
+    of what the batch found contradicting itself. ``committed(result)`` runs
+    after the commit with what ``write`` returned. A ``write`` that raises
+    fails the batch, which is then stored message by message.
+    """
+
+    def write(self, conn: Any, inserted: Sequence[StoredEvent],
+              suspicious: Sequence[tuple[str, str, str, int]]) -> Any: ...
+
+    def committed(self, result: Any) -> None: ...
 
 
 class Listener(Protocol):
-    """Told on the ingest thread, after the commit; must return quickly."""
+    """Told on the ingest thread, after the commit; must return at once (hand work to a thread of its own)."""
 
     def events_stored(self, events: Sequence[StoredEvent]) -> None: ...
 
@@ -79,16 +98,22 @@ class Ingest:
     def __init__(self, config: MqttConfig, store: Store, *, listeners: Iterable[Listener] = (),
                  is_planned: Callable[[str], bool] | None = None, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, gap_grace_s: float = GAP_GRACE_S,
-                 replay_interval_s: float = REPLAY_INTERVAL_S, replay_give_up: int = REPLAY_GIVE_UP,
-                 rebirth_interval_s: float = REBIRTH_INTERVAL_S, batch_max: int = BATCH_MAX,
-                 queue_max: int = QUEUE_MAX) -> None:
+                 replay_interval_s: float = REPLAY_INTERVAL_S, rebirth_interval_s: float = REBIRTH_INTERVAL_S,
+                 batch_max: int = BATCH_MAX, queue_max: int = QUEUE_MAX, writers: Iterable[BatchWriter] = ()) -> None:
         self._config = config
         self._store = store
         self._listeners: tuple[Listener, ...] = tuple(listeners)
         self.is_planned = is_planned
         self._clock = clock
         self._monotonic = monotonic
-        self._gap_policy = GapPolicy(gap_grace_s, replay_interval_s, replay_give_up)
+        self._gap_policy = GapPolicy(gap_grace_s, replay_interval_s)
+        self._writers: tuple[BatchWriter, ...] = tuple(writers)
+        self._replays: dict[str, tuple[str, str]] = {}  # replay txn -> (agent, epoch) asked
+        self._replay_budget = REPLAY_BURST
+        self._budget_at = monotonic()
+        self._log = RateLimitedLog(_LOGGER, monotonic=monotonic)
+        self._store_log = RateLimitedLog(_LOGGER, monotonic=monotonic)
+        self._last_store_error: str | None = None
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -98,8 +123,8 @@ class Ingest:
         self._integrity = IntegrityChecker()
         self._violations: list[Violation] = []
         self._times_changed: set[str] = set()
-        self._ledgers: dict[str, EseqLedger] = {}
-        self._gapped: set[str] = set()
+        self._ledgers: dict[tuple[str, str], EseqLedger] = {}  # (agent, epoch) -> what is held
+        self._gapped: set[tuple[str, str]] = set()
         self._counts_lock = threading.Lock()
         self._totals: dict[str, int] = {}
         self._deltas: dict[str, int] = {}
@@ -122,6 +147,10 @@ class Ingest:
     def add_listener(self, listener: Listener) -> None:
         """Attach a listener; call before start()."""
         self._listeners = (*self._listeners, listener)
+
+    def add_writer(self, writer: BatchWriter) -> None:
+        """Attach a writer to every batch's transaction; call before start()."""
+        self._writers = (*self._writers, writer)
 
     def subscribe_extra(self, topic_filter: str, callback: Callable[[str, bytes, bool], None]) -> None:
         """Also subscribe to ``topic_filter`` (QoS 1, on every connect); its messages go to ``callback``.
@@ -370,8 +399,10 @@ class Ingest:
     def _process(self, items: list[Any]) -> None:
         now = self._monotonic()
         events: list[StoredEvent] = []
+        raws: dict[int, Inbound] = {}  # id(stored event) -> what came, for the quarantine
         changes: list[PresenceChange] = []
         commands: list[tuple[str, Command]] = []
+        answers: list[tuple[str, str, CommandResponse, int]] = []
         planned: dict[str, bool] = {}
         heard: dict[str, int] = {}  # agents that sent data, and when last: handled once per batch
         for item in items:
@@ -385,7 +416,13 @@ class Ingest:
                 unplanned = planned.get(agent)
                 if unplanned is None:
                     unplanned = planned[agent] = not self._planned(agent)
-                events.append(self._stored(agent, msg, ts, retained, unplanned=unplanned))
+                stored = self._stored(agent, msg, ts, retained, unplanned=unplanned)
+                events.append(stored)
+                raws[id(stored)] = item
+                rec = self._presence.get(agent)
+                if rec is not None and not rec.epoch and stored.epoch:
+                    rec.epoch = stored.epoch  # an agent whose births predate epochs, or none heard yet
+                    self._presence.mark_dirty(agent)
                 found, ask = self._integrity.on_event(agent, msg.boot_id, msg.eseq, msg.replayed,
                                                       self._presence.get(agent), ts)
                 if found is not None:
@@ -426,8 +463,12 @@ class Ingest:
                     heard[agent] = ts
             elif kind is CommandResponse:
                 heard[agent] = ts
-                level = logging.DEBUG if msg.ok else logging.WARNING
-                _LOGGER.log(level, "agent %s answered txn %s: ok=%s %s", agent, msg.txn, msg.ok, msg.error or "")
+                asked = self._replays.pop(msg.txn, None)
+                if asked is not None and asked[0] == agent:
+                    answers.append((agent, asked[1], msg, ts))
+                if not msg.ok:
+                    self._log.warning(("cmd-resp", agent), "agent %s answered txn %s: not ok: %s", agent, msg.txn,
+                                      msg.error or "")
                 # Whoever sent the command (the alarm book's alarm-ack) learns the answer.
                 self._tell("command_answered", agent, msg.txn, msg.ok, msg.error, optional=True)
         for agent, ts in heard.items():
@@ -439,76 +480,212 @@ class Ingest:
             self._presence.stale_statuses = 0
         if not items and not self._gapped:
             return
-        self._commit(events, changes, commands, now)
-        # Told even if the commit failed: a replayed birth is not sent again.
-        violations, self._violations = self._violations, []
-        told: set[tuple[str, str]] = set()
-        for v in violations:
-            if (v.agent, v.reason) not in told:  # a flood of forgeries is one notice per batch
-                told.add((v.agent, v.reason))
-                self._tell("integrity_violation", v.agent, str(v.reason), v.detail, v.ts, optional=True)
+        self._commit(events, changes, commands, now, answers, raws)
 
-    def _commit(self, events: list[StoredEvent], changes: list[PresenceChange],
-                commands: list[tuple[str, Command]], now: float) -> None:
-        conn = self._conn
-        acks: set[str] = set()
-        full: list[AgentRow] = []
-        progress: list[AgentRow] = []
+    def _commit(self, events: list[StoredEvent], changes: list[PresenceChange], commands: list[tuple[str, Command]],
+                now: float, answers: list[tuple[str, str, CommandResponse, int]] = (),  # type: ignore[assignment]
+                raws: dict[int, Inbound] | None = None) -> None:
+        """Store a batch in one transaction; if that fails, message by message, quarantining what fails alone."""
         with self._counts_lock:
             deltas, self._deltas = self._deltas, {}
         overflowed = self._overflowed
         deltas[Counter.QUEUE_OVERFLOW] = deltas.get(Counter.QUEUE_OVERFLOW, 0) + overflowed - self._overflow_taken
+        done = self._transact(events, answers, commands, now, deltas, presence=True)
+        if done is None:
+            self._count(Counter.STORE_ERRORS)
+            done = self._one_by_one(events, answers, commands, now, raws or {})
+        self._overflow_taken = overflowed
+        inserted, acks, pending = done
+        for key in sorted(acks):
+            ledger = self._ledgers.get(key)
+            if ledger is not None and ledger.contiguous > 0:
+                self._client.publish(topics.ack(key[0]), Ack(ledger.contiguous, key[1]).to_payload(), qos=1)
+        for agent, command in commands:
+            if command.cmd is CommandName.REPLAY:
+                self._replays[command.txn] = (agent, str(command.args.get("epoch", "")))
+                while len(self._replays) > REPLAYS_REMEMBERED:
+                    self._replays.pop(next(iter(self._replays)))
+            self._client.publish(topics.cmd(agent), command.to_payload(), qos=1)
+        for writer, result in pending:
+            try:
+                writer.committed(result)
+            except Exception:
+                self._count(Counter.LISTENER_ERRORS)
+                _LOGGER.exception("%r failed after the commit", writer)
+        if inserted:
+            self._tell("events_stored", inserted)
+        for change in changes:
+            self._tell("presence_changed", change.agent, str(change.state), change.ts)
+        # Violations the writers did not take (none were given): the listeners that want them.
+        violations, self._violations = self._violations, []
+        if not self._writers:
+            told: set[tuple[str, str]] = set()
+            for v in violations:
+                if (v.agent, v.reason) not in told:  # a flood of forgeries is one notice per batch
+                    told.add((v.agent, v.reason))
+                    self._tell("integrity_violation", v.agent, str(v.reason), v.detail, v.ts, optional=True)
+
+    def _transact(self, events: list[StoredEvent], answers: Sequence[tuple[str, str, CommandResponse, int]],
+                  commands: list[tuple[str, Command]], now: float, deltas: dict[str, int], *, presence: bool,
+                  quarantine: tuple[StoredEvent, Inbound | None, str] | None = None
+                  ) -> tuple[list[StoredEvent], set[tuple[str, str]], list[tuple[Any, Any]]] | None:
+        """One transaction: events, their alarms, replay answers, ledgers, agents, counters. None if it failed.
+
+        On failure everything in memory that the transaction would have made
+        true is put back as the store has it, and ``deltas`` wait for the
+        next commit.
+        """
+        conn = self._conn
+        acks: set[tuple[str, str]] = set()
+        full: list[AgentRow] = []
+        progress: list[AgentRow] = []
+        touched: set[tuple[str, str]] = {(e.agent, e.epoch) for e in events}
         try:
             conn.execute("BEGIN IMMEDIATE")
+            if quarantine is not None:
+                self._quarantine(conn, *quarantine, deltas)
             inserted = self._store.insert_events(conn, events)
             self._check_duplicates(events, inserted, deltas)
-            ledgers: dict[str, EseqLedger] = {}  # this batch's agents, looked up once each
+            for agent, epoch, answer, ts in answers:
+                touched.add((agent, epoch))
+                self._answered(conn, agent, epoch, answer, ts, deltas)
+            ledgers: dict[tuple[str, str], EseqLedger] = {}  # this batch's streams, looked up once each
             for e in inserted:
-                ledger = ledgers.get(e.agent)
+                key = (e.agent, e.epoch)
+                ledger = ledgers.get(key)
                 if ledger is None:
-                    ledger = ledgers[e.agent] = self._ledger(e.agent, now)
+                    ledger = ledgers[key] = self._ledger(key, now)
                 ledger.add(e.eseq, now)
-            self._gapped.update(agent for agent, ledger in ledgers.items() if ledger.gap)
-            acks.update(e.agent for e in events)
+            self._gapped.update(key for key, ledger in ledgers.items() if ledger.gap)
+            acks.update(touched)
             acks.update(self._look_at_gaps(now, commands, deltas))
-            for agent in acks:
-                self._presence.set_acked(agent, self._ledger(agent, now).contiguous)
-            deltas[Counter.EVENTS_STORED] = len(inserted)
-            deltas[Counter.EVENTS_UNPLANNED] = sum(1 for e in inserted if e.unplanned)
-            for agent in self._times_changed:
-                self._presence.record(agent, 0).flags["clock"] = self._times.export(agent)
-                self._presence.mark_dirty(agent)
-            self._times_changed.clear()
-            full, progress = self._presence.take_dirty()
-            self._store.save_agents(conn, full)
-            self._store.save_agent_progress(conn, progress)
+            for agent, epoch in acks:
+                self._presence.set_acked(agent, self._ledger((agent, epoch), now).contiguous, epoch)
+            suspicious = self._suspicious()
+            pending = [(w, w.write(conn, inserted, suspicious)) for w in self._writers]
+            deltas[Counter.EVENTS_STORED] = deltas.get(Counter.EVENTS_STORED, 0) + len(inserted)
+            deltas[Counter.EVENTS_UNPLANNED] = deltas.get(Counter.EVENTS_UNPLANNED, 0) + sum(
+                1 for e in inserted if e.unplanned)
+            if presence:
+                for agent in self._times_changed:
+                    self._presence.record(agent, 0).flags["clock"] = self._times.export(agent)
+                    self._presence.mark_dirty(agent)
+                self._times_changed.clear()
+                full, progress = self._presence.take_dirty()
+                self._store.save_agents(conn, full)
+                self._store.save_agent_progress(conn, progress)
             self._store.add_counters(conn, deltas)
-            conn.commit()
-        except Exception:
-            _LOGGER.exception("could not store a batch of %s events; they stay unacked", len(events))
-            conn.rollback()
-            self._forget_uncommitted({e.agent for e in events} | acks, [*full, *progress])
+            conn.execute("COMMIT")
+        except Exception as exc:
+            self._last_store_error = f"{type(exc).__name__}: {_one_line(exc)}"
+            self._store_log.warning(type(exc).__name__, "could not store a batch of %s events (%s); trying again"
+                                    " message by message", len(events), _one_line(exc))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            self._forget_uncommitted({agent for agent, _ in touched | acks}, [*full, *progress])
             with self._counts_lock:  # counted again with the next batch that commits
                 for name in (Counter.EVENTS_STORED, Counter.EVENTS_UNPLANNED):
                     deltas.pop(name, None)
                 for name, n in deltas.items():
                     self._deltas[name] = self._deltas.get(name, 0) + n
-                self._deltas[Counter.STORE_ERRORS] = self._deltas.get(Counter.STORE_ERRORS, 0) + 1
-            return
-        self._overflow_taken = overflowed
+                deltas.clear()
+            return None
         with self._counts_lock:
             for name, n in deltas.items():
                 self._totals[name] = self._totals.get(name, 0) + n
-        for agent in sorted(acks):
-            contiguous = self._ledgers[agent].contiguous
-            if contiguous > 0:
-                self._client.publish(topics.ack(agent), Ack(contiguous).to_payload(), qos=1)
-        for agent, command in commands:
-            self._client.publish(topics.cmd(agent), command.to_payload(), qos=1)
-        if inserted:
-            self._tell("events_stored", inserted)
-        for change in changes:
-            self._tell("presence_changed", change.agent, str(change.state), change.ts)
+        return inserted, acks, pending
+
+    def _one_by_one(self, events: list[StoredEvent], answers: Sequence[tuple[str, str, CommandResponse, int]],
+                    commands: list[tuple[str, Command]], now: float, raws: dict[int, Inbound]
+                    ) -> tuple[list[StoredEvent], set[tuple[str, str]], list[tuple[Any, Any]]]:
+        """After a failed batch: each event alone; one that fails alone is quarantined and acked past.
+
+        Agents' rows and replay answers go last, on their own: a poison there
+        must not take an event down with it.
+        """
+        inserted: list[StoredEvent] = []
+        acks: set[tuple[str, str]] = set()
+        pending: list[tuple[Any, Any]] = []
+
+        def take(done: tuple[list[StoredEvent], set[tuple[str, str]], list[tuple[Any, Any]]] | None) -> bool:
+            if done is None:
+                return False
+            inserted.extend(done[0])
+            acks.update(done[1])
+            pending.extend(done[2])
+            return True
+
+        for e in events:
+            if take(self._transact([e], (), commands, now, {}, presence=False)):
+                continue
+            reason = self._last_store_error or "the store refused it"
+            if not take(self._transact([], (), commands, now, {}, presence=False,
+                                       quarantine=(e, raws.get(id(e)), reason))):
+                _LOGGER.error("agent %s eseq %s could neither be stored nor quarantined; it stays unacked",
+                              e.agent, e.eseq)
+        if answers and not take(self._transact([], answers, commands, now, {}, presence=False)):
+            _LOGGER.error("replay answers of %s could not be stored; the agents will be asked again",
+                          sorted({a for a, _, _, _ in answers}))
+        if not take(self._transact([], (), commands, now, {}, presence=True)):
+            rows = self._presence.take_dirty()  # a poison in an agent's row: dropped, not retried forever
+            self._count(Counter.STORE_ERRORS)
+            _LOGGER.error("the rows of agents %s could not be saved; kept in memory only",
+                          sorted({r.agent for r in [*rows[0], *rows[1]]}))
+        return inserted, acks, pending
+
+    def _quarantine(self, conn: Any, e: StoredEvent, raw: Inbound | None, reason: str, deltas: dict[str, int]) -> None:
+        """Keep ``e`` raw with ``reason``, count its eseq as covered, and flag its agent (inside a transaction)."""
+        payload = raw.message.to_payload() if raw is not None else b""
+        quarantine.put(conn, agent=e.agent, topic=topics.evt(e.agent), payload=payload, reason=reason,
+                       received_ts=e.received_ts, epoch=e.epoch, eseq=e.eseq)
+        self._store.record_lost(conn, e.agent, e.epoch, e.eseq, e.eseq, e.received_ts, reason="quarantined")
+        self._ledgers.pop((e.agent, e.epoch), None)  # rebuilt from the store, which now covers it
+        deltas[Counter.QUARANTINED] = deltas.get(Counter.QUARANTINED, 0) + 1
+        self._violation(Violation(e.agent, Reason.QUARANTINED,
+                                  f"eseq {e.eseq} of epoch {e.epoch!r} could not be stored ({reason}); quarantined",
+                                  e.received_ts), deltas)
+
+    def _answered(self, conn: Any, agent: str, epoch: str, answer: CommandResponse, ts: int,
+                  deltas: dict[str, int]) -> None:
+        """The agent's answer to a replay: record what it no longer holds, quarantine what it never made."""
+        last = getattr(answer, "last", None)
+        gone = list(getattr(answer, "gone", None) or ())
+        if last is None and not gone:
+            return
+        named: list[str] = []
+        for first, end in gone:
+            if last is not None:
+                end = min(end, last)
+            if first > end:
+                continue
+            self._store.record_lost(conn, agent, epoch, first, end, ts, reason="gone")
+            deltas[Counter.EVENTS_LOST] = deltas.get(Counter.EVENTS_LOST, 0) + end - first + 1
+            named.append(f"{first}-{end}" if end > first else str(first))
+        if named:
+            self._violation(Violation(agent, Reason.EVENTS_GONE,
+                                      f"the agent no longer holds eseq {', '.join(named[:20])} of epoch {epoch!r}:"
+                                      " recorded as lost", ts), deltas)
+        if last is not None:
+            never = self._store.delete_events(conn, agent, epoch, last)
+            for e in never:
+                quarantine.put(conn, agent=agent, topic=topics.evt(agent), payload=_content_payload(e),
+                               reason=f"eseq {e.eseq} is above {last}, the last the agent made in this epoch",
+                               received_ts=e.received_ts, epoch=epoch, eseq=e.eseq)
+            if never:
+                deltas[Counter.QUARANTINED] = deltas.get(Counter.QUARANTINED, 0) + len(never)
+                shown = ", ".join(str(e.eseq) for e in never[:5]) + (" ..." if len(never) > 5 else "")
+                self._violation(Violation(agent, Reason.ESEQ_NEVER_MADE,
+                                          f"{len(never)} event(s) claimed eseq {shown} of epoch {epoch!r}; the agent"
+                                          f" made none past {last}: quarantined", ts), deltas)
+        self._ledgers.pop((agent, epoch), None)  # rebuilt from the store
+        self._gapped.discard((agent, epoch))
+
+    def _suspicious(self) -> list[tuple[str, str, str, int]]:
+        """This batch's violations for the writers, one per agent and check."""
+        out: dict[tuple[str, str], tuple[str, str, str, int]] = {}
+        for v in self._violations:
+            out.setdefault((v.agent, str(v.reason)), (v.agent, str(v.reason), v.detail, v.ts))
+        return list(out.values())
 
     def _forget_uncommitted(self, agents: set[str], rows: list[AgentRow]) -> None:
         """After a rollback: what central believes it holds must be what was committed."""
@@ -517,8 +694,9 @@ class Ingest:
             row = self._store.get_agent(agent, conn=self._conn)
             # Never ack from memory what the rollback took away: back to the committed ack.
             self._presence.set_acked(agent, row.acked_eseq if row is not None else 0)
-            self._ledgers.pop(agent, None)  # rebuilt from the store when next needed
-            self._gapped.discard(agent)
+            for key in [k for k in self._ledgers if k[0] == agent]:
+                self._ledgers.pop(key, None)  # rebuilt from the store when next needed
+                self._gapped.discard(key)
 
     def _tell(self, method: str, *args: Any, optional: bool = False) -> None:
         for listener in self._listeners:
@@ -572,21 +750,21 @@ class Ingest:
         if not duplicates:
             return
         deltas[Counter.EVENTS_DUPLICATE] = deltas.get(Counter.EVENTS_DUPLICATE, 0) + len(duplicates)
-        stored = self._store.stored_contents(self._conn, ((e.agent, e.eseq) for e in duplicates))
+        stored = self._store.stored_contents(self._conn, (e.key for e in duplicates))
         for e in duplicates:
-            held = stored.get((e.agent, e.eseq))
+            held = stored.get(e.key)
             if held is None:
                 continue
             got = e.content()
             if held != got:
                 deltas[Counter.EVENTS_SUSPICIOUS] = deltas.get(Counter.EVENTS_SUSPICIOUS, 0) + 1
-                _LOGGER.warning("agent %s sent eseq %s again with different content; kept the first: held %s, got %s",
-                                e.agent, e.eseq, held, got)
+                self._log.warning(("conflict", e.agent), "agent %s sent eseq %s of epoch %r again with different"
+                                  " content; kept the first: held %s, got %s", e.agent, e.eseq, e.epoch, held, got)
                 self._violation(self._integrity.eseq_conflict(e.agent, e.eseq, held, got, e.received_ts), deltas)
 
     def _violation(self, v: Violation, deltas: dict[str, int] | None = None) -> None:
-        """Count it, keep it in the agent's flags (saved with the batch), tell listeners after the batch."""
-        _LOGGER.warning("agent %s: %s: %s", v.agent, v.reason, v.detail)
+        """Count it, keep it in the agent's flags (saved with the batch), raise it with the batch's alarms."""
+        self._log.warning(("violation", v.agent, str(v.reason)), "agent %s: %s: %s", v.agent, v.reason, v.detail)
         if deltas is None:
             with self._counts_lock:
                 self._deltas[v.counter] = self._deltas.get(v.counter, 0) + 1
@@ -597,45 +775,60 @@ class Ingest:
         self._presence.mark_dirty(v.agent)
         self._violations.append(v)
 
-    def _ledger(self, agent: str, now: float) -> EseqLedger:
-        ledger = self._ledgers.get(agent)
+    def _ledger(self, key: tuple[str, str], now: float) -> EseqLedger:
+        ledger = self._ledgers.get(key)
         if ledger is None:
+            agent, epoch = key
             rec = self._presence.record(agent, 0)
-            contiguous = self._store.contiguous_eseq(agent, after=rec.acked_eseq, conn=self._conn)
-            above = set(self._store.eseqs_above(agent, contiguous, conn=self._conn))
-            ledger = self._ledgers[agent] = EseqLedger(contiguous, above, progress_at=now)
+            after = rec.acked_eseq if epoch == rec.epoch else 0
+            contiguous = self._store.contiguous_eseq(agent, epoch, after=after, conn=self._conn)
+            above = set(self._store.eseqs_above(agent, epoch, contiguous, conn=self._conn))
+            ledger = self._ledgers[key] = EseqLedger(contiguous, above, progress_at=now)
         return ledger
 
-    def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]], deltas: dict[str, int]) -> set[str]:
-        """Ask for replays of gaps that stand still; give up on hopeless ones. Returns agents to ack."""
-        moved: set[str] = set()
-        for agent in sorted(self._gapped):
-            ledger = self._ledgers[agent]
-            if not ledger.gap:
-                self._gapped.discard(agent)
+    def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]],
+                      deltas: dict[str, int]) -> set[tuple[str, str]]:
+        """Ask for replays of gaps that stand still, within the per-agent backoff and the total budget.
+
+        Central never moves an ack past a gap on its own: only the events, or
+        the agent's own answer (``last``, ``gone``), close it.
+        """
+        self._replay_budget = min(REPLAY_BURST, self._replay_budget + (now - self._budget_at) * REPLAYS_PER_S)
+        self._budget_at = now
+        for key in sorted(self._gapped):
+            ledger = self._ledgers.get(key)
+            if ledger is None or not ledger.gap:
+                self._gapped.discard(key)
                 continue
+            agent, epoch = key
             rec: AgentRecord | None = self._presence.get(agent)
             state = rec.state if rec is not None else PresenceState.UNKNOWN
             if state in (PresenceState.OFFLINE, PresenceState.DISCONNECTED):
                 continue  # it sends its whole backlog when it is back
-            action = ledger.next_action(now, self._gap_policy, online=state is PresenceState.ONLINE)
-            if action is GapAction.GIVE_UP:
-                attempts = ledger.attempts
-                first, last = ledger.give_up(now)
-                deltas[Counter.EVENTS_LOST] = deltas.get(Counter.EVENTS_LOST, 0) + last - first + 1
-                _LOGGER.warning("agent %s: eseq %s to %s never came after %s replay requests; taken as lost",
-                                agent, first, last, attempts)
-                if rec is not None:
-                    rec.flags["lost"] = [*rec.flags.get("lost", []), [first, last]][-_LOST_RANGES_KEPT:]
-                    self._presence.mark_dirty(agent)
-                moved.add(agent)
-            elif action is GapAction.REPLAY:
-                start = ledger.replay_asked(now)
-                commands.append((agent, Command(CommandName.REPLAY, self.new_txn(), {"from": start})))
-                deltas[Counter.REPLAY_REQUESTS] = deltas.get(Counter.REPLAY_REQUESTS, 0) + 1
-                _LOGGER.info("agent %s: eseq %s missing (holding %s above it); asking for a replay", agent, start,
-                             len(ledger.above))
-        return moved
+            if ledger.next_action(now, self._gap_policy) is not GapAction.REPLAY:
+                continue
+            if self._replay_budget < 1:
+                deltas[Counter.REPLAYS_DEFERRED] = deltas.get(Counter.REPLAYS_DEFERRED, 0) + 1
+                continue
+            self._replay_budget -= 1
+            start = ledger.replay_asked(now)
+            commands.append((agent, Command(CommandName.REPLAY, self.new_txn(), {"from": start, "epoch": epoch})))
+            deltas[Counter.REPLAY_REQUESTS] = deltas.get(Counter.REPLAY_REQUESTS, 0) + 1
+            self._log.info(("replay", agent), "agent %s: eseq %s of epoch %r missing (holding %s above it);"
+                           " asking for a replay", agent, start, epoch, len(ledger.above))
+        return set()
+
+
+def _one_line(exc: BaseException) -> str:
+    return repr(str(exc))[:200]
+
+
+def _content_payload(e: StoredEvent) -> bytes:
+    from wire.codec import pack
+
+    body = e.content()
+    body["epoch"] = e.epoch
+    return pack(body)
 
 
 def _opt(path: Any) -> str | None:

@@ -63,6 +63,9 @@ class Reason(StrEnum):
     STALE_BOOT = "stale-boot"
     BDSEQ_BACKWARDS = "bdseq-backwards"
     ESEQ_CONFLICT = "eseq-conflict"
+    ESEQ_NEVER_MADE = "eseq-never-made"  # held above the ``last`` the agent answered a replay with
+    EVENTS_GONE = "events-gone"  # the agent answered a replay: it no longer holds these
+    QUARANTINED = "quarantined"  # a message that could not be stored, kept raw
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,15 +1,16 @@
-"""Which eseqs central holds of one agent, and what to do about a gap.
+"""Which eseqs central holds of one agent's epoch, and when to ask for a replay.
 
 Pure bookkeeping with injected time: the ingest thread tells it what was
-stored and asks it whether to request a replay or give a gap up.
+stored and asks it whether to request a replay.
 
 Agents send new events ahead of their backlog, so while a backlog drains a
 gap opens and closes all the time. A replay is only asked for a gap that has
-stood still for a grace period, and at most once per interval. A gap that
-many replays could not fill is given up (its eseqs taken as lost): the agent
-no longer holds them, which happens when central's store lost events it had
-already acked (restored from a backup, say). Without that the agent's ack
-would be stuck and its whole outbox resent forever.
+stood still for a grace period, then again with a doubling interval (capped),
+for as long as the gap stands: central never gives a gap up on its own. Only
+the agent can close it, by sending the events or by answering the replay
+with ``last`` (the highest eseq it made: anything held above it was never the
+agent's and is quarantined) and ``gone`` (ranges it no longer holds, recorded
+as lost and skipped).
 """
 
 from __future__ import annotations
@@ -18,20 +19,22 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 GAP_GRACE_S = 1.0  # a gap must stand this long without progress before asking for a replay
-REPLAY_INTERVAL_S = 5.0  # at most one replay request per agent this often
-REPLAY_GIVE_UP = 12  # replay requests without progress before the gap is taken as lost
+REPLAY_INTERVAL_S = 5.0  # the first wait between replay requests of one agent; doubles while nothing moves
+REPLAY_INTERVAL_MAX_S = 120.0  # ... up to this
 
 
 class GapAction(StrEnum):
     REPLAY = "replay"
-    GIVE_UP = "give-up"
 
 
 @dataclass(frozen=True, slots=True)
 class GapPolicy:
     grace_s: float = GAP_GRACE_S
     replay_interval_s: float = REPLAY_INTERVAL_S
-    give_up_after: int = REPLAY_GIVE_UP
+    replay_interval_max_s: float = REPLAY_INTERVAL_MAX_S
+
+    def interval(self, attempts: int) -> float:
+        return min(self.replay_interval_s * 2 ** min(max(attempts - 1, 0), 16), self.replay_interval_max_s)
 
 
 @dataclass(slots=True)
@@ -62,16 +65,14 @@ class EseqLedger:
             if not self.above:
                 self.progress_at = now  # a gap opens
             self.above.add(eseq)
-        # eseq <= contiguous: a late arrival of a range given up on; nothing moves.
+        # eseq <= contiguous: a late arrival of a range the agent said was gone; nothing moves.
 
-    def next_action(self, now: float, policy: GapPolicy, *, online: bool) -> GapAction | None:
-        """What to do about the gap now; ``online``: the agent's status says it is connected."""
+    def next_action(self, now: float, policy: GapPolicy) -> GapAction | None:
+        """What to do about the gap now."""
         if not self.above or now - self.progress_at < policy.grace_s:
             return None
-        if self.replay_at is not None and now - self.replay_at < policy.replay_interval_s:
+        if self.replay_at is not None and now - self.replay_at < policy.interval(self.attempts):
             return None
-        if self.attempts >= policy.give_up_after and online:
-            return GapAction.GIVE_UP
         return GapAction.REPLAY
 
     def replay_asked(self, now: float) -> int:
@@ -79,10 +80,3 @@ class EseqLedger:
         self.attempts += 1
         self.replay_at = now
         return self.contiguous + 1
-
-    def give_up(self, now: float) -> tuple[int, int]:
-        """Take the first gap as lost; returns its first and last eseq."""
-        first, last = self.contiguous + 1, min(self.above) - 1
-        self.contiguous = last
-        self.add(last + 1, now)
-        return first, last

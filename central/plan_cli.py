@@ -12,20 +12,18 @@ import argparse
 import datetime as dt
 import json
 import logging
-import sqlite3
 import sys
 import time
-from contextlib import closing
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
-from central.alarms import Alarm, AlarmError, acknowledge, create_tables, get_alarm, list_alarms
+from central.alarms import Alarm, AlarmError
 from central.config import CentralConfig, load_config
 from central.plan.model import Plan, Tier
 from central.plan.parse import PlanError, load_plan_file, plan_to_data
 from central.plan.registry import PlanHistory, PlanRegistry
 from central.report import CompletionReport, build_report, render_csv, render_json, render_table, report_from_store
-from central.store import BUSY_TIMEOUT_S, Store
+from central.store import Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
 _DATE_HELP = "YYYY-MM-DD"
@@ -41,7 +39,7 @@ def known_readers(store_path: Path) -> dict[str, frozenset[str]]:
         return {}
     try:
         rows = Store(store_path).list_agents()
-    except sqlite3.Error as exc:  # a store without agents yet (or unreadable): nothing to check against
+    except StoreError as exc:  # a store without agents yet (or unreadable): nothing to check against
         _LOGGER.warning("cannot read agents' births from %s (%s); readers not checked", store_path, exc)
         return {}
     out: dict[str, frozenset[str]] = {}
@@ -131,8 +129,7 @@ def run_alarms(args: argparse.Namespace) -> int:
         raise AlarmError(f"alarms: unexpected {args.alarm_id!r} (to acknowledge: alarms ack ID --by NAME)")
     alarms: list[Alarm] = []
     if config.store.path.exists():
-        with closing(Store(config.store.path).connect(readonly=True)) as conn:
-            alarms = list_alarms(conn, include_all=args.all)
+        alarms = Store(config.store.path).alarms(include_all=args.all)
     if args.json:
         json.dump([a.to_json() for a in alarms], sys.stdout, ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
@@ -163,15 +160,14 @@ def _ack(config: CentralConfig, args: argparse.Namespace) -> int:
     if not config.store.path.exists():
         raise AlarmError(f"alarm {alarm_id} does not exist (no store at {config.store.path} yet)")
     now_ms = int(time.time() * 1000)
-    with closing(sqlite3.connect(config.store.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)) as conn:
-        create_tables(conn)
-        current = get_alarm(conn, alarm_id)
-        tier = None
-        if current is not None and current.level is not None:
-            plan = _registry(config).current(now_ms)
-            unit = plan.unit_by_id.get(current.level) if plan else None
-            tier = str(unit.tier) if unit else None
-        alarm = acknowledge(conn, alarm_id, args.by, now_ms, tier=tier)
+    store = Store(config.store.path)
+    current = store.alarm(alarm_id)
+    tier = None
+    if current is not None and current.level is not None:
+        plan = _registry(config).current(now_ms)
+        unit = plan.unit_by_id.get(current.level) if plan else None
+        tier = str(unit.tier) if unit else None
+    alarm = store.acknowledge(alarm_id, args.by, now_ms, tier=tier)
     print(f"alarm {alarm.id} acknowledged by {alarm.acked_by} after {_duration(alarm.time_to_ack_ms)}; now {alarm.state}")
     return 0
 

@@ -24,6 +24,9 @@ _LOGGER = logging.getLogger(__name__)
 REBIRTH_INTERVAL_S = 30.0  # at most one rebirth request per agent this often
 
 
+STATUS_BDSEQ = "status_bdseq"  # in the agent's flags: the bdseq of its last online status, which its Will carries
+
+
 class PresenceState(StrEnum):
     ONLINE = "online"
     OFFLINE = "offline"  # the Will: the connection died
@@ -54,6 +57,7 @@ class AgentRecord:
     tele: dict[str, Any] | None = None
     snapshot: dict[str, Any] | None = None
     flags: dict[str, Any] = field(default_factory=dict)
+    epoch: str = ""  # the agent's current outbox epoch (from its births, else its first events)
     rebirth_asked_at: float | None = None  # monotonic; not persisted
 
     def row(self) -> AgentRow:
@@ -69,6 +73,7 @@ class AgentRecord:
             tele=self.tele,
             snapshot=self.snapshot,
             flags=MappingProxyType(dict(self.flags)),
+            epoch=self.epoch,
         )
 
     @classmethod
@@ -84,6 +89,7 @@ class AgentRecord:
             birth_bdseq=birth_bdseq if isinstance(birth_bdseq, int) else None,
             boot_id=row.boot_id, birth=birth, last_seen=row.last_seen, first_seen=row.first_seen,
             acked_eseq=row.acked_eseq, tele=_dict(row.tele), snapshot=_dict(row.snapshot), flags=dict(row.flags),
+            epoch=row.epoch,
         )
 
 
@@ -122,8 +128,12 @@ class Presence:
         self._moved.add(agent)
         return rec
 
-    def set_acked(self, agent: str, eseq: int) -> None:
-        self.record(agent, 0).acked_eseq = eseq
+    def set_acked(self, agent: str, eseq: int, epoch: str | None = None) -> None:
+        """Central's ack point in the agent's current epoch (``epoch``: only if it is that one)."""
+        rec = self.record(agent, 0)
+        if epoch is not None and epoch != rec.epoch:
+            return
+        rec.acked_eseq = eseq
         self._moved.add(agent)
 
     def mark_dirty(self, agent: str) -> None:
@@ -161,8 +171,9 @@ class Presence:
                              agent, status.bdseq, rec.bdseq, rec.state)
                 return None
             rec.bdseq = status.bdseq
+            rec.flags[STATUS_BDSEQ] = status.bdseq
             return self._move(rec, PresenceState.ONLINE, now_ms)
-        if rec.bdseq is not None and status.bdseq != rec.bdseq:
+        if rec.bdseq is not None and status.bdseq != rec.bdseq and status.bdseq != rec.flags.get(STATUS_BDSEQ):
             self.stale_statuses += 1
             _LOGGER.info("agent %s: ignoring %s status of bdseq %s (current connection has bdseq %s)",
                          agent, status.state, status.bdseq, rec.bdseq)
@@ -179,14 +190,29 @@ class Presence:
         offline alarm. An agent that really lost its bdseq (a full disk, a
         re-imaged card) comes back online all the same with its birth.
         """
-        if rec.bdseq is None:
+        # Against the last online status when there is one: a birth (which
+        # anyone who can publish on the agent's topics can forge) must not make
+        # the agent's own next connection look old.
+        ref = rec.flags.get(STATUS_BDSEQ, rec.bdseq)
+        if not isinstance(ref, int):
             return False
         ended = rec.state in (PresenceState.OFFLINE, PresenceState.DISCONNECTED)
-        return bdseq < rec.bdseq or (bdseq == rec.bdseq and ended)
+        return bdseq < ref or (bdseq == ref and ended)
 
     def on_birth(self, agent: str, birth: Birth, now_ms: int) -> PresenceChange | None:
+        """Take the agent's inventory and connection; a birth is sent on connect.
+
+        A birth moves ``bdseq`` (an agent that lost its counter comes back
+        with its birth), but never the bdseq of the agent's last online status,
+        which its Will is also matched against: no birth, forged or not, can
+        make central ignore the agent's death.
+        """
         rec = self.touch(agent, now_ms)
         rec.bdseq = rec.birth_bdseq = birth.bdseq
+        epoch = getattr(birth, "epoch", "")
+        if epoch and epoch != rec.epoch:
+            rec.epoch = epoch
+            rec.acked_eseq = 0  # an outbox of its own: acked_eseq counts in it from now on
         rec.boot_id = birth.boot_id
         rec.birth = {
             "bdseq": birth.bdseq, "boot_id": birth.boot_id, "fw": birth.fw, "config_hash": birth.config_hash,

@@ -13,7 +13,6 @@ import csv
 import datetime as dt
 import io
 import json
-from contextlib import closing
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
@@ -196,21 +195,10 @@ def judge_planned(history: PlanHistory, day: dt.date, planned: list[tuple[PlanVe
     return CompletionReport(day, tuple(rollup(units, own)), tuple(rounds))
 
 
-# Only the five values a round needs: building full StoredEvents (JSON fields,
-# mapping proxies) for a night of 70,000 scans costs seconds, this a fraction.
-# It reads the columns docs/architecture.md documents and uses the (kind, ts_est) index.
-_SCANS_SQL = (
-    "SELECT agent, source, ts_est, eseq, CASE WHEN json_valid(fields) THEN json_extract(fields, '$.tag') END"
-    " FROM events WHERE kind = 'scan' AND ts_est >= ? AND ts_est < ?"
-)
-
-
 def scans_between(store: Any, lo_ms: int, hi_ms: int) -> list[Scan]:
     """Scans in central's store that happened (``ts_est``) in ``[lo, hi)``."""
-    with closing(store.connect(readonly=True)) as conn:
-        rows = conn.execute(_SCANS_SQL, (lo_ms, hi_ms)).fetchall()
     return [Scan(ts=ts, agent=agent, reader=source, tag=tag, eseq=eseq)
-            for agent, source, ts, eseq, tag in rows if isinstance(tag, str)]
+            for agent, source, ts, eseq, tag in store.scan_rows(lo_ms, hi_ms) if isinstance(tag, str)]
 
 
 def report_from_store(store: Any, history: PlanHistory, day: dt.date, now_ms: int) -> CompletionReport:

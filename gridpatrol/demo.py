@@ -22,7 +22,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from agent.inputs.readers.rdm6300 import encode_frame
+from central.store import Store, StoreError
 from gridpatrol import district as D
 from gridpatrol.localbroker import LocalBroker, free_port
 from gridpatrol.netsim import TcpProxy
@@ -277,11 +277,8 @@ class Demo:
         if not db.exists():
             return result
         try:
-            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=2) as conn:
-                result["online"] = conn.execute("SELECT COUNT(*) FROM agents WHERE state = 'online'").fetchone()[0]
-                result["events"] = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
-                result["alarms"] = dict(conn.execute("SELECT state, COUNT(*) FROM alarms GROUP BY state").fetchall())
-        except sqlite3.Error as exc:
+            result.update(Store(db).summary())
+        except StoreError as exc:
             _LOGGER.debug("summary: %s", exc)
         now = time.monotonic()
         if self._last_report is None or now - self._last_report["at"] >= REPORT_EVERY_S:

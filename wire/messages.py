@@ -570,16 +570,21 @@ class CommandResponse:
 
 @dataclass(slots=True, frozen=True)
 class Ack:
-    """Central to agent: the highest eseq central holds with no gap below it."""
+    """Central to agent: the highest eseq central holds with no gap below it, in ``epoch``."""
 
     eseq: int
+    epoch: str = ""
 
     def to_payload(self) -> bytes:
-        return pack({"eseq": self.eseq})
+        return pack({"eseq": self.eseq, "epoch": self.epoch})
 
     @classmethod
     def from_payload(cls, payload: bytes) -> Ack:
-        return cls(eseq=_int(unpack(payload), "eseq", "ack"))
+        d = unpack(payload)
+        epoch = d.get("epoch", "")
+        if not isinstance(epoch, str):
+            raise DecodeError("ack: 'epoch' must be a string")
+        return cls(eseq=_int(d, "eseq", "ack"), epoch=epoch)
 
 
 # -- JSON status payloads -----------------------------------------------------

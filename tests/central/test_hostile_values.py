@@ -18,6 +18,8 @@ from central.store import Store
 from tests.central.test_ingest import FakeAgent, make_ingest
 from tests.support import Broker, wait_until
 from wire import topics
+from wire.codec import pack
+from wire.messages import CommandName
 
 INT64_MAX = 2**63 - 1
 
@@ -38,20 +40,26 @@ def agents(broker: Broker) -> Iterator[list[FakeAgent]]:
 
 
 def give_up_quickly(broker: Broker, store: Store) -> Ingest:
-    ing = make_ingest(broker, store, gap_grace_s=0.05, replay_interval_s=0.05, replay_give_up=1)
+    ing = make_ingest(broker, store, gap_grace_s=0.05, replay_interval_s=0.05)
     ing.start()
     assert ing.wait_connected(10)
     return ing
 
 
 def jump_to_the_last_eseq(agents: list[FakeAgent]) -> None:
-    """eseq 1, then 2**63 - 1, the gap between never filled: central gives it up and acks 2**63 - 1."""
+    """eseq 1, then 2**63 - 1; asked for a replay, each agent answers that it made 2**63 - 1 and no longer holds
+    anything between: central records the range as lost and acks 2**63 - 1."""
     for a in agents:
         a.online()
         a.event(1)
     for a in agents:
         a.event(INT64_MAX, synced=False, ts=0, mono_ms=INT64_MAX)
-    wait_until(lambda: all(a.acked(INT64_MAX) for a in agents), message="the gap given up, the last eseq acked")
+    for a in agents:
+        wait_until(lambda: a.command_list(CommandName.REPLAY), message="a replay request")
+        txn = a.command_list(CommandName.REPLAY)[0].txn
+        a.publish(topics.cmd_resp(a.agent_id), pack({"txn": txn, "ok": True, "last": INT64_MAX,
+                                                     "gone": [[2, INT64_MAX - 1]]}))
+    wait_until(lambda: all(a.acked(INT64_MAX) for a in agents), message="the gone range recorded, the last eseq acked")
 
 
 def test_lost_ranges_past_64_bits_in_one_batch_cannot_stop_the_store(broker: Broker, store: Store,

@@ -18,6 +18,7 @@ from central.ingest import Ingest
 from central.store import Store, StoredEvent
 from tests.support import Broker, wait_until
 from wire import topics
+from wire.codec import pack
 from wire.messages import (
     Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, Event, EventKind, Telemetry,
 )
@@ -225,23 +226,57 @@ def test_a_gap_asks_for_a_replay_from_the_first_missing(store: Store, ingest: In
     assert ingest.counters["replay_requests"] >= 1
 
 
-def test_replays_are_rate_limited_and_a_hopeless_gap_is_given_up(broker: Broker, store: Store,
-                                                                 agent: FakeAgent) -> None:
-    ing = make_ingest(broker, store, gap_grace_s=0.1, replay_interval_s=0.3, replay_give_up=3)
+def test_a_gap_is_asked_for_ever_less_often_and_never_given_up(broker: Broker, store: Store,
+                                                                agent: FakeAgent) -> None:
+    ing = make_ingest(broker, store, gap_grace_s=0.1, replay_interval_s=0.2)
     ing.start()
     try:
         assert ing.wait_connected(10)
         agent.online()
         agent.event(1)
         agent.event(4)
-        wait_until(lambda: agent.acked(4), timeout=15, message="ack past the lost eseqs")
+        wait_until(lambda: len(agent.command_list(CommandName.REPLAY)) >= 4, timeout=15, message="four replays")
         replays = agent.command_list(CommandName.REPLAY)
-        assert [dict(c.args) for c in replays] == [{"from": 2}] * 3
-        assert ing.counters["events_lost"] == 2
-        assert store.get_agent(agent.agent_id).flags["lost"] == [[2, 3]]  # type: ignore[union-attr]
-        # A lost event that turns up after all is still stored.
+        assert all(dict(c.args) == {"from": 2, "epoch": ""} for c in replays)
+        assert max(agent.acks) == 1  # central never acks past the gap on its own
+        assert "events_lost" not in ing.counters
+        # The missing ones turn up: the gap closes and the ack moves.
         agent.event(2, replayed=True)
-        wait_until(lambda: len(stored(store)) == 3)
+        agent.event(3, replayed=True)
+        wait_until(lambda: agent.acked(4), message="ack of 4")
+        assert [e.eseq for e in stored(store)] == [1, 2, 3, 4]
+    finally:
+        ing.stop()
+
+
+def test_the_agents_answer_closes_a_gap_and_quarantines_what_it_never_made(broker: Broker, store: Store,
+                                                                            agent: FakeAgent) -> None:
+    ing = make_ingest(broker, store, gap_grace_s=0.1, replay_interval_s=0.2)
+    ing.start()
+    try:
+        assert ing.wait_connected(10)
+        agent.online()
+        for eseq in (1, 2, 5, 2**63 - 1):  # 2**63 - 1: a forged far-future eseq on the agent's topic
+            agent.event(eseq, ts=T0 + 1000, mono_ms=1000)
+        wait_until(lambda: agent.command_list(CommandName.REPLAY), message="a replay")
+        txn = agent.command_list(CommandName.REPLAY)[0].txn
+        # The agent made up to 6 and no longer holds 3..4 (dropped on a full disk).
+        agent.publish(topics.cmd_resp(agent.agent_id), pack({"txn": txn, "ok": True, "last": 6, "gone": [[3, 4]]}))
+        wait_until(lambda: agent.acked(5), message="ack past the gone range")
+        agent.event(6)
+        wait_until(lambda: agent.acked(6), message="ack of 6")
+        assert max(agent.acks) == 6  # never the forged eseq
+        assert [e.eseq for e in stored(store)] == [1, 2, 5, 6]
+        (q,) = store.quarantined()
+        assert (q.agent, q.eseq) == (agent.agent_id, 2**63 - 1) and "above 6" in q.reason
+        assert store.lost_ranges(agent.agent_id, "") == [(3, 4)]
+        assert ing.counters["events_lost"] == 2 and ing.counters["quarantined"] == 1
+        # A later loss in transit is still asked for and closed.
+        agent.event(8)
+        wait_until(lambda: len(agent.command_list(CommandName.REPLAY)) >= 2, message="a replay of 7")
+        assert dict(agent.command_list(CommandName.REPLAY)[-1].args) == {"from": 7, "epoch": ""}
+        agent.event(7, replayed=True)
+        wait_until(lambda: agent.acked(8), message="ack of 8")
     finally:
         ing.stop()
 
@@ -493,7 +528,8 @@ class FailingStore(Store):
 
 
 @pytest.mark.allow_logged_exceptions
-def test_a_batch_that_cannot_be_stored_is_not_acked(broker: Broker, tmp_path: Path, agent: FakeAgent) -> None:
+def test_a_batch_that_fails_once_is_stored_message_by_message(broker: Broker, tmp_path: Path,
+                                                               agent: FakeAgent) -> None:
     store = FailingStore(tmp_path / "central.db", fail_eseq=3)
     ing = make_ingest(broker, store, gap_grace_s=0.2, replay_interval_s=0.5)
     ing.start()
@@ -504,15 +540,55 @@ def test_a_batch_that_cannot_be_stored_is_not_acked(broker: Broker, tmp_path: Pa
         agent.event(2)
         wait_until(lambda: agent.acked(2))
         agent.event(3)
-        wait_until(lambda: ing.counters.get("store_errors") == 1, message="the failed batch")
         agent.event(4)
-        wait_until(lambda: agent.command_list(CommandName.REPLAY), message="a replay of what was lost")
-        assert dict(agent.command_list(CommandName.REPLAY)[0].args) == {"from": 3}
-        assert max(agent.acks) == 2  # never an ack for what the rollback took away
-        assert store.get_agent(agent.agent_id).acked_eseq == 2  # type: ignore[union-attr]
-        agent.event(3, replayed=True)
-        wait_until(lambda: agent.acked(4), message="ack of 4 once 3 is stored")
+        wait_until(lambda: agent.acked(4), message="ack of 4")
+        assert ing.counters.get("store_errors") == 1
         assert [e.eseq for e in stored(store)] == [1, 2, 3, 4]
         assert ing.counters["events_stored"] == 4
+        assert store.quarantined() == []  # it failed in the batch, not alone
+        assert agent.acks == sorted(agent.acks)
     finally:
         ing.stop()
+
+
+@pytest.mark.allow_logged_exceptions
+def test_a_message_the_store_refuses_is_quarantined_and_acked_past(broker: Broker, store: Store,
+                                                                    agent: FakeAgent) -> None:
+    from central.alarms import AlarmBook
+    from central.plan.registry import PlanRegistry
+
+    store.connect().close()
+    with closing(sqlite3.connect(store.path)) as conn:  # a poison the store refuses, every time
+        conn.execute("CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.source = 'poison'"
+                     " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        conn.commit()
+    book = AlarmBook(store, plans=PlanRegistry(tmp_path_of(store) / "plan.json"))
+    ing = make_ingest(broker, store, writers=[book])
+    other = FakeAgent(broker, "gate-other")
+    ing.start()
+    try:
+        assert ing.wait_connected(10)
+        agent.online()
+        other.status(AgentState.ONLINE, 1)
+        other.birth(1, boot_id="boot-other")
+        agent.event(1)
+        agent.event(2, kind=EventKind.PANIC, source="poison")
+        other.event(1, boot_id="boot-other")
+        agent.event(3, kind=EventKind.PANIC, source="office-panic")
+        wait_until(lambda: agent.acked(3) and other.acked(1), message="acks past the poison")
+        assert [e.eseq for e in stored(store, agent.agent_id)] == [1, 3]
+        (q,) = store.quarantined()
+        assert (q.agent, q.eseq, q.epoch) == (agent.agent_id, 2, "") and "refused by the test" in q.reason
+        assert Event.from_payload(q.payload).source == "poison"  # kept whole
+        kinds = sorted((a.kind, a.source) for a in store.alarms())
+        assert kinds == [("panic", "office-panic"), ("suspicious", "quarantined")]
+        agent.event(4)
+        wait_until(lambda: agent.acked(4), message="its next events stored")
+    finally:
+        ing.stop()
+        other.close()
+        book.close()
+
+
+def tmp_path_of(store: Store) -> Path:
+    return store.path.parent

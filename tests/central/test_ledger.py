@@ -1,4 +1,4 @@
-"""Which eseqs central holds, and when to ask for a replay or give a gap up."""
+"""Which eseqs central holds, and when to ask for a replay (never giving a gap up on its own)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 
 from central.ledger import EseqLedger, GapAction, GapPolicy
 
-POLICY = GapPolicy(grace_s=1.0, replay_interval_s=5.0, give_up_after=2)
+POLICY = GapPolicy(grace_s=1.0, replay_interval_s=5.0, replay_interval_max_s=20.0)
 
 
 def test_in_order_eseqs_move_contiguous() -> None:
@@ -29,28 +29,33 @@ def test_a_gap_closes_when_the_missing_eseqs_come() -> None:
 def test_a_replay_only_for_a_gap_that_stands_still_and_not_too_often() -> None:
     ledger = EseqLedger(2, set(), progress_at=0.0)
     ledger.add(5, 10.0)
-    assert ledger.next_action(10.5, POLICY, online=True) is None  # within the grace
-    assert ledger.next_action(11.0, POLICY, online=True) is GapAction.REPLAY
+    assert ledger.next_action(10.5, POLICY) is None  # within the grace
+    assert ledger.next_action(11.0, POLICY) is GapAction.REPLAY
     assert ledger.replay_asked(11.0) == 3
-    assert ledger.next_action(15.0, POLICY, online=True) is None  # rate-limited
+    assert ledger.next_action(15.0, POLICY) is None  # rate-limited
     ledger.add(3, 15.5)  # progress: the count of fruitless replays starts again
     assert ledger.attempts == 0
-    assert ledger.next_action(16.0, POLICY, online=True) is None
-    assert ledger.next_action(16.5, POLICY, online=True) is GapAction.REPLAY
+    assert ledger.next_action(16.0, POLICY) is None
+    assert ledger.next_action(16.5, POLICY) is GapAction.REPLAY
     assert ledger.replay_asked(16.5) == 4
 
 
-def test_a_gap_no_replay_fills_is_given_up_only_while_online() -> None:
+def test_a_gap_no_replay_fills_is_asked_for_ever_less_often_and_never_given_up() -> None:
     ledger = EseqLedger(1, {4, 5, 9}, progress_at=0.0)
-    for t in (1.0, 6.0):
-        assert ledger.next_action(t, POLICY, online=True) is GapAction.REPLAY
-        ledger.replay_asked(t)
-    assert ledger.next_action(11.0, POLICY, online=False) is GapAction.REPLAY  # status unknown: keep asking
-    assert ledger.next_action(11.0, POLICY, online=True) is GapAction.GIVE_UP
-    assert ledger.give_up(11.0) == (2, 3)
+    asked = []
+    t = 0.0
+    while t < 200.0:
+        if ledger.next_action(t, POLICY) is GapAction.REPLAY:
+            asked.append(t)
+            assert ledger.replay_asked(t) == 2  # always from the first missing eseq
+        t += 0.5
+    # 1 s of grace, then 5, 10, 20 and (the cap) 20 s apart, for as long as the gap stands
+    assert asked[:5] == [1.0, 6.0, 16.0, 36.0, 56.0]
+    assert all(b - a == 20.0 for a, b in zip(asked[3:], asked[4:]))
+    assert (ledger.contiguous, ledger.above) == (1, {4, 5, 9})
+    ledger.add(2, 200.0)
+    ledger.add(3, 200.0)
     assert (ledger.contiguous, ledger.above, ledger.attempts) == (5, {9}, 0)
-    ledger.add(2, 12.0)  # a lost one turns up after all: nothing moves
-    assert ledger.contiguous == 5
 
 
 @settings(max_examples=200, deadline=None)

@@ -79,8 +79,8 @@ def test_a_large_batch_is_stored_whole_and_as_it_went_in(store: Store, count: in
 def test_stored_contents_for_comparing_duplicates(store: Store) -> None:
     insert(store, [ev("a", 1)])
     with closing(store.connect(readonly=True)) as conn:
-        found = store.stored_contents(conn, [("a", 1), ("a", 9)])
-    assert found == {("a", 1): ev("a", 1).content()}
+        found = store.stored_contents(conn, [("a", "", 1), ("a", "", 9), ("a", "other-epoch", 1)])
+    assert found == {("a", "", 1): ev("a", 1).content()}
 
 
 def test_contiguous_eseq(store: Store) -> None:
@@ -88,9 +88,19 @@ def test_contiguous_eseq(store: Store) -> None:
     assert store.contiguous_eseq("a") == 0
     insert(store, [ev("a", n) for n in (1, 2, 3, 5, 6, 9)])
     assert store.contiguous_eseq("a") == 3
-    assert store.contiguous_eseq("a", after=4) == 6  # 4 was given up on
+    assert store.contiguous_eseq("a", after=4) == 6  # 4 was covered by an earlier ack
     assert store.contiguous_eseq("a", after=7) == 7
-    assert store.eseqs_above("a", 3) == [5, 6, 9]
+    assert store.eseqs_above("a", "", 3) == [5, 6, 9]
+    assert store.contiguous_eseq("a", "another-epoch") == 0  # each epoch counts on its own
+
+
+def test_ranges_the_agent_said_are_gone_count_as_covered(store: Store) -> None:
+    insert(store, [ev("a", n) for n in (1, 2, 5, 9)])
+    with closing(store.connect()) as conn:
+        store.record_lost(conn, "a", "", 3, 4, 0, reason="gone")
+        store.record_lost(conn, "a", "", 6, 8, 0, reason="quarantined")
+    assert store.contiguous_eseq("a") == 9
+    assert store.lost_ranges("a", "") == [(3, 4), (6, 8)]
 
 
 @settings(max_examples=60, deadline=None)
@@ -131,8 +141,8 @@ def test_agents_and_counters(store: Store) -> None:
             store.add_counters(conn, {"x": 3})
     assert store.list_agents() == [row, AgentRow(agent="b")]
     assert [a.to_json() for a in store.list_agents()] == [
-        {"agent": "a", "state": "online", "bdseq": 3, "last_seen": 5, "acked_eseq": 7},
-        {"agent": "b", "state": "unknown", "bdseq": None, "last_seen": None, "acked_eseq": 0},
+        {"agent": "a", "state": "online", "bdseq": 3, "last_seen": 5, "acked_eseq": 7, "epoch": ""},
+        {"agent": "b", "state": "unknown", "bdseq": None, "last_seen": None, "acked_eseq": 0, "epoch": ""},
     ]
     assert store.get_agent("nobody") is None
     assert store.counters() == {"x": 5}
@@ -142,7 +152,7 @@ def test_the_json_form_keeps_the_contract_keys_first() -> None:
     e = StoredEvent(agent="a", eseq=4, kind="fault", source="gate-1", ts=1, ts_est=1, ts_estimated=False,
                     received_ts=2, replayed=True, fields={"code": "c", "detail": "d", "agent": "spoof"})
     assert e.to_json() == {"agent": "a", "eseq": 4, "kind": "fault", "source": "gate-1", "ts": 1,
-                           "received_ts": 2, "replayed": True, "code": "c", "detail": "d"}
+                           "received_ts": 2, "replayed": True, "epoch": "", "code": "c", "detail": "d"}
     flagged = StoredEvent(agent="a", eseq=1, kind="scan", source="s", ts=1, ts_est=1, ts_estimated=False,
                           received_ts=1, replayed=False, fields={"tag": "AB"}, unplanned=True)
     assert flagged.to_json()["unplanned"] is True

@@ -1,13 +1,12 @@
-"""The event store: one SQLite file in WAL mode holding events, agents, counters.
+"""Events, agents and counters: the tables ingest writes, and the queries on them.
 
 One writer (the ingest thread) and any number of readers (the dashboard, the
 command line in another process). Readers never block the writer and see only
-committed batches. ``synchronous = FULL`` on the write connection: central
-acks an event only after the commit, and an ack makes the agent delete its
-copy, so a commit must survive a power cut, not just a crash of the process.
+committed batches. Connections come from :mod:`central.store.sqlite`, the
+schema from :mod:`central.store.schema`.
 
-``alarms`` and ``alarm_steps`` live in the same file but belong to
-central/alarms.py, which creates them itself.
+Events are keyed on ``(agent, epoch, eseq)``: an agent whose outbox is new (a
+replaced SD card) starts a new epoch at eseq 1, and the old epoch's events stay.
 """
 
 from __future__ import annotations
@@ -22,68 +21,26 @@ from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
-from urllib.parse import quote
 
+from central.store import alarms as alarms_sql
+from central.store import quarantine, schema, sqlite
+from central.store.errors import StoreError
 from wire.messages import Event, slot_setters
 
 _LOGGER = logging.getLogger(__name__)
 
-BUSY_TIMEOUT_S = 5.0
 INT64_MAX = 2**63 - 1  # SQLite's INTEGER: a larger Python int cannot even be bound
 # SQLite allows 32766 host parameters; stay far below for any build.
 _IN_CHUNK = 500
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events(
-    agent TEXT NOT NULL,
-    eseq INTEGER NOT NULL,
-    boot_id TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    source TEXT NOT NULL,
-    ts INTEGER NOT NULL,            -- as the agent said (UTC ms)
-    ts_est INTEGER NOT NULL,        -- central's estimate of when it really happened
-    ts_estimated INTEGER NOT NULL,  -- 1 when ts_est is not the agent's synced clock
-    mono_ms INTEGER NOT NULL,
-    clock_synced INTEGER NOT NULL,
-    replayed INTEGER NOT NULL,
-    received_ts INTEGER NOT NULL,
-    fields TEXT NOT NULL,           -- JSON: the kind's own keys
-    unplanned INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY(agent, eseq)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS events_kind_ts_est ON events(kind, ts_est);
-CREATE INDEX IF NOT EXISTS events_received_ts ON events(received_ts);
-CREATE TABLE IF NOT EXISTS agents(
-    agent TEXT PRIMARY KEY,
-    state TEXT,                     -- online | offline | disconnected | NULL (unknown)
-    bdseq INTEGER,
-    boot_id TEXT,
-    last_seen INTEGER,
-    acked_eseq INTEGER NOT NULL DEFAULT 0,
-    first_seen INTEGER,
-    birth TEXT,                     -- JSON
-    tele TEXT,                      -- JSON
-    snapshot TEXT,                  -- JSON
-    flags TEXT                      -- JSON
-);
-CREATE TABLE IF NOT EXISTS counters(
-    name TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-"""
-
 _EVENT_COLUMNS = (
-    "agent, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms, clock_synced, replayed, "
+    "agent, epoch, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms, clock_synced, replayed, "
     "received_ts, fields, unplanned"
 )
-_INSERT_EVENT = f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-# Rows per INSERT in a batch's insert; 14 parameters each, far below SQLite's limit.
+_INSERT_EVENT = f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+# Rows per INSERT in a batch's insert; 15 parameters each, far below SQLite's limit.
 _ROWS_PER_INSERT = 128
-_AGENT_COLUMNS = "agent, state, bdseq, boot_id, last_seen, acked_eseq, first_seen, birth, tele, snapshot, flags"
-
-
-class StoreError(Exception):
-    """The store cannot be used (missing file, wrong schema)."""
+_AGENT_COLUMNS = "agent, state, bdseq, boot_id, last_seen, acked_eseq, first_seen, birth, tele, snapshot, flags, epoch"
 
 
 def _frozen(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -110,6 +67,12 @@ class StoredEvent:
     boot_id: str = ""
     mono_ms: int = 0
     clock_synced: bool = False
+    epoch: str = ""
+
+    @property
+    def key(self) -> tuple[str, str, int]:
+        """What the store is keyed on: one event of one outbox of one agent."""
+        return (self.agent, self.epoch, self.eseq)
 
     def __post_init__(self) -> None:
         if not isinstance(self.fields, MappingProxyType):
@@ -134,6 +97,7 @@ class StoredEvent:
         _set_boot_id(stored, event.boot_id)
         _set_mono_ms(stored, event.mono_ms)
         _set_clock_synced(stored, event.clock_synced)
+        _set_epoch(stored, getattr(event, "epoch", ""))  # TODO(wire epoch): event.epoch
         return stored
 
     def content(self) -> dict[str, Any]:
@@ -146,7 +110,8 @@ class StoredEvent:
     def to_json(self) -> dict[str, Any]:
         """DESIGN.md's machine-readable form; ``unplanned: true`` only on flagged events."""
         body: dict[str, Any] = {"agent": self.agent, "eseq": self.eseq, "kind": self.kind, "source": self.source,
-                                "ts": self.ts, "received_ts": self.received_ts, "replayed": self.replayed}
+                                "ts": self.ts, "received_ts": self.received_ts, "replayed": self.replayed,
+                                "epoch": self.epoch}
         for key, value in self.fields.items():
             body.setdefault(key, value)  # a stray field never shadows a column
         if self.unplanned:
@@ -166,9 +131,9 @@ class StoredEvent:
 # storing an event cost the ingest thread.
 _new = object.__new__
 (_set_agent, _set_eseq, _set_kind, _set_source, _set_ts, _set_ts_est, _set_ts_estimated, _set_received_ts,
- _set_replayed, _set_fields, _set_unplanned, _set_boot_id, _set_mono_ms, _set_clock_synced) = slot_setters(
+ _set_replayed, _set_fields, _set_unplanned, _set_boot_id, _set_mono_ms, _set_clock_synced, _set_epoch) = slot_setters(
     StoredEvent, "agent", "eseq", "kind", "source", "ts", "ts_est", "ts_estimated", "received_ts", "replayed",
-    "fields", "unplanned", "boot_id", "mono_ms", "clock_synced")
+    "fields", "unplanned", "boot_id", "mono_ms", "clock_synced", "epoch")
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,11 +151,12 @@ class AgentRow:
     tele: Mapping[str, Any] | None = None
     snapshot: Mapping[str, Any] | None = None
     flags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    epoch: str = ""  # the agent's current epoch; acked_eseq is central's ack point in it
 
     def to_json(self) -> dict[str, Any]:
-        """DESIGN.md's machine-readable form."""
+        """The machine-readable form of ``agents --json`` (docs/reference.md)."""
         return {"agent": self.agent, "state": self.state or "unknown", "bdseq": self.bdseq,
-                "last_seen": self.last_seen, "acked_eseq": self.acked_eseq}
+                "last_seen": self.last_seen, "acked_eseq": self.acked_eseq, "epoch": self.epoch}
 
 
 def _dumps(value: Mapping[str, Any] | None) -> str | None:
@@ -242,29 +208,29 @@ def _fields_json(fields: Mapping[str, Any]) -> str:
 
 
 def _event_row(e: StoredEvent) -> tuple[Any, ...]:
-    return (e.agent, e.eseq, e.boot_id, e.kind, e.source, e.ts, e.ts_est, int(e.ts_estimated), e.mono_ms,
+    return (e.agent, e.epoch, e.eseq, e.boot_id, e.kind, e.source, e.ts, e.ts_est, int(e.ts_estimated), e.mono_ms,
             int(e.clock_synced), int(e.replayed), e.received_ts, _fields_json(e.fields), int(e.unplanned))
 
 
 def _event_from_row(r: Sequence[Any]) -> StoredEvent:
-    (agent, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms, clock_synced, replayed,
+    (agent, epoch, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms, clock_synced, replayed,
      received_ts, fields, unplanned) = r
     return StoredEvent(agent=agent, eseq=eseq, kind=kind, source=source, ts=ts, ts_est=ts_est,
                        ts_estimated=bool(ts_estimated), received_ts=received_ts, replayed=bool(replayed),
                        fields=MappingProxyType(json.loads(fields)), unplanned=bool(unplanned), boot_id=boot_id,
-                       mono_ms=mono_ms, clock_synced=bool(clock_synced))
+                       mono_ms=mono_ms, clock_synced=bool(clock_synced), epoch=epoch)
 
 
 def _agent_from_row(r: Sequence[Any]) -> AgentRow:
-    agent, state, bdseq, boot_id, last_seen, acked, first_seen, birth, tele, snapshot, flags = r
+    agent, state, bdseq, boot_id, last_seen, acked, first_seen, birth, tele, snapshot, flags, epoch = r
     return AgentRow(agent=agent, state=state, bdseq=bdseq, boot_id=boot_id, last_seen=last_seen,
                     acked_eseq=acked or 0, first_seen=first_seen, birth=_loads(birth), tele=_loads(tele),
-                    snapshot=_loads(snapshot), flags=_loads(flags) or MappingProxyType({}))
+                    snapshot=_loads(snapshot), flags=_loads(flags) or MappingProxyType({}), epoch=epoch or "")
 
 
 @cache
 def _insert_events_sql(rows: int) -> str:
-    return f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    return f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
 
 
 def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
@@ -290,42 +256,97 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[An
 
 
 class Store:
-    """The SQLite file at ``path``; connections and the queries other code needs.
+    """Central's SQLite store at ``path``: connections, migrations, and the queries other code needs.
 
     Query methods take an optional ``conn``; without one they open a short
-    read-only connection of their own, so any thread may call them.
+    read-only connection of their own, so any thread may call them. Writes
+    take the caller's connection inside the caller's transaction (the
+    ingest thread's batch), so that what belongs together commits together.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
 
-    def connect(self, readonly: bool = False) -> sqlite3.Connection:
-        """A connection in WAL mode with a busy timeout; the writer's also creates the schema."""
+    @property
+    def url(self) -> str:
+        return f"sqlite://{self.path}"
+
+    def connect(self, readonly: bool = False, *, check_same_thread: bool = True) -> sqlite3.Connection:
+        """A connection with the store's policy; a writer's also brings the schema to this version."""
+        conn = sqlite.connect(self.path, readonly=readonly, check_same_thread=check_same_thread)
         if readonly:
-            if not self.path.exists():
-                raise StoreError(f"store {self.path} does not exist (has `gridpatrol central` run?)")
-            conn = sqlite3.connect(f"file:{quote(str(self.path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_S)
-            conn.execute("PRAGMA query_only = ON")
             return conn
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S)
         try:
-            conn.execute("PRAGMA journal_mode = WAL")
-            conn.execute("PRAGMA synchronous = FULL")
-            with conn:
-                conn.executescript(SCHEMA)
+            schema.migrate(conn)
         except BaseException:
             conn.close()
             raise
         return conn
 
+    def migrate(self) -> tuple[int, int]:
+        """Bring the schema to this version; (version before, after). ``gridpatrol central migrate``."""
+        with closing(sqlite.connect(self.path)) as conn:
+            return schema.migrate(conn)
+
+    def schema_version(self) -> int:
+        with self._reading(None) as c:
+            return schema.version_of(c)
+
+    def backup(self, target: Path) -> None:
+        """A consistent copy of the whole store at ``target`` while central runs (SQLite's online backup).
+
+        The copy is written beside ``target`` and renamed over it when whole,
+        so a failed backup never leaves a half file under the name asked for.
+        """
+        target = Path(target)
+        if target.resolve() == self.path.resolve():
+            raise StoreError(f"backup: {target} is the store itself")
+        part = target.with_name(target.name + ".part")
+        part.unlink(missing_ok=True)
+        with closing(self.connect(readonly=True)) as src, closing(sqlite3.connect(part)) as dst:
+            src.backup(dst, pages=1024)
+            dst.execute("PRAGMA journal_mode = DELETE")
+        part.replace(target)
+
     @contextmanager
     def _reading(self, conn: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+        """The caller's connection, or a short read-only one whose driver errors become :class:`StoreError`."""
         if conn is not None:
             yield conn
             return
-        with closing(self.connect(readonly=True)) as own:
-            yield own
+        try:
+            with closing(self.connect(readonly=True)) as own:
+                yield own
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    @contextmanager
+    def _writing(self) -> Iterator[sqlite3.Connection]:
+        """A short write connection for the command line; driver errors become :class:`StoreError`."""
+        try:
+            with closing(self.connect()) as own:
+                yield own
+        except sqlite3.Error as exc:
+            raise StoreError(f"store {self.path}: {exc}") from exc
+
+    # -- alarms and quarantine, for the command line and the dashboard ---------
+
+    def alarms(self, *, include_all: bool = False) -> list[alarms_sql.Alarm]:
+        with self._reading(None) as c:
+            return alarms_sql.list_alarms(c, include_all=include_all)
+
+    def alarm(self, alarm_id: int) -> alarms_sql.Alarm | None:
+        with self._reading(None) as c:
+            return alarms_sql.get_alarm(c, alarm_id)
+
+    def acknowledge(self, alarm_id: int, by: str, now_ms: int, *, tier: str | None = None) -> alarms_sql.Alarm:
+        """Acknowledge from another process; the running central tells the agent (``notified = 0``)."""
+        with self._writing() as c:
+            return alarms_sql.acknowledge(c, alarm_id, by, now_ms, tier=tier)
+
+    def quarantined(self, *, limit: int | None = None, before: int | None = None) -> list[quarantine.Quarantined]:
+        with self._reading(None) as c:
+            return quarantine.list_quarantined(c, limit=limit, before=before)
 
     # -- writing (the ingest thread, inside its batch transaction) -------------
 
@@ -333,9 +354,9 @@ class Store:
     def insert_events(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """Insert the events not yet stored; return those inserted, in the order given.
 
-        An (agent, eseq) already in the table, or twice in ``events``, is not
-        inserted again and not returned; the caller compares its content.
-        Call inside a transaction.
+        An (agent, epoch, eseq) already in the table, or twice in ``events``,
+        is not inserted again and not returned; the caller compares its
+        content. Call inside a transaction.
         """
         if not events:
             return []
@@ -349,18 +370,10 @@ class Store:
             return list(events)
         conn.execute("ROLLBACK TO insert_events")
         conn.execute("RELEASE insert_events")
-        by_agent: dict[str, list[int]] = {}
-        for e in events:
-            by_agent.setdefault(e.agent, []).append(e.eseq)
-        held: set[tuple[str, int]] = set()
-        for agent, eseqs in by_agent.items():
-            for chunk in _chunks(sorted(set(eseqs))):
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(f"SELECT eseq FROM events WHERE agent = ? AND eseq IN ({marks})", (agent, *chunk))
-                held.update((agent, eseq) for (eseq,) in rows)
+        held = Store._held(conn, (e.key for e in events))
         fresh: list[StoredEvent] = []
         for e in events:
-            key = (e.agent, e.eseq)
+            key = e.key
             if key not in held:
                 held.add(key)
                 fresh.append(e)
@@ -373,34 +386,57 @@ class Store:
         return fresh
 
     @staticmethod
-    def stored_contents(conn: sqlite3.Connection, keys: Iterable[tuple[str, int]]) -> dict[tuple[str, int], dict[str, Any]]:
-        """The :meth:`StoredEvent.content` of each stored (agent, eseq) among ``keys``."""
-        by_agent: dict[str, set[int]] = {}
-        for agent, eseq in keys:
-            by_agent.setdefault(agent, set()).add(eseq)
-        found: dict[tuple[str, int], dict[str, Any]] = {}
-        for agent, eseqs in by_agent.items():
+    def _held(conn: sqlite3.Connection, keys: Iterable[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+        by_stream: dict[tuple[str, str], set[int]] = {}
+        for agent, epoch, eseq in keys:
+            by_stream.setdefault((agent, epoch), set()).add(eseq)
+        held: set[tuple[str, str, int]] = set()
+        for (agent, epoch), eseqs in by_stream.items():
             for chunk in _chunks(sorted(eseqs)):
                 marks = ",".join("?" * len(chunk))
-                sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE agent = ? AND eseq IN ({marks})"
-                for row in conn.execute(sql, (agent, *chunk)):
+                rows = conn.execute(f"SELECT eseq FROM events WHERE agent = ? AND epoch = ? AND eseq IN ({marks})",
+                                    (agent, epoch, *chunk))
+                held.update((agent, epoch, eseq) for (eseq,) in rows)
+        return held
+
+    @staticmethod
+    def stored_contents(conn: sqlite3.Connection,
+                        keys: Iterable[tuple[str, str, int]]) -> dict[tuple[str, str, int], dict[str, Any]]:
+        """The :meth:`StoredEvent.content` of each stored (agent, epoch, eseq) among ``keys``."""
+        by_stream: dict[tuple[str, str], set[int]] = {}
+        for agent, epoch, eseq in keys:
+            by_stream.setdefault((agent, epoch), set()).add(eseq)
+        found: dict[tuple[str, str, int], dict[str, Any]] = {}
+        for (agent, epoch), eseqs in by_stream.items():
+            for chunk in _chunks(sorted(eseqs)):
+                marks = ",".join("?" * len(chunk))
+                sql = f"SELECT {_EVENT_COLUMNS} FROM events WHERE agent = ? AND epoch = ? AND eseq IN ({marks})"
+                for row in conn.execute(sql, (agent, epoch, *chunk)):
                     e = _event_from_row(row)
-                    found[(e.agent, e.eseq)] = e.content()
+                    found[e.key] = e.content()
         return found
+
+    @staticmethod
+    def delete_events(conn: sqlite3.Connection, agent: str, epoch: str, above: int) -> list[StoredEvent]:
+        """Take the events of one epoch above ``above`` out of ``events`` (to quarantine them); returns them."""
+        rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE agent = ? AND epoch = ? AND eseq > ?"
+                            " ORDER BY eseq", (agent, epoch, above)).fetchall()
+        conn.execute("DELETE FROM events WHERE agent = ? AND epoch = ? AND eseq > ?", (agent, epoch, above))
+        return [_event_from_row(r) for r in rows]
 
     @staticmethod
     def save_agents(conn: sqlite3.Connection, rows: Iterable[AgentRow]) -> None:
         conn.executemany(
-            f"INSERT OR REPLACE INTO agents({_AGENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT OR REPLACE INTO agents({_AGENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
             [(r.agent, r.state, r.bdseq, r.boot_id, r.last_seen, r.acked_eseq, r.first_seen, _dumps(r.birth),
-              _dumps(r.tele), _dumps(r.snapshot), _dumps(r.flags)) for r in rows],
+              _dumps(r.tele), _dumps(r.snapshot), _dumps(r.flags), r.epoch) for r in rows],
         )
 
     @staticmethod
     def save_agent_progress(conn: sqlite3.Connection, rows: Iterable[AgentRow]) -> None:
-        """Only ``last_seen`` and ``acked_eseq`` of agents already saved in full."""
-        conn.executemany("UPDATE agents SET last_seen = ?, acked_eseq = ? WHERE agent = ?",
-                         [(r.last_seen, r.acked_eseq, r.agent) for r in rows])
+        """Only ``last_seen``, ``acked_eseq`` and ``epoch`` of agents already saved in full."""
+        conn.executemany("UPDATE agents SET last_seen = ?, acked_eseq = ?, epoch = ? WHERE agent = ?",
+                         [(r.last_seen, r.acked_eseq, r.epoch, r.agent) for r in rows])
 
     @staticmethod
     def add_counters(conn: sqlite3.Connection, deltas: Mapping[str, int]) -> None:
@@ -412,49 +448,77 @@ class Store:
             [(name, min(n, INT64_MAX)) for name, n in deltas.items() if n],
         )
 
+    @staticmethod
+    def record_lost(conn: sqlite3.Connection, agent: str, epoch: str, first: int, last: int, now_ms: int, *,
+                    reason: str) -> None:
+        """Eseq ``first``..``last`` of ``epoch`` are covered with no event: the agent said they are gone
+        (``reason="gone"``), or the one message was quarantined (``"quarantined"``). Central stops waiting."""
+        conn.execute("INSERT OR REPLACE INTO lost(agent, epoch, first, last, recorded_ts, reason) VALUES (?,?,?,?,?,?)",
+                     (agent, epoch, first, last, now_ms, reason))
+
     # -- queries ---------------------------------------------------------------
 
-    def contiguous_eseq(self, agent: str, *, after: int = 0, conn: sqlite3.Connection | None = None) -> int:
-        """The highest eseq held with none missing between ``after`` and it.
+    def lost_ranges(self, agent: str, epoch: str, *, conn: sqlite3.Connection | None = None) -> list[tuple[int, int]]:
+        with self._reading(conn) as c:
+            return [(a, b) for a, b in c.execute("SELECT first, last FROM lost WHERE agent = ? AND epoch = ?"
+                                                 " ORDER BY first", (agent, epoch))]
 
-        ``after`` is an eseq known to be covered already (the last ack), so a
-        range central gave up on is not counted as missing again.
+    def contiguous_eseq(self, agent: str, epoch: str = "", *, after: int = 0,
+                        conn: sqlite3.Connection | None = None) -> int:
+        """The highest eseq of ``epoch`` held with none missing between ``after`` and it.
+
+        ``after`` is an eseq known to be covered already (the last ack). A
+        range the agent said is gone (``lost``) counts as held.
         """
         if after >= INT64_MAX:  # no eseq past the last one (and after + 1 could not even be bound)
             return after
         with self._reading(conn) as c:
-            if c.execute("SELECT 1 FROM events WHERE agent = ? AND eseq = ?", (agent, after + 1)).fetchone() is None:
-                return after
-            # The end of the run that starts at after + 1: the first held eseq whose successor is missing.
-            row = c.execute(
-                "SELECT MIN(e.eseq) FROM events e WHERE e.agent = ? AND e.eseq > ? AND NOT EXISTS "
-                "(SELECT 1 FROM events f WHERE f.agent = e.agent AND f.eseq = e.eseq + 1)",
-                (agent, after),
-            ).fetchone()
-            return int(row[0])
+            lost = self.lost_ranges(agent, epoch, conn=c)
+            while True:
+                moved = after
+                for first, last in lost:
+                    if first <= moved + 1 <= last:
+                        moved = max(moved, last)
+                if moved >= INT64_MAX:
+                    return moved
+                if c.execute("SELECT 1 FROM events WHERE agent = ? AND epoch = ? AND eseq = ?",
+                             (agent, epoch, moved + 1)).fetchone() is None:
+                    return moved
+                # The end of the run that starts at moved + 1: the first held eseq whose successor is missing.
+                row = c.execute(
+                    "SELECT MIN(e.eseq) FROM events e WHERE e.agent = ? AND e.epoch = ? AND e.eseq > ? AND NOT EXISTS "
+                    "(SELECT 1 FROM events f WHERE f.agent = e.agent AND f.epoch = e.epoch AND f.eseq = e.eseq + 1)",
+                    (agent, epoch, moved),
+                ).fetchone()
+                after = int(row[0])
 
-    def eseqs_above(self, agent: str, eseq: int, *, conn: sqlite3.Connection | None = None) -> list[int]:
+    def eseqs_above(self, agent: str, epoch: str, eseq: int, *, conn: sqlite3.Connection | None = None) -> list[int]:
         with self._reading(conn) as c:
-            return [e for (e,) in c.execute("SELECT eseq FROM events WHERE agent = ? AND eseq > ? ORDER BY eseq",
-                                            (agent, eseq))]
+            return [e for (e,) in c.execute("SELECT eseq FROM events WHERE agent = ? AND epoch = ? AND eseq > ?"
+                                            " ORDER BY eseq", (agent, epoch, eseq))]
 
     def iter_events(self, conn: sqlite3.Connection, *, agent: str | None = None, kind: str | None = None,
                     since: int | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
-        """Matching events oldest first by agent, then eseq; ``since`` is on received_ts (UTC ms)."""
+        """Matching events oldest first: by agent, its epochs in the order they began, then eseq.
+
+        ``since`` is on received_ts (UTC ms).
+        """
         where, args = [], []
         if agent is not None:
-            where.append("agent = ?")
+            where.append("e.agent = ?")
             args.append(agent)
         if kind is not None:
-            where.append("kind = ?")
+            where.append("e.kind = ?")
             args.append(kind)
         if since is not None:
-            where.append("received_ts >= ?")
+            where.append("e.received_ts >= ?")
             args.append(since)
-        sql = f"SELECT {_EVENT_COLUMNS} FROM events"
+        columns = ", ".join(f"e.{c.strip()}" for c in _EVENT_COLUMNS.split(","))
+        sql = (f"SELECT {columns} FROM events e JOIN (SELECT agent, epoch, MIN(received_ts) AS began FROM events"
+               " GROUP BY agent, epoch) b ON b.agent = e.agent AND b.epoch = e.epoch")
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY agent, eseq"
+        sql += " ORDER BY e.agent, b.began, e.epoch, e.eseq"
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
@@ -494,6 +558,18 @@ class Store:
             )
             return [_event_from_row(r) for r in rows]
 
+    def scan_rows(self, lo_ms: int, hi_ms: int) -> list[tuple[str, str, int, int, Any]]:
+        """``(agent, source, ts_est, eseq, tag)`` of scans that happened in ``[lo, hi)``.
+
+        Only the five values a round needs: building full StoredEvents (JSON
+        fields, mapping proxies) for a night of 70,000 scans costs seconds,
+        this a fraction. It uses the (kind, ts_est) index.
+        """
+        with self._reading(None) as c:
+            return c.execute(
+                "SELECT agent, source, ts_est, eseq, CASE WHEN json_valid(fields) THEN json_extract(fields, '$.tag') END"
+                " FROM events WHERE kind = 'scan' AND ts_est >= ? AND ts_est < ?", (lo_ms, hi_ms)).fetchall()
+
     def list_agents(self, *, conn: sqlite3.Connection | None = None) -> list[AgentRow]:
         with self._reading(conn) as c:
             return [_agent_from_row(r) for r in c.execute(f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY agent")]
@@ -502,6 +578,15 @@ class Store:
         with self._reading(conn) as c:
             row = c.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE agent = ?", (agent,)).fetchone()
             return None if row is None else _agent_from_row(row)
+
+    def summary(self) -> dict[str, Any]:
+        """Agents online, events, alarms by state: the demo's one-line progress."""
+        with self._reading(None) as c:
+            return {
+                "online": c.execute("SELECT COUNT(*) FROM agents WHERE state = 'online'").fetchone()[0],
+                "events": c.execute("SELECT COUNT(*) FROM events").fetchone()[0],
+                "alarms": dict(c.execute("SELECT state, COUNT(*) FROM alarms GROUP BY state").fetchall()),
+            }
 
     def counters(self, *, conn: sqlite3.Connection | None = None) -> dict[str, int]:
         with self._reading(conn) as c:

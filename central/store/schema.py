@@ -1,0 +1,196 @@
+"""The store's schema, its version, and the migrations between versions.
+
+``schema_version`` holds one row, the version the tables are at. A store made
+by the first round of Gridpatrol has no such table: it is version 0, and the
+first migration adopts it (its tables are created only where missing). Each
+migration runs in its own transaction with the version bump, so a crash
+leaves the store at one version or the next, never in between. Central runs
+:func:`migrate` on start; ``gridpatrol central migrate`` runs it alone.
+
+A store newer than this code is refused rather than used: an older central
+would not know what the newer tables mean.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from typing import Callable
+
+from central.store.errors import StoreError
+from central.store.sqlite import transaction
+
+_LOGGER = logging.getLogger(__name__)
+
+# -- version 1: the tables as the first round made them ---------------------------
+
+_V1 = """
+CREATE TABLE IF NOT EXISTS events(
+    agent TEXT NOT NULL,
+    eseq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    ts INTEGER NOT NULL,
+    ts_est INTEGER NOT NULL,
+    ts_estimated INTEGER NOT NULL,
+    mono_ms INTEGER NOT NULL,
+    clock_synced INTEGER NOT NULL,
+    replayed INTEGER NOT NULL,
+    received_ts INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    unplanned INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(agent, eseq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS agents(
+    agent TEXT PRIMARY KEY,
+    state TEXT,
+    bdseq INTEGER,
+    boot_id TEXT,
+    last_seen INTEGER,
+    acked_eseq INTEGER NOT NULL DEFAULT 0,
+    first_seen INTEGER,
+    birth TEXT,
+    tele TEXT,
+    snapshot TEXT,
+    flags TEXT
+);
+CREATE TABLE IF NOT EXISTS counters(
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS alarms(
+    id INTEGER PRIMARY KEY,
+    agent TEXT NOT NULL,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    unit TEXT,
+    state TEXT NOT NULL,
+    raised_ts INTEGER NOT NULL,
+    acked_by TEXT,
+    acked_ts INTEGER,
+    escalated_to TEXT,
+    event_eseq INTEGER,
+    restored INTEGER NOT NULL DEFAULT 0,
+    notified INTEGER NOT NULL DEFAULT 0,
+    ack_txn TEXT
+);
+CREATE TABLE IF NOT EXISTS alarm_steps(
+    alarm_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    unit TEXT,
+    tier TEXT,
+    action TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS users(
+    name TEXT PRIMARY KEY,
+    unit TEXT NOT NULL,
+    pw_hash TEXT NOT NULL,
+    created_ts INTEGER NOT NULL
+);
+"""
+
+
+def _v1(conn: sqlite3.Connection) -> None:
+    for statement in _V1.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+# -- version 2: epochs, quarantine, lost ranges, alarm details ----------------------
+
+_V2_EVENTS = """
+CREATE TABLE events_v2(
+    agent TEXT NOT NULL,
+    epoch TEXT NOT NULL,            -- the agent's outbox generation ('' for agents that predate epochs)
+    eseq INTEGER NOT NULL,
+    boot_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    source TEXT NOT NULL,
+    ts INTEGER NOT NULL,            -- as the agent said (UTC ms)
+    ts_est INTEGER NOT NULL,        -- central's estimate of when it really happened
+    ts_estimated INTEGER NOT NULL,  -- 1 when ts_est is not the agent's synced clock
+    mono_ms INTEGER NOT NULL,
+    clock_synced INTEGER NOT NULL,
+    replayed INTEGER NOT NULL,
+    received_ts INTEGER NOT NULL,
+    fields TEXT NOT NULL,           -- JSON: the kind's own keys
+    unplanned INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY(agent, epoch, eseq)
+) WITHOUT ROWID
+"""
+
+_V2_REST = """
+CREATE INDEX events_kind_ts_est ON events(kind, ts_est);
+CREATE INDEX events_received_ts ON events(received_ts);
+CREATE INDEX events_ts ON events(ts);
+ALTER TABLE agents ADD COLUMN epoch TEXT NOT NULL DEFAULT '';
+ALTER TABLE alarms ADD COLUMN event_epoch TEXT;
+ALTER TABLE alarm_steps ADD COLUMN detail TEXT;
+CREATE INDEX IF NOT EXISTS alarms_open ON alarms(state, agent, source);
+CREATE INDEX IF NOT EXISTS alarm_steps_alarm ON alarm_steps(alarm_id);
+CREATE TABLE quarantine(
+    id INTEGER PRIMARY KEY,
+    agent TEXT,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,          -- the message as it came, byte for byte
+    reason TEXT NOT NULL,
+    received_ts INTEGER NOT NULL,
+    epoch TEXT,
+    eseq INTEGER
+);
+CREATE INDEX quarantine_agent ON quarantine(agent, epoch, eseq);
+CREATE TABLE lost(
+    agent TEXT NOT NULL,
+    epoch TEXT NOT NULL,
+    first INTEGER NOT NULL,         -- eseqs covered with no row in events
+    last INTEGER NOT NULL,
+    recorded_ts INTEGER NOT NULL,
+    reason TEXT NOT NULL,           -- gone: the agent said so | quarantined: kept raw, acked past
+    PRIMARY KEY(agent, epoch, first)
+) WITHOUT ROWID
+"""
+
+
+def _v2(conn: sqlite3.Connection) -> None:
+    conn.execute(_V2_EVENTS)
+    conn.execute(
+        "INSERT INTO events_v2(agent, epoch, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms,"
+        " clock_synced, replayed, received_ts, fields, unplanned) SELECT agent, '', eseq, boot_id, kind, source, ts,"
+        " ts_est, ts_estimated, mono_ms, clock_synced, replayed, received_ts, fields, unplanned FROM events")
+    conn.execute("DROP TABLE events")
+    conn.execute("ALTER TABLE events_v2 RENAME TO events")
+    for statement in _V2_REST.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+VERSION = len(MIGRATIONS)
+
+
+def version_of(conn: sqlite3.Connection) -> int:
+    """The schema version of the store behind ``conn`` (0: made before versions, or empty)."""
+    has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if has is None:
+        return 0
+    row = conn.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
+    """Bring the store to :data:`VERSION`; returns (version before, version after)."""
+    before = version_of(conn)
+    if before > VERSION:
+        raise StoreError(f"the store is at schema version {before}, newer than this Gridpatrol ({VERSION}):"
+                         " upgrade Gridpatrol instead")
+    for version in range(before + 1, VERSION + 1):
+        with transaction(conn):
+            if version_of(conn) >= version:  # another process migrated meanwhile
+                continue
+            MIGRATIONS[version - 1](conn)
+            conn.execute("CREATE TABLE IF NOT EXISTS schema_version(version INTEGER NOT NULL)")
+            conn.execute("DELETE FROM schema_version")
+            conn.execute("INSERT INTO schema_version(version) VALUES (?)", (version,))
+        _LOGGER.info("store: schema migrated to version %s", version)
+    return before, VERSION
