@@ -1,10 +1,12 @@
-"""Central's MQTT session and the writer thread that stores what arrives.
+"""The writer: the thread that stores what arrives, in batches, and acks it.
 
-paho's network thread only decodes each message and puts it on a queue. One
-writer thread drains the queue in batches: it inserts a batch of events in
-one transaction, commits, and only then publishes one ``ack`` per agent (the
-highest eseq held with no gap below it), calls the listeners and asks for
-what is missing. Committing per message would cap ingest at the disk's fsync
+The MQTT session (central/session.py) only decodes each message on paho's
+network thread and puts it on a queue. One writer thread drains the queue in
+batches: in one transaction it inserts a batch of events, lets the writers
+(the alarm book) decide their alarms, takes the agents' replay answers and
+saves the agents' rows; commits; and only then publishes one ``ack`` per agent
+and epoch (the highest eseq held with no gap below it), calls the listeners
+and asks for what is missing. Committing per message would cap ingest at the disk's fsync
 rate; a batch costs one fsync however large it is.
 
 The session is persistent (MQTT v5, clean_start false, a fixed client id, a
@@ -25,8 +27,6 @@ import time
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from central.config import MqttConfig
 from central.inbound import Counter, Decoder, Inbound, Rejected, RejectLog
@@ -34,12 +34,12 @@ from central.integrity import VIOLATIONS_KEPT, IntegrityChecker, Reason, Violati
 from central.ledger import GAP_GRACE_S, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
 from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
 from central.ratelog import RateLimitedLog
+from central.session import CentralSession
 from central.store import AgentRow, Store, StoredEvent, quarantine
 from central.timeest import ClockEstimator
-from gridpatrol.tcp import no_delay
 from wire import topics
 from wire.messages import (
-    Ack, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, StateSnapshot, Telemetry,
+    Ack, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, StateSnapshot, Telemetry,
 )
 
 _LOGGER = logging.getLogger(__name__)
@@ -131,16 +131,12 @@ class Ingest:
         self._overflowed = 0  # written by paho's thread only
         self._overflow_taken = 0
         self._reject_log = RejectLog(_LOGGER, monotonic=monotonic)
-        self._connected = threading.Event()
-        self._disconnected = threading.Event()
         self._ready = threading.Event()
         self._stopping = threading.Event()
         self._start_error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self.last_beat = 0.0  # monotonic time the writer last went round its loop (for the watchdog)
-        self._extra: tuple[str, ...] = ()  # subscribe_extra's filters
-        self._own_sub_mid: int | None = None
-        self._client = self._make_client()
+        self.session = CentralSession(config, deliver=self._on_message, clock=clock)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -153,26 +149,8 @@ class Ingest:
         self._writers = (*self._writers, writer)
 
     def subscribe_extra(self, topic_filter: str, callback: Callable[[str, bytes, bool], None]) -> None:
-        """Also subscribe to ``topic_filter`` (QoS 1, on every connect); its messages go to ``callback``.
-
-        ``callback(topic, payload, retained)`` runs on paho's thread: enqueue and
-        return. Only for topics outside the agents' tree (Home Assistant's
-        ``homeassistant/status``): central keeps one MQTT connection, since the
-        broker makes its certificate's CN the client id. Call before start().
-        """
-        if topic_filter.split("/", 1)[0] in (topics.ROOT.split("/", 1)[0], "+", "#"):
-            raise ValueError(f"extra subscription {topic_filter!r} would overlap the agents' topics")
-
-        def deliver(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-            try:
-                callback(msg.topic, msg.payload, bool(msg.retain))
-            except UnicodeDecodeError:
-                _LOGGER.warning("dropped a message with a topic that is not UTF-8 under %r", topic_filter)
-            except Exception:  # an exception here would end paho's network thread
-                _LOGGER.exception("the subscriber of %r failed", topic_filter)
-
-        self._client.message_callback_add(topic_filter, deliver)
-        self._extra = (*self._extra, topic_filter)
+        """Also subscribe to ``topic_filter`` on the session (see :meth:`CentralSession.subscribe_extra`)."""
+        self.session.subscribe_extra(topic_filter, callback)
 
     def start(self) -> None:
         """Open the store, then connect (in the background, retrying until the broker answers)."""
@@ -182,11 +160,7 @@ class Ingest:
         if self._start_error is not None:
             self._writer.join()
             raise self._start_error
-        c = self._config
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = c.session_expiry_s
-        self._client.connect_async(c.host, c.port, keepalive=c.keepalive_s, clean_start=False, properties=props)
-        self._client.loop_start()
+        self.session.start()
 
     def stop(self) -> None:
         """Finish the batch in hand, publish the offline status, disconnect.
@@ -200,29 +174,15 @@ class Ingest:
             self._writer.join(STOP_TIMEOUT_S)
             if self._writer.is_alive():
                 _LOGGER.error("the ingest thread did not finish within %s s", STOP_TIMEOUT_S)
-        if self._connected.is_set():
-            info = self._client.publish(topics.CENTRAL_STATUS, self._status(False), qos=1, retain=True)
-            if info.rc == mqtt.MQTT_ERR_SUCCESS:
-                info.wait_for_publish(timeout=2.0)
-        if self._client.is_connected():
-            self._disconnected.clear()
-            self._client.disconnect()
-            # paho's thread closes the socket once DISCONNECT is written; stopping it earlier leaks the socket.
-            self._disconnected.wait(STOP_TIMEOUT_S)
-        else:
-            self._client.disconnect()  # stops any reconnect attempt
-        self._client.loop_stop()
-        # paho closes its wake-up socket pair only in a finaliser, which a
-        # reference cycle can postpone indefinitely: close it now.
-        self._client._reset_sockets(sockpair_only=True)  # noqa: SLF001
+        self.session.stop()
 
     @property
     def connected(self) -> bool:
-        return self._connected.is_set()
+        return self.session.connected
 
     def wait_connected(self, timeout: float) -> bool:
         """Wait until connected and subscribed."""
-        return self._connected.wait(timeout)
+        return self.session.wait_connected(timeout)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -237,10 +197,7 @@ class Ingest:
 
     def send_command(self, agent_id: str, command: Command) -> bool:
         """Publish a command to an agent (thread-safe); False when it could not even be queued."""
-        if not topics.is_valid_agent_id(agent_id):
-            raise ValueError(f"agent id {agent_id!r} is not valid")
-        info = self._client.publish(topics.cmd(agent_id), command.to_payload(), qos=1)
-        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)  # NO_CONN: sent on reconnect
+        return self.session.send_command(agent_id, command)
 
     def alive(self, stall_s: float = 30.0) -> bool:
         """The writer thread runs and has turned within ``stall_s`` (it turns at least every TICK_S)."""
@@ -249,8 +206,7 @@ class Ingest:
 
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
         """Publish QoS 1 from any thread (the completion tracker's retained JSON); False if not queued."""
-        info = self._client.publish(topic, payload, qos=1, retain=retain)
-        return info.rc in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN)
+        return self.session.publish(topic, payload, retain=retain)
 
     @staticmethod
     def new_txn() -> str:
@@ -258,59 +214,7 @@ class Ingest:
 
     # -- MQTT (paho's thread: decode, enqueue, return) --------------------------
 
-    def _make_client(self) -> mqtt.Client:
-        c = self._config
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=c.client_id, protocol=mqtt.MQTTv5)
-        if c.tls_ca is not None or c.tls_cert is not None:
-            client.tls_set(ca_certs=_opt(c.tls_ca), certfile=_opt(c.tls_cert), keyfile=_opt(c.tls_key))
-        if c.username is not None:
-            client.username_pw_set(c.username, c.password)
-        client.will_set(topics.CENTRAL_STATUS, self._status(False), qos=1, retain=True)
-        client.reconnect_delay_set(min_delay=1, max_delay=30)
-        client.max_inflight_messages_set(100)
-        client.on_connect = self._on_connect
-        client.on_connect_fail = self._on_connect_fail
-        client.on_disconnect = self._on_disconnect
-        client.on_subscribe = self._on_subscribe
-        client.on_message = self._on_message
-        client.on_socket_open = no_delay
-        return client
-
-    def _status(self, online: bool) -> bytes:
-        return CentralStatus(online=online, ts=int(self._clock() * 1000)).to_payload()
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        if reason.is_failure:
-            _LOGGER.warning("broker refused the connection: %s", reason)
-            return
-        _LOGGER.info("connected to %s:%s (session present: %s)", self._config.host, self._config.port,
-                     flags.session_present)
-        _, self._own_sub_mid = client.subscribe([(t, 1) for t in topics.CENTRAL_SUBSCRIPTIONS])
-        if self._extra:  # a packet of their own: a refusal there must not hold up ingest
-            client.subscribe([(t, 1) for t in self._extra])
-        client.publish(topics.CENTRAL_STATUS, self._status(True), qos=1, retain=True)
-
-    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int, reasons: Any, properties: Any) -> None:
-        failed = [r for r in reasons if r.is_failure]
-        if mid != self._own_sub_mid:
-            if failed:
-                _LOGGER.error("broker refused the extra subscriptions %s: %s", list(self._extra), failed)
-            return
-        if failed:
-            _LOGGER.error("broker refused central's subscriptions: %s", failed)
-            return
-        self._connected.set()  # connected and subscribed: nothing sent from now on is missed
-
-    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
-        _LOGGER.warning("cannot reach the broker at %s:%s; retrying", self._config.host, self._config.port)
-
-    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
-        self._connected.clear()
-        self._disconnected.set()
-        if reason.is_failure:
-            _LOGGER.warning("disconnected from the broker: %s; reconnecting", reason)
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         try:
             if self._queue.qsize() >= self._queue_max:
                 self._overflowed += 1  # not acked, so its agent sends it again
@@ -499,13 +403,13 @@ class Ingest:
         for key in sorted(acks):
             ledger = self._ledgers.get(key)
             if ledger is not None and ledger.contiguous > 0:
-                self._client.publish(topics.ack(key[0]), Ack(ledger.contiguous, key[1]).to_payload(), qos=1)
+                self.session.publish(topics.ack(key[0]), Ack(ledger.contiguous, key[1]).to_payload())
         for agent, command in commands:
             if command.cmd is CommandName.REPLAY:
                 self._replays[command.txn] = (agent, str(command.args.get("epoch", "")))
                 while len(self._replays) > REPLAYS_REMEMBERED:
                     self._replays.pop(next(iter(self._replays)))
-            self._client.publish(topics.cmd(agent), command.to_payload(), qos=1)
+            self.session.publish(topics.cmd(agent), command.to_payload())
         for writer, result in pending:
             try:
                 writer.committed(result)
@@ -829,7 +733,3 @@ def _content_payload(e: StoredEvent) -> bytes:
     body = e.content()
     body["epoch"] = e.epoch
     return pack(body)
-
-
-def _opt(path: Any) -> str | None:
-    return None if path is None else str(path)
