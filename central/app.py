@@ -10,6 +10,7 @@ dashboard, all fed by ingest's listeners and the in-process bus.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from types import TracebackType
 from typing import Callable, Iterable, Sequence
@@ -20,6 +21,7 @@ from central.config import CentralConfig
 from central.homeassistant import HomeAssistant
 from central.ingest import Ingest, Listener
 from central.plan.registry import PlanRegistry
+from central.relay import Relay
 from central.store import Store, StoredEvent
 from central.tracker import CompletionTracker, store_scans
 from wire.messages import Command
@@ -28,6 +30,11 @@ _LOGGER = logging.getLogger(__name__)
 
 # A loop that has not turned for this long is stalled: the watchdog pings stop.
 STALL_S = 30.0
+RETENTION_EVERY_S = 3600.0
+
+
+def config_retains(config: CentralConfig) -> bool:
+    return config.store.retain_days > 0
 
 
 class BusBridge:
@@ -62,7 +69,9 @@ class Central:
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = Store(config.store.path)
         self.plans = PlanRegistry.for_data_dir(config.data_dir)
-        self.ingest = Ingest(config.mqtt, self.store, listeners=(*listeners, BusBridge(self.bus)),
+        # Derived work runs behind relays (bounded queues, threads of their own): ingest never waits on it.
+        self.relays: list[Relay] = [Relay(BusBridge(self.bus), name="dashboard-feed")]
+        self.ingest = Ingest(config.mqtt, self.store, listeners=(*listeners, self.relays[0]),
                              is_planned=is_planned if is_planned is not None else self.plans.is_planned, clock=clock)
         self.alarm_book: AlarmBook | None = None
         if alarms:
@@ -79,17 +88,24 @@ class Central:
         if tracker:
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
                                              publish=self.ingest.publish, bus=self.bus, clock=clock)
-            self.ingest.add_listener(self.tracker)
+            self._relay(self.tracker, "completion-tracker")
         self.homeassistant: HomeAssistant | None = None
         if config.homeassistant.enabled:  # docs/homeassistant.md
             self.homeassistant = HomeAssistant(config.homeassistant, store=self.store, plans=self.plans,
                                                publish=self.ingest.publish, clock=clock)
             for topic_filter in self.homeassistant.subscriptions:
                 self.ingest.subscribe_extra(topic_filter, self.homeassistant.message_received)
-            self.ingest.add_listener(self.homeassistant)
+            self._relay(self.homeassistant, "homeassistant")
         self._want_web = web
         self.web_server = None
         self._started = False
+        self._housekeeping = threading.Event()
+        self._housekeeper: threading.Thread | None = None
+
+    def _relay(self, listener: Listener, name: str) -> None:
+        relay = Relay(listener, name=name)
+        self.relays.append(relay)
+        self.ingest.add_listener(relay)
 
     def add_listener(self, listener: Listener) -> None:
         """Attach another listener before start()."""
@@ -110,6 +126,8 @@ class Central:
         return None if self.web_server is None else self.web_server.url
 
     def start(self) -> None:
+        for relay in self.relays:
+            relay.start()
         self.ingest.start()
         self._started = True
         # The tracker reads the store at start and counts each event once, so
@@ -120,10 +138,26 @@ class Central:
             self.tracker.start()
         if self.homeassistant is not None:
             self.homeassistant.start()
+        if config_retains(self.config):
+            self._housekeeping.clear()
+            self._housekeeper = threading.Thread(target=self._keep_house, name="store-retention", daemon=True)
+            self._housekeeper.start()
         if self._want_web:
             self._start_web()
         _LOGGER.info("central: store %s, broker %s:%s%s", self.store.path, self.config.mqtt.host, self.config.mqtt.port,
                      f", dashboard {self.web_url}" if self.web_url else "")
+
+    def _keep_house(self) -> None:
+        """Retention (``[store] retain_days``): prune once at start, then every RETENTION_EVERY_S."""
+        while not self._housekeeping.is_set():
+            before_ms = int((self.clock() - self.config.store.retain_days * 86_400) * 1000)
+            try:
+                removed = self.store.prune(before_ms)
+                if any(removed.values()):
+                    _LOGGER.info("store retention (%s days): removed %s", self.config.store.retain_days, removed)
+            except Exception:
+                _LOGGER.exception("store retention failed; tried again in %s s", RETENTION_EVERY_S)
+            self._housekeeping.wait(RETENTION_EVERY_S)
 
     def _start_web(self) -> None:
         # Imported here: the web stack is only for the long-running central.
@@ -138,8 +172,13 @@ class Central:
         self.web_server.start()
 
     def healthy(self) -> bool:
-        """True while the ingest writer turns (the watchdog's test: a hung store stops the pings)."""
-        return self.ingest.alive(STALL_S)
+        """True while the ingest writer and the escalation thread turn and every relay runs (the watchdog's
+        test: a hung store or a dead thread stops the pings, and systemd restarts central)."""
+        if not self.ingest.alive(STALL_S):
+            return False
+        if self.alarm_book is not None and not self.alarm_book.alive(STALL_S):
+            return False
+        return all(relay.alive() for relay in self.relays)
 
     def stop(self) -> None:
         if not self._started:
@@ -150,7 +189,13 @@ class Central:
         # Ingest first: a batch in hand still tells its listeners, so they
         # must outlive it. What they send afterwards is not queued (paho's
         # client has stopped), and agents resend whatever no ack covered.
+        self._housekeeping.set()
+        if self._housekeeper is not None:
+            self._housekeeper.join(timeout=30)
+            self._housekeeper = None
         self.ingest.stop()
+        for relay in self.relays:
+            relay.stop()
         if self.tracker is not None:
             self.tracker.stop()
         if self.homeassistant is not None:

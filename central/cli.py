@@ -16,6 +16,7 @@ import sys
 import threading
 from contextlib import closing
 from datetime import datetime
+from pathlib import Path
 from types import FrameType
 from typing import Any, Iterable, Sequence, TextIO
 from zoneinfo import ZoneInfo
@@ -35,11 +36,18 @@ class UsageError(ValueError):
 
 
 def run_central(args: argparse.Namespace) -> int:
-    """Run until SIGTERM or SIGINT, then publish the offline status and close."""
+    """Run until SIGTERM or SIGINT, then publish the offline status and close (or: migrate, backup)."""
+    config = load_config(args.config)
+    action = getattr(args, "action", None)
+    if action == "migrate":
+        return _migrate(config)
+    if action == "backup":
+        return _backup(config, getattr(args, "file", None))
+    if getattr(args, "file", None) is not None:
+        raise UsageError(f"central: unexpected {args.file!r} (only `central backup FILE` takes a file)")
     from central.app import Central  # paho and the rest only for the long-running command
     from gridpatrol.systemd import SystemdNotifier, supervise
 
-    config = load_config(args.config)
     stop = threading.Event()
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -59,6 +67,42 @@ def run_central(args: argparse.Namespace) -> int:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+    return 0
+
+
+def _migrate(config: CentralConfig) -> int:
+    before, after = Store(config.store.path).migrate()
+    print(f"store {config.store.path}: schema version {before} -> {after}" if before != after
+          else f"store {config.store.path}: schema already at version {after}")
+    return 0
+
+
+def _backup(config: CentralConfig, target: str | None) -> int:
+    if not target:
+        raise UsageError("central backup: give the FILE to write the copy to")
+    store = _store(config)
+    if store is None:
+        return 1
+    store.backup(Path(target))
+    print(f"store {store.path} copied to {target}")
+    return 0
+
+
+def run_quarantine(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    store = _store(config)
+    rows = store.quarantined() if store is not None else []
+    if args.json:
+        json.dump([q.to_json() for q in rows], sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    if not rows:
+        print("nothing in quarantine")
+        return 0
+    for q in rows:
+        when = datetime.fromtimestamp(q.received_ts / 1000, config.tz).strftime("%Y-%m-%d %H:%M:%S")
+        where = f"epoch {q.epoch!r} eseq {q.eseq}" if q.eseq is not None else "-"
+        print(f"{q.id:>6}  {when}  {q.agent or '-'}  {where}  {q.reason}")
     return 0
 
 

@@ -47,10 +47,11 @@ class MqttConfig:
 
 @dataclass(frozen=True, slots=True)
 class StoreConfig:
-    """Where the event store lives; only SQLite for now."""
+    """Where the event store lives, and how long it keeps events and closed alarms (0: for ever)."""
 
     url: str
     path: Path
+    retain_days: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,7 +187,10 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
 
     t = top.table("store")
     url = t.get("url", str, None)
+    retain_days = t.get("retain_days", int, 0)
     t.done()
+    if not 0 <= retain_days <= 36_500:
+        raise fail("store.retain_days", f"{retain_days}: expected 0 (keep everything) to 36500 days")
     if url is None:
         store_path = data_dir / "central.db"
         url = f"{_SQLITE_PREFIX}{store_path}"
@@ -195,7 +199,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
             store_path = store_path_from_url(url)
         except ValueError as exc:
             raise fail("store.url", str(exc)) from None
-    store = StoreConfig(url=url, path=store_path)
+    store = StoreConfig(url=url, path=store_path, retain_days=retain_days)
 
     t = top.table("escalation")
     escalation = EscalationConfig(

@@ -207,6 +207,16 @@ class CompletionTracker:
     def presence_changed(self, agent: str, state: Any, ts: Any = None) -> None:
         """Presence does not move completion."""
 
+    def resync(self) -> None:
+        """Scans were dropped on the way here (central/relay.py): read the days again from the store.
+
+        Counting is idempotent per (agent, eseq), so scans that arrive both in
+        the store read and as notices count once.
+        """
+        with self._lock:
+            self._history = None
+        self.tick()
+
     # -- time --------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> float:

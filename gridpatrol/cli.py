@@ -48,8 +48,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd("agent", "agent.cli:run_agent", "run one edge agent")
     config(sp)
 
-    sp = cmd("central", "central.cli:run_central", "run the collector and the web dashboard")
+    sp = cmd("central", "central.cli:run_central", "run the collector and the web dashboard; or migrate or back up"
+             " its store")
+    sp.add_argument("action", nargs="?", choices=["migrate", "backup"],
+                    help="migrate: bring the store's schema to this version; backup FILE: a consistent copy of the"
+                         " store while central runs")
+    sp.add_argument("file", nargs="?", metavar="FILE", help="with backup: where the copy goes")
     config(sp)
+
+    sp = cmd("quarantine", "central.cli:run_quarantine", "list messages central could not store, kept raw")
+    config(sp)
+    sp.add_argument("--json", action="store_true", help="print one JSON document")
 
     plan = sub.add_parser("plan", help="the patrol plan").add_subparsers(dest="plan_command", required=True, parser_class=_Parser)
     sp = plan.add_parser("import", help="check a plan file and store it as a new version")

@@ -329,6 +329,36 @@ class Store:
         except sqlite3.Error as exc:
             raise StoreError(f"store {self.path}: {exc}") from exc
 
+    def prune(self, before_ms: int, *, chunk: int = 5000) -> dict[str, int]:
+        """Retention: delete events received, and alarms closed, before ``before_ms``; quarantine too.
+
+        In chunks, each its own short transaction, so ingest never waits long
+        for the write lock. Open alarms and the newest event of each agent's
+        epoch (the ack point's witness) are always kept.
+        """
+        removed = {"events": 0, "alarms": 0, "quarantine": 0}
+        with self._writing() as c:
+            while True:
+                with sqlite.transaction(c):
+                    n = c.execute(
+                        "DELETE FROM events WHERE (agent, epoch, eseq) IN (SELECT e.agent, e.epoch, e.eseq FROM events e"
+                        " WHERE e.received_ts < ? AND e.eseq < (SELECT MAX(f.eseq) FROM events f WHERE f.agent = e.agent"
+                        " AND f.epoch = e.epoch) LIMIT ?)", (before_ms, chunk)).rowcount
+                removed["events"] += n
+                if n < chunk:
+                    break
+            with sqlite.transaction(c):
+                ids = [r[0] for r in c.execute("SELECT id FROM alarms WHERE state = 'resolved' AND raised_ts < ?"
+                                               " AND COALESCE(acked_ts, 0) < ?", (before_ms, before_ms))]
+                for part in _chunks(ids):
+                    marks = ",".join("?" * len(part))
+                    c.execute(f"DELETE FROM alarm_steps WHERE alarm_id IN ({marks})", part)
+                    c.execute(f"DELETE FROM alarms WHERE id IN ({marks})", part)
+                removed["alarms"] = len(ids)
+                removed["quarantine"] = c.execute("DELETE FROM quarantine WHERE received_ts < ?",
+                                                  (before_ms,)).rowcount
+        return removed
+
     # -- alarms and quarantine, for the command line and the dashboard ---------
 
     def alarms(self, *, include_all: bool = False) -> list[alarms_sql.Alarm]:
