@@ -433,9 +433,31 @@ class AlarmBook:
         return sent
 
     def _resend(self, agent: str) -> None:
+        """The agent is back: central's state wins. Acks it has not confirmed are sent again, and a panic
+        it still shows latched (its state snapshot) with no open alarm here is released."""
+        told: set[str] = set()
         for alarm in sql.acks_sent(self._conn, agent):
             _LOGGER.info("agent %s is back: sending alarm-ack of alarm %s again", agent, alarm.id)
             self._send_ack(alarm)
+            told.add(alarm.source)
+        row = self._store.get_agent(agent, conn=self._conn)
+        snapshot = row.snapshot if row is not None else None
+        latched = snapshot.get("latched") if snapshot is not None else None
+        if not isinstance(latched, (list, tuple)) or not latched or self._send is None:
+            return
+        open_ = set(sql.open_latches(self._conn, agent))
+        for source in latched:
+            if not isinstance(source, str) or source in open_ or source in told:
+                continue
+            last = sql.last_alarm(self._conn, agent, source, str(AlarmKind.PANIC))
+            # No alarm at all: its panic may still be on its way in the agent's backlog. Keep it lit.
+            if last is not None and last.state is not AlarmState.ACTIVE:
+                _LOGGER.info("agent %s shows panic %r latched, but staff answered its alarm %s: releasing it",
+                             agent, source, last.id)
+                try:
+                    self._send(agent, Command(CommandName.ALARM_ACK, self._new_txn(), {"source": source}))
+                except Exception:
+                    _LOGGER.exception("sending alarm-ack of %r to %s failed", source, agent)
 
     def _announce(self, alarm_id: int, what: str, *, detail: str | None = None) -> None:
         if self._bus is None:

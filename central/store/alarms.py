@@ -224,6 +224,12 @@ def confirm_ack(conn: sqlite3.Connection, agent: str, txn: str) -> None:
     conn.execute("UPDATE alarms SET notified = 2 WHERE agent = ? AND ack_txn = ? AND notified = 1", (agent, txn))
 
 
+def last_alarm(conn: sqlite3.Connection, agent: str, source: str, kind: str) -> Alarm | None:
+    row = conn.execute(f"SELECT {COLUMNS} FROM alarms WHERE agent = ? AND source = ? AND kind = ? ORDER BY id DESC"
+                       " LIMIT 1", (agent, source, kind)).fetchone()
+    return None if row is None else _alarm(row)
+
+
 def open_latches(conn: sqlite3.Connection, agent: str) -> list[str]:
     """Sources of the agent's panics that staff have not acknowledged yet (central's state wins on reconnect)."""
     return [r[0] for r in conn.execute("SELECT DISTINCT source FROM alarms WHERE agent = ? AND kind = 'panic'"

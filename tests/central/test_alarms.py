@@ -327,3 +327,21 @@ def test_agents_the_store_holds_as_offline_are_timed_from_their_last_word(tmp_pa
         assert [(a.kind, a.agent, a.raised_ts) for a in book.alarms()] == [("agent-offline", AGENT, T0 + 30_000)]
     finally:
         book.close()
+
+
+def test_central_state_wins_when_an_agent_comes_back_with_latched_panics(book: Book) -> None:
+    """The agent keeps its latches across a restart; central releases only those staff have answered."""
+    from central.store import AgentRow
+
+    book.book.events_stored([event(1, "panic", "answered", T0), event(2, "panic", "open", T0)])
+    book.book.acknowledge(1, "Lin")
+    book.book.command_answered(AGENT, book.sent[-1][1].txn, True)  # the agent confirmed that ack before
+    with closing(book.store.connect()) as conn:
+        book.store.save_agents(conn, [AgentRow(agent=AGENT, state="online",
+                                               snapshot={"latched": ["answered", "open", "in-flight"]})])
+    book.sent.clear()
+    book.book.presence_changed(AGENT, "online", T0 + 10_000)
+    book.tick(12)
+    released = [(agent, c.args["source"]) for agent, c in book.sent if c.cmd is CommandName.ALARM_ACK]
+    # "open": its alarm waits for staff; "in-flight": no alarm yet (its panic may be in the agent's backlog).
+    assert released == [(AGENT, "answered")]

@@ -95,7 +95,7 @@ def test_central_stores_what_agents_send_and_the_cli_lists_it(tmp_path: Path, br
     out = run_cli("agents", "--config", str(config), "--json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
-    assert set(row) == {"agent", "state", "bdseq", "last_seen", "acked_eseq"}
+    assert set(row) == {"agent", "state", "bdseq", "last_seen", "acked_eseq", "epoch"}
     assert (row["agent"], row["state"], row["bdseq"], row["acked_eseq"]) == (AGENT, "online", 4, 3)
     assert before <= row["last_seen"] <= after
 
