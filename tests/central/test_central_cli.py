@@ -109,11 +109,11 @@ def test_central_stores_what_agents_send_and_the_cli_lists_it(tmp_path: Path, br
     assert [e.pop("unplanned") for e in events] == [True, True, True]
     assert events == [
         {"agent": AGENT, "eseq": 1, "kind": "scan", "source": "gate-1", "ts": T0 + 1000, "replayed": False,
-         "tag": "0000000001"},
+         "epoch": "", "tag": "0000000001"},
         {"agent": AGENT, "eseq": 2, "kind": "fault", "source": "front-end", "ts": T0 + 2000, "replayed": False,
-         "code": "port-lost", "detail": "/dev/ttyACM0 gone"},
+         "epoch": "", "code": "port-lost", "detail": "/dev/ttyACM0 gone"},
         {"agent": AGENT, "eseq": 3, "kind": "output", "source": "siren", "ts": T0 + 3000, "replayed": True,
-         "output": "siren", "on": True},
+         "epoch": "", "output": "siren", "on": True},
     ]
 
     out = run_cli("events", "--config", str(config), "--json", "--kind", "fault", "--agent", AGENT)
