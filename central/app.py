@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from types import TracebackType
-from typing import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, cast
 
 from central.alarms import AlarmBook, offline_agents
 from central.bus import Bus
@@ -25,6 +25,9 @@ from central.relay import Relay
 from central.store import Store, StoredEvent
 from central.tracker import CompletionTracker, store_scans
 from wire.messages import Command
+
+if TYPE_CHECKING:
+    from central.web.server import WebServer
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -97,7 +100,7 @@ class Central:
                 self.ingest.subscribe_extra(topic_filter, self.homeassistant.message_received)
             self._relay(self.homeassistant, "homeassistant")
         self._want_web = web
-        self.web_server = None
+        self.web_server: WebServer | None = None
         self._started = False
         self._housekeeping = threading.Event()
         self._housekeeper: threading.Thread | None = None
@@ -165,11 +168,12 @@ class Central:
         from central.web.server import WebServer
         from central.web.wiring import StoreCompletionReports
 
-        app = build_app(config=self.config, store=self.store, bus=self.bus, plan=self.plans, alarms=self.alarm_book,
+        app = build_app(config=self.config, store=self.store, bus=self.bus, plan=self.plans, alarms=cast(Any, self.alarm_book),  # None only in tests that run central without alarms
                         report=StoreCompletionReports(store=self.store, plans=self.plans, tracker=self.tracker),
                         clock=self.clock)
-        self.web_server = WebServer(app, self.config.web.listen)
-        self.web_server.start()
+        server = WebServer(app, self.config.web.listen)
+        server.start()
+        self.web_server = server
 
     def healthy(self) -> bool:
         """True while the ingest writer and the escalation thread turn and every relay runs (the watchdog's

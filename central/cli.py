@@ -167,7 +167,7 @@ def _when(ms: int | None, tz: ZoneInfo) -> str:
         return f"? ({ms} ms)"
 
 
-def _table(header: Sequence[str], rows: list[Sequence[str]], out: TextIO) -> None:
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], out: TextIO) -> None:
     widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
     for r in [header, *rows]:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(r, widths)).rstrip() + "\n")

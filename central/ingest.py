@@ -224,7 +224,7 @@ class Ingest:
             except UnicodeDecodeError:
                 self._queue.put(Rejected(Counter.BAD_TOPIC, repr(msg._topic), "topic is not UTF-8"))
                 return
-            item = self._decoder.decode(topic, msg.payload, received_ts=int(self._clock() * 1000), retained=msg.retain)
+            item = self._decoder.decode(topic, bytes(msg.payload), received_ts=int(self._clock() * 1000), retained=msg.retain)
             if item is not None:
                 self._queue.put(item)
         except Exception:  # an exception here would end paho's network thread
@@ -387,7 +387,7 @@ class Ingest:
         self._commit(events, changes, commands, now, answers, raws)
 
     def _commit(self, events: list[StoredEvent], changes: list[PresenceChange], commands: list[tuple[str, Command]],
-                now: float, answers: list[tuple[str, str, CommandResponse, int]] = (),  # type: ignore[assignment]
+                now: float, answers: Sequence[tuple[str, str, CommandResponse, int]] = (),
                 raws: dict[int, Inbound] | None = None) -> None:
         """Store a batch in one transaction; if that fails, message by message, quarantining what fails alone."""
         with self._counts_lock:
@@ -490,13 +490,13 @@ class Ingest:
             with self._counts_lock:  # counted again with the next batch that commits
                 for name in (Counter.EVENTS_STORED, Counter.EVENTS_UNPLANNED):
                     deltas.pop(name, None)
-                for name, n in deltas.items():
-                    self._deltas[name] = self._deltas.get(name, 0) + n
+                for counter, n in deltas.items():
+                    self._deltas[counter] = self._deltas.get(counter, 0) + n
                 deltas.clear()
             return None
         with self._counts_lock:
-            for name, n in deltas.items():
-                self._totals[name] = self._totals.get(name, 0) + n
+            for counter, n in deltas.items():
+                self._totals[counter] = self._totals.get(counter, 0) + n
         return inserted, acks, pending
 
     def _one_by_one(self, events: list[StoredEvent], answers: Sequence[tuple[str, str, CommandResponse, int]],

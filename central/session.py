@@ -60,7 +60,7 @@ class CentralSession:
 
         def deliver(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
             try:
-                callback(msg.topic, msg.payload, bool(msg.retain))
+                callback(msg.topic, bytes(msg.payload), bool(msg.retain))
             except UnicodeDecodeError:
                 _LOGGER.warning("dropped a message with a topic that is not UTF-8 under %r", topic_filter)
             except Exception:  # an exception here would end paho's network thread

@@ -533,7 +533,8 @@ class Store:
 
         ``since`` is on received_ts (UTC ms).
         """
-        where, args = [], []
+        where: list[str] = []
+        args: list[Any] = []
         if agent is not None:
             where.append("e.agent = ?")
             args.append(agent)
