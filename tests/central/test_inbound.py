@@ -106,3 +106,15 @@ def test_reject_log_holds_back_repeats_and_says_how_many(caplog: pytest.LogCaptu
         "dropped a message on x/y: bad_message.bad_topic: not ours",
         f"dropped a message on {EVT}: bad_message.garbage: payload is empty (2 more like it dropped since the last line)",
     ]
+
+
+def test_a_rejection_logs_one_line_whatever_the_sender_put_in_the_topic(caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    log = RejectLog(logging.getLogger("test.reject"), monotonic=lambda: 0.0)
+    with caplog.at_level(logging.WARNING, logger="test.reject"):
+        log.log(Rejected(Counter.BAD_TOPIC, "gridpatrol/v1/x\nFAKE: central stopped", "a\r\nb" + "z" * 5000))
+    (record,) = caplog.records
+    text = record.getMessage()
+    assert "\n" not in text and "\r" not in text
+    assert "\\nFAKE" in text and len(text) < 1000
