@@ -448,6 +448,7 @@ class Ingest:
             conn.execute("BEGIN IMMEDIATE")
             if quarantine is not None:
                 self._quarantine(conn, *quarantine, deltas)
+                touched.add((quarantine[0].agent, quarantine[0].epoch))  # acked past at once
             inserted = self._store.insert_events(conn, events)
             self._check_duplicates(events, inserted, deltas)
             for agent, epoch, answer, ts in answers:

@@ -37,6 +37,12 @@ class Quarantined:
 
 def put(conn: sqlite3.Connection, *, agent: str | None, topic: str, payload: bytes, reason: str, received_ts: int,
         epoch: str | None = None, eseq: int | None = None) -> int:
+    """Keep one message; the same (agent, epoch, eseq) sent again (its ack was lost) is kept once."""
+    if eseq is not None and eseq < 2**63:
+        held = conn.execute("SELECT id FROM quarantine WHERE agent IS ? AND epoch IS ? AND eseq = ?",
+                            (agent, epoch, eseq)).fetchone()
+        if held is not None:
+            return int(held[0])
     cur = conn.execute(
         "INSERT INTO quarantine(agent, topic, payload, reason, received_ts, epoch, eseq) VALUES (?,?,?,?,?,?,?)",
         (agent, topic, bytes(payload[:PAYLOAD_MAX_BYTES]), reason[:REASON_MAX_CHARS], received_ts, epoch,

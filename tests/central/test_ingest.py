@@ -584,6 +584,11 @@ def test_a_message_the_store_refuses_is_quarantined_and_acked_past(broker: Broke
         assert kinds == [("panic", "office-panic"), ("suspicious", "quarantined")]
         agent.event(4)
         wait_until(lambda: agent.acked(4), message="its next events stored")
+        # Sent again (as after a lost ack): still one row in the quarantine, still acked.
+        agent.acks.clear()
+        agent.event(2, kind=EventKind.PANIC, source="poison", replayed=True)
+        wait_until(lambda: agent.acked(4), message="the resend acked")
+        assert len(store.quarantined()) == 1
     finally:
         ing.stop()
         other.close()
