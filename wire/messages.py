@@ -22,6 +22,12 @@ NAME_MAX_LEN = 64
 _TAG_RE = re.compile(r"^[0-9A-F]{2,32}\Z")  # \Z: "$" would also match before a final newline
 _MAX_DETAIL_LEN = 512
 _INT64_MAX = 2**63 - 1
+# An outbox's epoch: a short token, "" for agents older than epochs.
+EPOCH_MAX_LEN = 64
+_EPOCH_RE = re.compile(r"^[A-Za-z0-9_-]{0,64}\Z")
+# A replay answer's ``gone``: at most this many [from, to] ranges, the lowest
+# first; central asks again from past the last one for more.
+GONE_MAX_RANGES = 256
 
 
 class EventKind(StrEnum):
@@ -100,6 +106,38 @@ def _str(d: Mapping[str, Any], key: str, what: str, *, max_len: int = NAME_MAX_L
     return value
 
 
+def _epoch(d: Mapping[str, Any], what: str) -> str:
+    """The optional ``epoch``: absent means ``""``, the epoch of agents older than epochs."""
+    if "epoch" not in d:
+        return ""
+    value = _str(d, "epoch", what, max_len=EPOCH_MAX_LEN, empty=True)
+    if not _EPOCH_RE.match(value):
+        raise DecodeError(f"{what}: 'epoch' must be letters, digits, '_' or '-', not {value!r}")
+    return value
+
+
+def _ranges(d: Mapping[str, Any], key: str, what: str, *, last: int | None) -> tuple[tuple[int, int], ...]:
+    """A list of ``[from, to]`` eseq ranges: ascending, apart, within 1..2**63-1 (and ``last``, if given)."""
+    value = _get(d, key, what)
+    if not isinstance(value, list):
+        raise DecodeError(f"{what}: {key!r} must be a list of [from, to] ranges, not {type(value).__name__}")
+    if len(value) > GONE_MAX_RANGES:
+        raise DecodeError(f"{what}: {key!r} has {len(value)} ranges, more than {GONE_MAX_RANGES}")
+    ranges: list[tuple[int, int]] = []
+    top = _INT64_MAX if last is None else last
+    for item in value:
+        if (not isinstance(item, list) or len(item) != 2
+                or any(isinstance(n, bool) or not isinstance(n, int) for n in item)):
+            raise DecodeError(f"{what}: {key!r} items must be [from, to] pairs of integers, not {item!r}")
+        low, high = item
+        if not 1 <= low <= high <= top:
+            raise DecodeError(f"{what}: {key!r} range {item!r} is not within 1..{top} with from <= to")
+        if ranges and low <= ranges[-1][1] + 1:
+            raise DecodeError(f"{what}: {key!r} ranges must be ascending and apart, not {ranges[-1][1]} then {low}")
+        ranges.append((low, high))
+    return tuple(ranges)
+
+
 def _number(d: Mapping[str, Any], key: str, what: str) -> float:
     value = _get(d, key, what)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -143,6 +181,7 @@ class Event:
     clock_synced: bool
     replayed: bool = False
     fields: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    epoch: str = ""
 
     def __post_init__(self) -> None:
         if not isinstance(self.fields, MappingProxyType):
@@ -159,6 +198,7 @@ class Event:
             mono_ms=self.mono_ms,
             clock_synced=self.clock_synced,
             replayed=self.replayed,
+            epoch=self.epoch,
         )
         return body
 
@@ -203,10 +243,12 @@ class Event:
             clock_synced=_bool(d, "clock_synced", what),
             replayed=_bool(d, "replayed", what),
             fields=fields,
+            epoch=_epoch(d, what),
         )
 
 
-_EVENT_KEYS = frozenset({"eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed"})
+# The envelope's keys; "epoch" is optional (older agents), so it is counted apart.
+_EVENT_KEYS = frozenset({"eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed", "epoch"})
 
 
 def _kind_fields(kind: EventKind, d: Mapping[str, Any]) -> dict[str, Any]:
@@ -248,11 +290,12 @@ def slot_setters(cls: type, *names: str) -> tuple[Callable[[Any, Any], None], ..
 
 
 _KIND_BY_NAME: dict[str, EventKind] = {str(k): k for k in EventKind}
-_BASE_KEY_COUNT = len(_EVENT_KEYS)
+_BASE_KEY_COUNT = len(_EVENT_KEYS) - 1  # without "epoch"
+_NO_EPOCH = object()
 _new = object.__new__
 (_set_eseq, _set_boot_id, _set_kind, _set_source, _set_ts, _set_mono_ms, _set_clock_synced, _set_replayed,
- _set_fields) = slot_setters(Event, "eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed",
-                             "fields")
+ _set_fields, _set_epoch) = slot_setters(Event, "eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced",
+                                         "replayed", "fields", "epoch")
 
 
 def _event_fast(d: Mapping[str, Any]) -> Event | None:
@@ -274,6 +317,14 @@ def _event_fast(d: Mapping[str, Any]) -> Event | None:
     mono_ms = get("mono_ms")
     clock_synced = get("clock_synced")
     replayed = get("replayed")
+    epoch = get("epoch", _NO_EPOCH)
+    if epoch is _NO_EPOCH:
+        epoch = ""
+        base_keys = _BASE_KEY_COUNT
+    elif type(epoch) is str and len(epoch) <= EPOCH_MAX_LEN and _EPOCH_RE.match(epoch):
+        base_keys = _BASE_KEY_COUNT + 1
+    else:
+        return None
     if (
         kind is None
         or type(eseq) is not int or not 1 <= eseq <= _INT64_MAX
@@ -306,7 +357,7 @@ def _event_fast(d: Mapping[str, Any]) -> Event | None:
         fields = {"output": output, "on": on}
     else:
         fields = {}
-    if len(d) != _BASE_KEY_COUNT + len(fields):
+    if len(d) != base_keys + len(fields):
         _add_free_keys(d, fields)  # all the base and kind keys are present, so there are extra ones
     event = _new(Event)
     _set_eseq(event, eseq)
@@ -318,6 +369,7 @@ def _event_fast(d: Mapping[str, Any]) -> Event | None:
     _set_clock_synced(event, clock_synced)
     _set_replayed(event, replayed)
     _set_fields(event, MappingProxyType(fields))
+    _set_epoch(event, epoch)
     return event
 
 
@@ -359,6 +411,7 @@ class Birth:
     mono_ms: int = 0
     ts: int = 0
     clock_synced: bool = False
+    epoch: str = ""
 
     def names(self, kind: str) -> tuple[str, ...]:
         return tuple(item["name"] for item in self.inventory.get(kind, ()))
@@ -375,6 +428,7 @@ class Birth:
                 "mono_ms": self.mono_ms,
                 "ts": self.ts,
                 "clock_synced": self.clock_synced,
+                "epoch": self.epoch,
             }
         )
 
@@ -412,6 +466,7 @@ class Birth:
             mono_ms=_int(d, "mono_ms", what) if "mono_ms" in d else 0,
             ts=_signed_int(d, "ts", what) if "ts" in d else 0,
             clock_synced=_bool(d, "clock_synced", what) if "clock_synced" in d else False,
+            epoch=_epoch(d, what),
         )
 
 
@@ -534,6 +589,8 @@ class Command:
         args: dict[str, Any] = {}
         if cmd is CommandName.REPLAY:
             args["from"] = _int(d, "from", what, minimum=1)
+            if "epoch" in d:  # absent: the epoch "" of agents older than epochs (read it with .get("epoch", ""))
+                args["epoch"] = _epoch(d, what)
         elif cmd is CommandName.OUTPUT:
             args["output"] = _str(d, "output", what)
             args["on"] = _bool(d, "on", what)
@@ -549,28 +606,44 @@ class Command:
 
 @dataclass(slots=True, frozen=True)
 class CommandResponse:
+    """Agent to central: ``{txn, ok, error?}``; an answer to ``replay`` also has ``last`` and ``gone``.
+
+    ``last`` is the highest eseq the agent has made in the epoch asked about;
+    ``gone`` the ``[from, to]`` ranges of it that the agent no longer holds
+    (ascending, apart, at most :data:`GONE_MAX_RANGES`, the lowest first).
+    """
+
     txn: str
     ok: bool
     error: str | None = None
+    last: int | None = None
+    gone: tuple[tuple[int, int], ...] | None = None
 
     def to_payload(self) -> bytes:
         body: dict[str, Any] = {"txn": self.txn, "ok": self.ok}
         if self.error is not None:
             body["error"] = self.error
+        if self.last is not None:
+            body["last"] = self.last
+        if self.gone is not None:
+            body["gone"] = [[low, high] for low, high in self.gone]
         return pack(body)
 
     @classmethod
     def from_payload(cls, payload: bytes) -> CommandResponse:
         d = unpack(payload)
+        what = "command response"
         error = d.get("error")
         if error is not None and not isinstance(error, str):
             raise DecodeError("command response: 'error' must be a string")
-        return cls(txn=_str(d, "txn", "command response"), ok=_bool(d, "ok", "command response"), error=error)
+        last = _int(d, "last", what) if "last" in d else None
+        gone = _ranges(d, "gone", what, last=last) if "gone" in d else None
+        return cls(txn=_str(d, "txn", what), ok=_bool(d, "ok", what), error=error, last=last, gone=gone)
 
 
 @dataclass(slots=True, frozen=True)
 class Ack:
-    """Central to agent: the highest eseq central holds with no gap below it, in ``epoch``."""
+    """Central to agent: the highest eseq central holds with no gap below it, in the agent's ``epoch``."""
 
     eseq: int
     epoch: str = ""
@@ -581,10 +654,7 @@ class Ack:
     @classmethod
     def from_payload(cls, payload: bytes) -> Ack:
         d = unpack(payload)
-        epoch = d.get("epoch", "")
-        if not isinstance(epoch, str):
-            raise DecodeError("ack: 'epoch' must be a string")
-        return cls(eseq=_int(d, "eseq", "ack"), epoch=epoch)
+        return cls(eseq=_int(d, "eseq", "ack"), epoch=_epoch(d, "ack"))
 
 
 # -- JSON status payloads -----------------------------------------------------
