@@ -4,16 +4,27 @@ SQLite in WAL mode with ``synchronous = FULL``: when :meth:`Outbox.append`
 returns, the event survives a power cut. Rows leave only when central's ack
 covers them (:meth:`Outbox.ack`), never on the broker's PUBACK.
 
-Numbering: ``eseq`` starts at 1, has no gaps and is never reused. Acked rows
-are deleted, so ``max(eseq)`` of the table cannot say where numbering stands
-once the outbox has drained; the last eseq handed out is kept in the ``meta``
-table and updated in the same transaction as the row it numbers. ``bdseq``
-(birth/death sequence of the MQTT session) lives there too. Because acks
-delete a prefix, the rows are always exactly ``(acked_eseq, last_eseq]``.
+Epoch: a random token made when the file is created and kept in it. A new
+file (a replaced SD card, a wiped outbox, one SQLite cannot read, which
+:func:`open_outbox` moves aside) is a new epoch, numbered from 1 again;
+central keys events on ``(agent, epoch, eseq)``. An outbox from before epochs
+keeps the epoch ``""`` its events were sent with.
+
+Numbering: ``eseq`` starts at 1 in each epoch, has no gaps and is never
+reused. Acked rows are deleted, so ``max(eseq)`` of the table cannot say where
+numbering stands once the outbox has drained; the last eseq handed out is kept
+in the ``meta`` table and updated in the same transaction as the row it
+numbers. ``bdseq`` (birth/death sequence of the MQTT session) lives there too.
+
+Gone: an event the outbox cannot keep (at its bound, or on a full disk) still
+takes its eseq, and the eseq is recorded *gone* (runs of them as ``[low,
+high]`` ranges), so the answer to central's ``replay`` can say exactly what
+was lost. The rows and the gone ranges together are always exactly
+``(acked_eseq, last_eseq]``.
 
 Bound: at ``max_events`` rows, kinds other than alarms, panics, tampers and
-scans are no longer stored (counted, one ``outbox-full`` fault); those four
-are never dropped. A dropped event gets no eseq, so central sees no gap.
+scans are no longer stored (counted, gone, one ``outbox-full`` fault); those
+four are never dropped.
 
 Full disk: a :class:`~agent.reserve.DiskReserve` beside the file is given
 back when SQLite first reports the disk full; with that room the WAL is
@@ -28,8 +39,10 @@ session thread acks and reads.
 from __future__ import annotations
 
 import logging
+import secrets
 import sqlite3
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,11 +51,17 @@ from typing import Any, Iterable, Mapping
 from agent.events import FaultCode
 from agent.reserve import DiskReserve
 from wire.codec import pack, unpack
-from wire.messages import CRITICAL_KINDS, Event, EventKind
+from wire.messages import CRITICAL_KINDS, GONE_MAX_RANGES, Event, EventKind
 
 _LOGGER = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the epoch and the gone ranges
+EPOCH_HEX_CHARS = 16
+# Gone ranges above the ack that the outbox keeps. Central acks past a gone
+# range once told of it, so only a long outage interleaving drops with kept
+# events comes near; past it a dropped event takes no eseq (counted), the way
+# every drop was handled before gone ranges.
+GONE_KEPT_MAX = 1_024
 OUTBOX_SOURCE = "outbox"  # ``source`` of the faults the outbox raises about itself
 BUSY_TIMEOUT_MS = 5_000
 # After a warning, the depth must fall this far below the warning level before
@@ -69,6 +88,14 @@ CREATE TABLE IF NOT EXISTS events(
     boot_id TEXT NOT NULL,
     fields BLOB NOT NULL
 );
+CREATE TABLE IF NOT EXISTS epoch(
+    only INTEGER PRIMARY KEY CHECK (only = 1),
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gone(
+    low INTEGER PRIMARY KEY,
+    high INTEGER NOT NULL
+);
 """
 _META_DEFAULTS = {"schema": SCHEMA_VERSION, "last_eseq": 0, "acked_eseq": 0, "bdseq": 0}
 _RESERVED_FIELDS = frozenset({"eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed"})
@@ -76,6 +103,18 @@ _RESERVED_FIELDS = frozenset({"eseq", "boot_id", "kind", "source", "ts", "mono_m
 
 class OutboxError(OSError):
     """The outbox file cannot be used (corrupt, wrong schema, closed)."""
+
+
+class OutboxUnreadable(OutboxError):
+    """SQLite cannot read the file (not a database, or a malformed one): :func:`open_outbox` starts a new one."""
+
+
+_UNREADABLE_CODES = frozenset({sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT})
+
+
+def new_epoch() -> str:
+    """A fresh epoch token: random, so two outboxes of one agent never share one."""
+    return secrets.token_hex(EPOCH_HEX_CHARS // 2)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +129,10 @@ class _Pending:
     clock_synced: bool
     boot_id: str
 
-    def numbered(self, eseq: int) -> Event:
+    def numbered(self, eseq: int, epoch: str) -> Event:
         return Event(
             eseq=eseq, boot_id=self.boot_id, kind=self.kind, source=self.source, ts=self.ts,
-            mono_ms=self.mono_ms, clock_synced=self.clock_synced, fields=self.fields,
+            mono_ms=self.mono_ms, clock_synced=self.clock_synced, fields=self.fields, epoch=epoch,
         )
 
 
@@ -132,7 +171,10 @@ class Outbox:
         self._disk_full = False  # a full-disk episode: only critical kinds are stored
         self._disk_fault_due = False  # its fault goes in with the next event
         self._counters = {"appended": 0, "dropped": 0, "disk_full": 0, "critical_waiting": 0, "acks_ahead": 0,
-                          "bdseq_unsaved": 0, "disk_full_episodes": 0}
+                          "bdseq_unsaved": 0, "disk_full_episodes": 0, "gone": 0, "gone_unnumbered": 0,
+                          "acks_other_epoch": 0}
+        self._gone: list[list[int]] = []  # [low, high] ascending, above the ack
+        self._gone_dirty = False  # the top range (only it ever grows) is not on the disk yet
         try:
             self._db: sqlite3.Connection | None = sqlite3.connect(
                 self.path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_MS / 1000
@@ -144,7 +186,8 @@ class Outbox:
         except sqlite3.DatabaseError as exc:
             self._db.close()
             self._db = None
-            raise OutboxError(f"{self.path}: not a usable outbox: {exc}") from None
+            unreadable = getattr(exc, "sqlite_errorcode", None) in _UNREADABLE_CODES
+            raise (OutboxUnreadable if unreadable else OutboxError)(f"{self.path}: not a usable outbox: {exc}") from None
         except BaseException:
             self._db.close()
             self._db = None
@@ -157,16 +200,35 @@ class Outbox:
             raise OutboxError(f"{self.path}: cannot switch the outbox to WAL mode (got {mode!r})")
         db.execute("PRAGMA synchronous=FULL")  # commit = on the disk: power-safe
         db.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        fresh = db.execute("SELECT count(*) FROM sqlite_master WHERE name = 'meta'").fetchone()[0] == 0
         db.executescript(_SCHEMA)
         with self._transaction(db):
             for key, value in _META_DEFAULTS.items():
                 db.execute("INSERT OR IGNORE INTO meta(key, value) VALUES (?, ?)", (key, value))
+            if fresh:
+                db.execute("INSERT INTO epoch(only, value) VALUES (1, ?)", (new_epoch(),))
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
-        if meta["schema"] != SCHEMA_VERSION:
+        if meta["schema"] == 1:
+            # From before epochs: its events went out (and are held at central)
+            # under the epoch "", so it keeps that one; a new epoch here would
+            # make central wait for eseqs this outbox acked long ago.
+            with self._transaction(db):
+                db.execute("INSERT OR IGNORE INTO epoch(only, value) VALUES (1, '')")
+                db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (SCHEMA_VERSION,))
+            _LOGGER.info("outbox %s: schema 1 brought to %d; it keeps the epoch \"\"", self.path, SCHEMA_VERSION)
+        elif meta["schema"] != SCHEMA_VERSION:
             raise OutboxError(f"{self.path}: outbox schema {meta['schema']} is not {SCHEMA_VERSION}")
+        row = db.execute("SELECT value FROM epoch").fetchone()
+        if row is None:
+            raise OutboxError(f"{self.path}: the outbox has no epoch")
+        self.epoch: str = row[0]
         self._last = int(meta["last_eseq"])
         self._acked = int(meta["acked_eseq"])
         self._bdseq = int(meta["bdseq"])
+        self._gone = [[int(low), int(high)] for low, high in
+                      db.execute("SELECT low, high FROM gone WHERE high > ? ORDER BY low", (self._acked,))]
+        if self._gone and self._gone[-1][1] > self._last:
+            self._last = self._gone[-1][1]  # written together; only a hand-edited file disagrees
         low, high, count = db.execute("SELECT min(eseq), max(eseq), count(*) FROM events").fetchone()
         # Both are written in the transaction that changes the rows, so these
         # only disagree if someone edited the file; never number below a row.
@@ -182,8 +244,8 @@ class Outbox:
         self._full_reported = self._depth >= self.max_events
         if not self._reserve.take():
             self._enter_disk_full(f"less than {self._reserve.size + self._reserve.resume_free} bytes free")
-        _LOGGER.info("outbox %s: %d unacked events (eseq %d..%d), bdseq %d",
-                     self.path, self._depth, self._acked + 1, self._last, self._bdseq)
+        _LOGGER.info("outbox %s: epoch %r, %d unacked events (eseq %d..%d, %d gone ranges), bdseq %d",
+                     self.path, self.epoch, self._depth, self._acked + 1, self._last, len(self._gone), self._bdseq)
 
     # -- small helpers ---------------------------------------------------------
 
@@ -251,7 +313,7 @@ class Outbox:
         if clash:
             raise ValueError(f"event field {sorted(clash)[0]!r} is reserved for the event envelope")
         item = _Pending(kind, source, fields, int(ts), int(mono_ms), bool(clock_synced), boot_id)
-        item.numbered(1).to_payload()  # raises EncodeError now rather than poison the outbox later
+        item.numbered(1, self.epoch).to_payload()  # raises EncodeError now rather than poison the outbox later
         critical = kind in CRITICAL_KINDS
         with self._lock:
             db = self._conn()
@@ -260,6 +322,8 @@ class Outbox:
                 # The disk is full, or was: others are shed, so that the room
                 # left goes to the events that must not be lost.
                 self._counters["disk_full"] += 1
+                if not self._pending:  # numbering one ahead of those waiting would reorder them
+                    self._number_gone()
                 self._report_disk_full(db, item)
                 return None
             if self._pending:
@@ -269,6 +333,7 @@ class Outbox:
                 return None
             if self._depth >= self.max_events and not critical:
                 self._counters["dropped"] += 1
+                self._number_gone()
                 if not self._full_reported:
                     # One row past the bound: the only way central learns of the drops.
                     self._full_reported = True
@@ -285,6 +350,26 @@ class Outbox:
                 _LOGGER.warning("outbox %s is filling: %d of %d events", self.path, self._depth + 1, self.max_events)
             stored = self._insert(db, batch)
             return stored[0] if stored else None
+
+    def _number_gone(self) -> None:
+        """A dropped event takes the next eseq, recorded gone (on the disk with the next write)."""
+        eseq = self._last + 1
+        if self._gone and self._gone[-1][1] == self._last:
+            self._gone[-1][1] = eseq
+        elif len(self._gone) >= GONE_KEPT_MAX:
+            self._counters["gone_unnumbered"] += 1
+            return
+        else:
+            self._gone.append([eseq, eseq])
+        self._last = eseq
+        self._gone_dirty = True
+        self._counters["gone"] += 1
+
+    def _save_gone(self, db: sqlite3.Connection) -> None:
+        """Inside a transaction: the top gone range and the numbering that covers it."""
+        if self._gone_dirty and self._gone:
+            db.execute("INSERT OR REPLACE INTO gone(low, high) VALUES (?, ?)", tuple(self._gone[-1]))
+            db.execute("UPDATE meta SET value = ? WHERE key = 'last_eseq'", (self._last,))
 
     def _fault(self, cause: _Pending, code: str, detail: str) -> _Pending:
         return _Pending(EventKind.FAULT, OUTBOX_SOURCE, {"code": code, "detail": detail},
@@ -327,6 +412,7 @@ class Outbox:
 
     def _write(self, db: sqlite3.Connection, events: list[Event]) -> None:
         with self._transaction(db):
+            self._save_gone(db)
             db.executemany(
                 "INSERT INTO events(eseq, kind, source, ts, mono_ms, clock_synced, boot_id, fields)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -334,13 +420,14 @@ class Outbox:
                   pack(dict(e.fields))) for e in events],
             )
             db.execute("UPDATE meta SET value = ? WHERE key = 'last_eseq'", (events[-1].eseq,))
+        self._gone_dirty = False
 
     def _insert(self, db: sqlite3.Connection, batch: list[_Pending]) -> list[Event]:
         """Store ``batch`` in one transaction; on a full disk make room once, else keep what must not be lost."""
         made_room = False
         while True:
             first = self._last + 1
-            events = [item.numbered(first + i) for i, item in enumerate(batch)]
+            events = [item.numbered(first + i, self.epoch) for i, item in enumerate(batch)]
             try:
                 self._write(db, events)
                 break
@@ -368,7 +455,7 @@ class Outbox:
         """Store critical events that met a full disk, oldest first, while space allows."""
         made_room = False
         while self._pending:
-            event = self._pending[0].numbered(self._last + 1)
+            event = self._pending[0].numbered(self._last + 1, self.epoch)
             try:
                 self._write(db, [event])
             except sqlite3.OperationalError as exc:
@@ -384,14 +471,18 @@ class Outbox:
             self._counters["appended"] += 1
             _LOGGER.info("outbox %s: stored waiting %s event from %s as eseq %d", self.path, event.kind, event.source, event.eseq)
 
-    def ack(self, eseq: int) -> int:
+    def ack(self, eseq: int, epoch: str | None = None) -> int:
         """Central holds everything up to ``eseq``: delete those rows; returns how many.
 
-        An ack beyond the last eseq (central remembers more than this outbox:
-        the data directory was replaced) is counted, logged and clamped.
+        An ack of another ``epoch`` (None: this one) speaks of another
+        outbox's numbers: counted and ignored. An ack beyond the last eseq is
+        counted, logged and clamped: numbering never jumps to what an ack says.
         """
         with self._lock:
             db = self._conn()
+            if epoch is not None and epoch != self.epoch:
+                self._counters["acks_other_epoch"] += 1
+                return 0
             if eseq <= self._acked:
                 return 0
             if eseq > self._last:
@@ -413,7 +504,9 @@ class Outbox:
                     raise
                 deleted = self._delete_acked(db, eseq)
             self._acked = eseq
-            self._depth = self._last - self._acked
+            self._depth -= deleted
+            while self._gone and self._gone[0][1] <= eseq:
+                self._gone.pop(0)
             if self._depth < self._rearm_level:
                 self._filling_reported = False
                 self._full_reported = False
@@ -426,9 +519,33 @@ class Outbox:
 
     def _delete_acked(self, db: sqlite3.Connection, eseq: int) -> int:
         with self._transaction(db):
+            self._save_gone(db)
             deleted = int(db.execute("DELETE FROM events WHERE eseq <= ?", (eseq,)).rowcount)
+            db.execute("DELETE FROM gone WHERE high <= ?", (eseq,))
             db.execute("UPDATE meta SET value = ? WHERE key = 'acked_eseq'", (eseq,))
+        self._gone_dirty = False
         return deleted
+
+    def history(self, from_eseq: int = 1) -> tuple[int, tuple[tuple[int, int], ...]]:
+        """``(last, gone)`` for central's ``replay`` from ``from_eseq``: the highest eseq made
+        in this epoch, and the ranges from ``from_eseq`` on that are gone (the lowest
+        :data:`~wire.messages.GONE_MAX_RANGES`). Both are on the disk first, so a
+        restart can never number again what central was told is gone.
+        """
+        with self._lock:
+            db = self._conn()
+            if self._gone_dirty:
+                with self._transaction(db):
+                    self._save_gone(db)
+                self._gone_dirty = False
+            gone = [(max(low, from_eseq), high) for low, high in self._gone if high >= from_eseq]
+            return self._last, tuple(gone[:GONE_MAX_RANGES])
+
+    @property
+    def gone(self) -> tuple[tuple[int, int], ...]:
+        """Every gone range above the ack, ascending."""
+        with self._lock:
+            return tuple((low, high) for low, high in self._gone)
 
     def unacked(self, from_eseq: int = 1, limit: int = READ_LIMIT) -> list[Event]:
         """Stored events from ``from_eseq`` on, in eseq order, at most ``limit``."""
@@ -463,11 +580,11 @@ class Outbox:
                     found[row[0]] = self._row_event(row)
         return found
 
-    @staticmethod
-    def _row_event(row: tuple[Any, ...]) -> Event:
+    def _row_event(self, row: tuple[Any, ...]) -> Event:
         eseq, kind, source, ts, mono_ms, synced, boot_id, fields = row
         return Event(eseq=eseq, boot_id=boot_id, kind=EventKind(kind), source=source, ts=ts,
-                     mono_ms=mono_ms, clock_synced=bool(synced), fields=unpack(fields) if fields else {})
+                     mono_ms=mono_ms, clock_synced=bool(synced), fields=unpack(fields) if fields else {},
+                     epoch=self.epoch)
 
     def next_bdseq(self) -> int:
         """Increase and persist the birth/death sequence; call before every connect."""
@@ -500,6 +617,13 @@ class Outbox:
             if self._pending:
                 _LOGGER.error("outbox %s closes with %d critical events that never found disk space",
                               self.path, len(self._pending))
+            if self._gone_dirty:
+                try:
+                    with self._transaction(self._db):
+                        self._save_gone(self._db)
+                except sqlite3.Error as exc:
+                    # Harmless: those eseqs were never sent, so the next start may number them again.
+                    _LOGGER.warning("outbox %s: gone eseqs up to %d not saved: %s", self.path, self._last, exc)
             try:
                 self._db.close()
             finally:
@@ -510,3 +634,24 @@ class Outbox:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def open_outbox(path: Path, **kwargs: Any) -> tuple[Outbox, Path | None]:
+    """The outbox at ``path``; one SQLite cannot read is moved aside (returned) and a new one, a new epoch, begun.
+
+    An agent without an outbox has no siren and no panic button, and a new
+    outbox is a new epoch that central tells apart from the old one, so a
+    broken file no longer keeps the agent down. The old file is kept for
+    whoever wants to look into it.
+    """
+    path = Path(path)
+    try:
+        return Outbox(path, **kwargs), None
+    except OutboxUnreadable as exc:
+        aside = path.with_name(f"{path.name}.unreadable-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        for suffix in ("", "-wal", "-shm"):
+            source = path.with_name(path.name + suffix)
+            if source.exists():
+                source.rename(aside.with_name(aside.name + suffix))
+        _LOGGER.error("%s; moved to %s, and a new outbox (a new epoch) is started", exc, aside)
+    return Outbox(path, **kwargs), aside

@@ -102,6 +102,11 @@ class Publisher:
         """The broker's PUBACK for ``eseq``: one more slot in the window."""
         self._in_flight.discard(eseq)
 
+    def absent(self, eseq: int) -> None:
+        """``eseq`` is not in the outbox (acked meanwhile, or gone): nothing of it to wait for or resend."""
+        self._in_flight.discard(eseq)
+        self._sent.pop(eseq, None)
+
     def acked(self, eseq: int) -> None:
         """Central holds everything up to ``eseq`` (already clamped by the outbox)."""
         if eseq > self._acked:

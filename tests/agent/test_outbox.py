@@ -42,7 +42,8 @@ def box(tmp_path: Path) -> Iterator[Outbox]:
 def test_append_returns_the_committed_event(box: Outbox) -> None:
     event = _append(box)
     assert event == Event(eseq=1, boot_id="b00t1d", kind=EventKind.SCAN, source="gate-1", ts=1_700_000_000_000,
-                          mono_ms=5_000, clock_synced=False, replayed=False, fields={"tag": "67003B51C6"})
+                          mono_ms=5_000, clock_synced=False, replayed=False, fields={"tag": "67003B51C6"},
+                          epoch=box.epoch)
     assert (box.depth, box.last_eseq, box.acked_eseq) == (1, 1, 0)
 
 
@@ -119,22 +120,26 @@ def test_bound_keeps_critical_events_and_drops_others(tmp_path: Path) -> None:
         assert box.unacked(from_eseq=9)[0].fields == {"code": "outbox-filling", "detail": "8 of 10 events unacknowledged"}
         assert _append(box, EventKind.OUTPUT, "siren", output="siren", on=True) is not None
         assert box.depth == 10
-        # At the bound: others are dropped, one outbox-full fault says so.
+        # At the bound: others are dropped, each still numbered and recorded gone; one outbox-full fault says so.
         assert _append(box, EventKind.RESTORE, "north-fence") is None
         assert _append(box, EventKind.FAULT, "gate-1") is None
         assert box.counters["outbox_dropped"] == 2
         full = box.unacked(from_eseq=11)
-        assert [(e.kind, e.source, dict(e.fields)) for e in full] == [
-            (EventKind.FAULT, "outbox", {"code": "outbox-full",
-                                         "detail": "10 events unacknowledged; only alarms, panics, tampers and scans are kept"}),
+        assert [(e.eseq, e.kind, e.source, dict(e.fields)) for e in full] == [
+            (12, EventKind.FAULT, "outbox", {"code": "outbox-full",
+                                             "detail": "10 events unacknowledged; only alarms, panics, tampers and scans are kept"}),
         ]
+        assert box.gone == ((11, 11), (13, 13))
         # Alarms, panics, tampers and scans are never dropped.
         kept = [_append(box, kind, "x") for kind in (EventKind.ALARM, EventKind.PANIC, EventKind.TAMPER, EventKind.SCAN)]
-        assert [e.eseq for e in kept if e is not None] == [12, 13, 14, 15]
-        # No gaps: the stored rows are exactly 1..15.
-        assert [e.eseq for e in box.unacked()] == list(range(1, 16))
+        assert [e.eseq for e in kept if e is not None] == [14, 15, 16, 17]
+        # No gaps: the stored rows and the gone ranges are exactly 1..17.
+        assert [e.eseq for e in box.unacked()] == [*range(1, 11), 12, *range(14, 18)]
+        assert box.depth == 15
         assert _append(box, EventKind.RESTORE, "north-fence") is None
-        assert box.counters["outbox_dropped"] == 3
+        assert _append(box, EventKind.RESTORE, "north-fence") is None
+        assert box.counters["outbox_dropped"] == 4
+        assert box.history(1) == (19, ((11, 11), (13, 13), (18, 19)))
         assert len([e for e in box.unacked() if e.fields.get("code") == "outbox-full"]) == 1
 
 
