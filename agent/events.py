@@ -30,4 +30,5 @@ class FaultCode:
     READER_SILENT = "reader-silent"
     READER_BACK = "reader-back"
     DISK_FULL = "disk-full"
+    OUTBOX_RENEWED = "outbox-renewed"  # the outbox could not be read: moved aside, a new epoch began
     CLOCK_UNSYNCED = "clock-unsynced"

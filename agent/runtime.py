@@ -6,7 +6,9 @@ Every event goes through :meth:`Agent.emit`, which stamps it (``ts``,
 the session, and applies the local reactions DESIGN.md asks for, broker or no
 broker: an alarm or tamper from a zone with a ``siren`` switches it on, a
 panic from a non-silent button with a ``siren`` too, and a panic lights the
-button's ``indicator`` until central's ``alarm-ack`` for that button.
+button's ``indicator`` until central's ``alarm-ack`` for that button. The
+latch is kept in :class:`~agent.memory.Memory`, so a restart lights the
+indicator again and keeps it lit until that ``alarm-ack``.
 """
 
 from __future__ import annotations
@@ -23,11 +25,13 @@ from typing import Any, Callable, Protocol
 
 from agent import clock as agent_clock
 from agent.config import AgentConfig, ButtonConfig, ConfigError, ZoneConfig
+from agent.events import FaultCode
 from agent.health import Health
 from agent.inputs.button import EmergencyButton
 from agent.inputs.loop import InputLoop
 from agent.inputs.zone import Zone
-from agent.outbox import Outbox, OutboxError
+from agent.memory import Memory
+from agent.outbox import OUTBOX_SOURCE, OutboxError, open_outbox
 from agent.outputs import Output, StatusLed
 from agent.session import Session
 from wire.messages import Birth, Command, CommandName, EventKind, StateSnapshot
@@ -35,6 +39,7 @@ from wire.messages import Birth, Command, CommandName, EventKind, StateSnapshot
 _LOGGER = logging.getLogger(__name__)
 
 OUTBOX_FILE = "outbox.db"
+MEMORY_FILE = "memory.db"
 BOOT_ID_HEX_CHARS = 16
 STATUS_LED_PERIOD_S = 0.5
 PROTOCOL_VERSION = "1"
@@ -131,9 +136,16 @@ class Agent:
 
         try:
             config.data_dir.mkdir(parents=True, exist_ok=True)
-            self.outbox = Outbox(config.data_dir / OUTBOX_FILE, max_events=config.outbox.max_events,
-                                 warn_fraction=config.outbox.warn_fraction)
+            self.outbox, unreadable = open_outbox(config.data_dir / OUTBOX_FILE, max_events=config.outbox.max_events,
+                                                  warn_fraction=config.outbox.warn_fraction)
         except BaseException:
+            if self._own_factory:
+                self.pin_factory.close()
+            raise
+        try:
+            self.memory = Memory(config.data_dir / MEMORY_FILE)
+        except BaseException:
+            self.outbox.close()
             if self._own_factory:
                 self.pin_factory.close()
             raise
@@ -141,7 +153,7 @@ class Agent:
         self.health = Health(clock=clock, wall_clock=wall_clock, clock_synced=self._clock_synced)
         self.session = Session(
             agent_id=config.agent_id, mqtt_config=config.mqtt, outbox=self.outbox, birth=self.birth,
-            snapshot=self.snapshot, on_command=self._command, telemetry=self.telemetry,
+            snapshot=self.snapshot, on_command=self._command, telemetry=self.telemetry, memory=self.memory,
             tele_interval_s=config.telemetry.interval_s, clock=clock, wall_clock=wall_clock,
         )
         try:
@@ -150,9 +162,14 @@ class Agent:
             self._close_devices()
             self.session.stop()
             self.outbox.close()
+            self.memory.close()
             if self._own_factory:
                 self.pin_factory.close()
             raise
+        if unreadable is not None:
+            # Central learns why this agent's history begins again at eseq 1.
+            self.emit(EventKind.FAULT, OUTBOX_SOURCE, code=FaultCode.OUTBOX_RENEWED,
+                      detail=f"the outbox could not be read; kept as {unreadable.name}; a new epoch begins")
 
     # -- building -------------------------------------------------------------
 
@@ -228,6 +245,7 @@ class Agent:
         if self._started:
             raise RuntimeError("the agent was already started")
         self._started = True
+        self._restore_latches()
         for device in [*self._gpio_outputs, *self.zones, *self.buttons.values(), *self.readers, *self.mcus.values()]:
             self.loop.add(device)
         if self.status_led is not None:
@@ -263,6 +281,7 @@ class Agent:
                 _LOGGER.warning("output %s: could not switch off at shutdown: %s", name, exc)
         self._close_devices()
         self.outbox.close()
+        self.memory.close()
         if self._own_factory:
             self.pin_factory.close()
         _LOGGER.info("agent %s stopped", self.config.agent_id)
@@ -288,23 +307,24 @@ class Agent:
     def emit(self, kind: EventKind | str, source: str, /, **fields: Any) -> None:
         """Stamp, commit and hand on one event; then react locally. Any thread."""
         kind = EventKind(kind)
+        ts = int(self._wall() * 1000)
+        eseq: int | None = None
         try:
             try:
-                self.outbox.append(
-                    kind, source, fields, ts=int(self._wall() * 1000), mono_ms=int(self._clock() * 1000),
-                    clock_synced=self._clock_synced(), boot_id=self.boot_id,
-                )
+                stored = self.outbox.append(kind, source, fields, ts=ts, mono_ms=int(self._clock() * 1000),
+                                            clock_synced=self._clock_synced(), boot_id=self.boot_id)
+                eseq = stored.eseq if stored is not None else None
             except (OutboxError, sqlite3.Error) as exc:
                 self.counters["emit_failures"] += 1
                 _LOGGER.error("%s event from %s could not be stored: %s", kind, source, exc)
             self.session.wake()
         finally:
             # Safety first: the siren sounds even if the disk failed us.
-            self._react(kind, source)
+            self._react(kind, source, eseq, ts)
         if kind is not EventKind.SCAN and kind is not EventKind.FAULT:
             self.session.state_changed()
 
-    def _react(self, kind: EventKind, source: str) -> None:
+    def _react(self, kind: EventKind, source: str, eseq: int | None = None, ts: int = 0) -> None:
         if kind in (EventKind.ALARM, EventKind.TAMPER):
             zone = self._zone_cfg.get(source)
             if zone is not None and zone.siren is not None:
@@ -315,6 +335,10 @@ class Agent:
                 return
             with self._lock:
                 self._latched.add(source)
+            try:
+                self.memory.latch(source, eseq, ts)
+            except Exception:  # a closed or broken memory must not keep the siren quiet
+                _LOGGER.exception("panic on %s: the latch could not be remembered", source)
             if button.siren is not None and not button.silent:
                 self._switch_on(button.siren, f"panic on {source}")
             if button.indicator is not None:
@@ -354,22 +378,53 @@ class Agent:
             source = command.args["source"]
             if source not in self._button_cfg:
                 return f"no button is named {source!r}"
+            # On the disk before the answer (which remembers the txn): a restart
+            # in between relights the lamp, and the same alarm-ack, not yet
+            # remembered as answered, releases it again.
+            self.memory.release(source)
             self.loop.post(lambda: self._release(source))
             return None
         return f"command {command.cmd!r} is not handled here"
+
+    def _restore_latches(self) -> None:
+        """Panics latched before a restart: latched again, indicators lit, until central's alarm-ack.
+
+        Central's alarm is most likely still open (an alarm-ack would have
+        released the latch), and a dark lamp would tell the person who
+        pressed that nobody came. If central's staff answered meanwhile,
+        central sends the alarm-ack again on seeing the latch in our state.
+        """
+        for source, latch in self.memory.latches().items():
+            config = self._button_cfg.get(source)
+            if config is None:
+                _LOGGER.warning("latched panic of %s (eseq %s) forgotten: no button has that name now", source,
+                                latch.eseq)
+                self.memory.release(source)
+                continue
+            with self._lock:
+                self._latched.add(source)
+            for button in self._button_devices(config):
+                button.relatch()
+            if config.indicator is not None:
+                self._switch_on(config.indicator, f"panic on {source} latched before the restart")
+            _LOGGER.warning("panic of %s (eseq %s) is still latched from before the restart: waiting for central's "
+                            "alarm-ack", source, latch.eseq)
+
+    def _button_devices(self, config: ButtonConfig) -> list[Any]:
+        button = self.buttons.get(config.name)
+        if button is not None:
+            return [button]
+        if config.mcu is not None and config.mcu in self.mcus:
+            return [b for b in self.mcus[config.mcu].buttons.values() if b.name == config.name]
+        return []
 
     def _release(self, source: str) -> None:
         """Central's staff answered the panic: release the latch and the indicator."""
         with self._lock:
             self._latched.discard(source)
         config = self._button_cfg[source]
-        button = self.buttons.get(source)
-        if button is not None:
+        for button in self._button_devices(config):
             button.acknowledge()
-        elif config.mcu is not None and config.mcu in self.mcus:
-            for mcu_button in self.mcus[config.mcu].buttons.values():
-                if mcu_button.name == source:
-                    mcu_button.acknowledge()
         indicator = config.indicator
         if indicator is not None and indicator in self.outputs:
             self.outputs[indicator].off()
@@ -403,6 +458,7 @@ class Agent:
                 "outputs": items(self.config.outputs),
             },
             config_hash=self.config.config_hash,
+            epoch=self.outbox.epoch,
             versions={"protocol": PROTOCOL_VERSION, "python": platform.python_version(),
                       "paho-mqtt": _package_version("paho-mqtt"), "gpiozero": _package_version("gpiozero")},
             mono_ms=int(now * 1000),
@@ -412,7 +468,7 @@ class Agent:
 
     def telemetry(self) -> Any:
         counters: dict[str, int] = {**self.outbox.counters, **self.session.counters, **self.session.publisher.counters,
-                                    **self.counters, "input_loop_errors": self.loop.errors}
+                                    **self.memory.counters, **self.counters, "input_loop_errors": self.loop.errors}
         for device in [*self.readers, *self.mcus.values()]:
             for key, value in dict(getattr(device, "counters", {})).items():
                 counters[f"{device.name}.{key}"] = int(value)

@@ -33,8 +33,10 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import MqttConfig
+from agent.memory import Memory
 from agent.outbox import Outbox, OutboxError
 from agent.publisher import IN_FLIGHT_WINDOW, Publisher, Send
+from gridpatrol.logsafe import LogLimiter, escaped, shown
 from gridpatrol.tcp import no_delay
 from wire import topics
 from wire.codec import unpack
@@ -76,6 +78,7 @@ class Session:
         snapshot: Callable[[], StateSnapshot],
         on_command: Callable[[Command], str | None],
         telemetry: Callable[[], Telemetry] | None = None,
+        memory: Memory | None = None,
         tele_interval_s: float = 30.0,
         window: int = IN_FLIGHT_WINDOW,
         reconnect_min_s: float = RECONNECT_MIN_S,
@@ -92,6 +95,7 @@ class Session:
         self._snapshot = snapshot
         self._on_command = on_command
         self._telemetry = telemetry
+        self._memory = memory
         self.tele_interval_s = tele_interval_s
         self.window = window
         self.reconnect_min_s = reconnect_min_s
@@ -122,7 +126,11 @@ class Session:
         self.connects = 0
         self.last_beat: float | None = None
         self.counters = {"bad_commands": 0, "bad_acks": 0, "bad_central_status": 0, "publish_refused": 0,
-                         "connect_failures": 0, "ack_failures": 0, "session_errors": 0}
+                         "connect_failures": 0, "ack_failures": 0, "session_errors": 0, "acks_other_epoch": 0,
+                         "commands_repeated": 0, "log_lines_held": 0}
+        # Everything central (or whoever reaches our topics) sends may come in a
+        # flood: a few lines per kind a minute, the rest counted.
+        self._log = LogLimiter(_LOGGER, clock=clock, counters=self.counters)
 
     # -- control from other threads ------------------------------------------------
 
@@ -448,14 +456,21 @@ class Session:
             ack = Ack.from_payload(payload)
         except DecodeError as exc:
             self.counters["bad_acks"] += 1
-            _LOGGER.warning("bad ack dropped: %s", exc)
+            self._log.warning("bad-ack", "bad ack dropped: %s", escaped(str(exc)))
+            return
+        if ack.epoch != self.outbox.epoch:
+            # Central's ack point of another outbox (the one this SD card
+            # replaced, say): its numbers say nothing about ours.
+            self.counters["acks_other_epoch"] += 1
+            self._log.warning("ack-epoch", "ack %d of epoch %s ignored: this outbox's epoch is %s",
+                              ack.eseq, shown(ack.epoch), shown(self.outbox.epoch))
             return
         try:
-            removed = self.outbox.ack(ack.eseq)
+            removed = self.outbox.ack(ack.eseq, ack.epoch)
         except (OutboxError, sqlite3.Error) as exc:
             # The events stay and go out again; central's next ack tries again.
             self.counters["ack_failures"] += 1
-            _LOGGER.warning("ack %d not recorded: %s", ack.eseq, exc)
+            self._log.warning("ack-failed", "ack %d not recorded: %s", ack.eseq, exc)
             return
         self.publisher.acked(self.outbox.acked_eseq)
         if removed:
@@ -468,43 +483,77 @@ class Session:
             status = CentralStatus.from_payload(payload)
         except DecodeError as exc:
             self.counters["bad_central_status"] += 1
-            _LOGGER.warning("bad central status dropped: %s", exc)
+            self._log.warning("bad-central-status", "bad central status dropped: %s", escaped(str(exc)))
             return
         if self.publisher.central_status(status.online, status.ts, retained=retained):
             _LOGGER.info("central is online: sending all %d unacked events again", self.outbox.depth)
         else:
-            _LOGGER.info("central is %s", "online" if status.online else "offline")
+            self._log.info("central-status", "central is %s", "online" if status.online else "offline")
 
     def _handle_command(self, client: mqtt.Client, payload: bytes) -> None:
         try:
             command = Command.from_payload(payload)
         except DecodeError as exc:
             self.counters["bad_commands"] += 1
-            _LOGGER.warning("bad command dropped: %s", exc)
+            self._log.warning("bad-command", "bad command dropped: %s", escaped(str(exc)))
             txn = _readable_txn(payload)
             if txn is not None:
-                self._respond(client, CommandResponse(txn, False, str(exc)))
+                self._respond(client, CommandResponse(txn, False, str(exc)).to_payload())
             return
+        before = self._memory.answer(command.txn) if self._memory is not None else None
+        if before is not None:
+            # Handled already (a redelivery, or central asking again): the
+            # same answer again, and no second siren, release or replay.
+            self.counters["commands_repeated"] += 1
+            self._log.info("command-repeated", "command %s (txn %s) was handled before: answered again, not done again",
+                           command.cmd, shown(command.txn))
+            self._respond(client, before)
+            return
+        response = self._do(client, command)
+        if response.ok:
+            self._log.info("command-done", "command %s (txn %s) done", command.cmd, shown(command.txn))
+        else:
+            self.counters["bad_commands"] += 1
+            self._log.warning("command-refused", "command %s (txn %s) refused: %s", command.cmd, shown(command.txn),
+                              escaped(response.error or ""))
+        answer = response.to_payload()
+        if self._memory is not None:
+            self._memory.answered(command.txn, answer)
+        self._respond(client, answer)
+
+    def _do(self, client: mqtt.Client, command: Command) -> CommandResponse:
+        """Act on one command; its answer."""
         error: str | None = None
         if command.cmd is CommandName.REBIRTH:
             self._publish_birth(client)
         elif command.cmd is CommandName.REPLAY:
-            self.publisher.replay(command.args["from"])
+            return self._replay(command)
         elif command.cmd is not CommandName.PING:
             try:
                 error = self._on_command(command)
             except Exception as exc:
-                _LOGGER.exception("command %s (txn %s) failed", command.cmd, command.txn)
+                _LOGGER.exception("command %s (txn %s) failed", command.cmd, shown(command.txn))
                 error = f"{command.cmd} failed: {exc}"
-        if error is not None:
-            self.counters["bad_commands"] += 1
-            _LOGGER.warning("command %s (txn %s) refused: %s", command.cmd, command.txn, error)
-        else:
-            _LOGGER.info("command %s (txn %s) done", command.cmd, command.txn)
-        self._respond(client, CommandResponse(command.txn, error is None, error))
+        return CommandResponse(command.txn, error is None, error)
 
-    def _respond(self, client: mqtt.Client, response: CommandResponse) -> None:
-        client.publish(self._topics["cmd_resp"], response.to_payload(), qos=1)
+    def _replay(self, command: Command) -> CommandResponse:
+        """Send again from ``from``; answer with ``last`` and ``gone`` of this epoch."""
+        epoch = command.args.get("epoch", "")
+        if epoch != self.outbox.epoch:
+            # Not an outbox this agent still has: nothing of it can be sent,
+            # and this epoch's numbers would only be mistaken for it.
+            return CommandResponse(command.txn, False, f"replay of epoch {epoch!r}: this outbox's epoch is "
+                                                       f"{self.outbox.epoch!r}")
+        start = command.args["from"]
+        try:
+            last, gone = self.outbox.history(start)
+        except (OutboxError, sqlite3.Error) as exc:
+            return CommandResponse(command.txn, False, f"replay from {start}: the outbox cannot say what it holds: {exc}")
+        self.publisher.replay(start)
+        return CommandResponse(command.txn, True, last=last, gone=gone)
+
+    def _respond(self, client: mqtt.Client, payload: bytes) -> None:
+        client.publish(self._topics["cmd_resp"], payload, qos=1)
 
 
 def _readable_txn(payload: bytes) -> str | None:

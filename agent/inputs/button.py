@@ -109,6 +109,11 @@ class EmergencyButton:
         self._edges.append((False, self._clock()))
         self._wake()
 
+    def relatch(self) -> None:
+        """A panic latched before the agent restarted: latched again, until central's ``alarm-ack``."""
+        with self._lock:
+            self._latched = True
+
     def acknowledge(self) -> bool:
         """Central acknowledged the alarm: release the latch. True if it was latched."""
         with self._lock:

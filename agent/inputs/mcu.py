@@ -116,6 +116,11 @@ class McuButton:
     def deadline(self) -> float | None:
         return self._hold.deadline
 
+    def relatch(self) -> None:
+        """A panic latched before the agent restarted: latched again, until central's ``alarm-ack``."""
+        with self._lock:
+            self._latched = True
+
     def acknowledge(self) -> bool:
         """Central acknowledged the alarm: release the latch. True if it was latched."""
         with self._lock:

@@ -14,6 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from agent.config import MqttConfig
+from agent.memory import Memory
 from agent.outbox import Outbox
 from agent.session import Session
 from tests.support import Broker
@@ -100,8 +101,11 @@ class CentralSide:
     def responses(self) -> list[CommandResponse]:
         return [CommandResponse.from_payload(r.payload) for r in self.received(topics.Channel.CMD_RESP)]
 
-    def ack(self, eseq: int) -> None:
-        self.client.publish(topics.ack(self.agent_id), Ack(eseq).to_payload(), qos=1)
+    def ack(self, eseq: int, epoch: str | None = None) -> None:
+        """Central's ack, in the epoch of the agent's latest birth unless told otherwise (as central does)."""
+        if epoch is None:
+            epoch = wait_until(self.births, message="a birth that says the agent's epoch")[-1].epoch
+        self.client.publish(topics.ack(self.agent_id), Ack(eseq, epoch).to_payload(), qos=1)
 
     def command(self, payload: bytes) -> None:
         self.client.publish(topics.cmd(self.agent_id), payload, qos=1)
@@ -127,6 +131,7 @@ class Harness:
         self.tmp_path = tmp_path
         self.broker = broker
         self.outbox = Outbox(tmp_path / "outbox.db", max_events=10_000)
+        self.memory = Memory(tmp_path / "memory.db")
         self.inputs = {"north-fence": "normal"}
         self.commands: list[Command] = []
         self.command_error: str | None = None
@@ -137,12 +142,12 @@ class Harness:
         s = Session(
             agent_id=AGENT, mqtt_config=config, outbox=self.outbox,
             birth=lambda bdseq: Birth(bdseq=bdseq, boot_id="b00t1d", fw="0.1.0",
-                                      inventory={"zones": ({"name": "north-fence"},)}),
+                                      inventory={"zones": ({"name": "north-fence"},)}, epoch=self.outbox.epoch),
             snapshot=lambda: StateSnapshot(ts=1, inputs=dict(self.inputs), outputs={"siren": False}),
             on_command=self._on_command,
             telemetry=lambda: Telemetry(uptime_s=1.0, outbox_depth=self.outbox.depth, reconnects=0,
                                         clock_synced=False, ts=1, mono_ms=1),
-            tele_interval_s=tele_interval_s, reconnect_min_s=0.1, reconnect_max_s=0.5,
+            memory=self.memory, tele_interval_s=tele_interval_s, reconnect_min_s=0.1, reconnect_max_s=0.5,
         )
         self.sessions.append(s)
         return s
@@ -162,6 +167,7 @@ class Harness:
         for s in self.sessions:
             s.stop()
         self.outbox.close()
+        self.memory.close()
 
 
 @pytest.fixture
@@ -306,10 +312,11 @@ def test_commands_are_answered(harness: Harness, central: CentralSide) -> None:
     central.command(Command(CommandName.PING, "t-ping").to_payload())
     central.command(Command(CommandName.REBIRTH, "t-rebirth").to_payload())
     mark = central.mark()
-    central.command(Command(CommandName.REPLAY, "t-replay", {"from": 2}).to_payload())
+    central.command(Command(CommandName.REPLAY, "t-replay", {"from": 2, "epoch": harness.outbox.epoch}).to_payload())
     central.command(Command(CommandName.OUTPUT, "t-out", {"output": "siren", "on": True, "seconds": 5.0}).to_payload())
     wait_until(lambda: len(central.responses()) == 4, message="four responses")
-    assert central.responses() == [CommandResponse(t, True) for t in ("t-ping", "t-rebirth", "t-replay", "t-out")]
+    assert central.responses() == [CommandResponse("t-ping", True), CommandResponse("t-rebirth", True),
+                                   CommandResponse("t-replay", True, last=3, gone=()), CommandResponse("t-out", True)]
     assert [(b.bdseq) for b in central.births()] == [1, 1]
     assert [(e.eseq, e.replayed) for e in central.events(mark)] == [(2, True), (3, True)]
     assert harness.commands == [Command(CommandName.OUTPUT, "t-out", {"output": "siren", "on": True, "seconds": 5.0})]
