@@ -367,3 +367,59 @@ output = 1
 
 def _stored(agent: Agent) -> list[tuple[EventKind, str, dict[str, object]]]:
     return [(e.kind, e.source, dict(e.fields)) for e in agent.outbox.unacked()]
+
+
+def test_a_latched_panic_relights_its_indicator_after_a_restart_until_central_acknowledges(
+    tmp_path: Path, mock_factory: MockFactory, broker: Broker,
+) -> None:
+    """Central's alarm is still open: a dark lamp would tell whoever pressed that nobody came."""
+    central = CentralSide(broker)
+    site = Site(tmp_path, mock_factory, broker.port)
+    try:
+        agent = site.agent.start()
+        _press(site.factory, 27)
+        wait_until(lambda: agent.outputs["panic-led"].is_on, message="the indicator")
+        panic = agent.outbox.unacked()[0]
+        site.factory.pin(27).drive_high()
+        agent.stop()  # a clean stop switches every output off
+        assert not agent.outputs["panic-led"].is_on
+
+        site = Site(tmp_path, mock_factory, broker.port)
+        agent = site.agent.start()
+        # Lit again at start, broker or no broker, and latched in the state central sees.
+        assert agent.outputs["panic-led"].is_on and mock_factory.pin(23).state is True
+        assert agent.buttons["office-panic"].state == "latched"
+        assert not agent.outputs["siren"].is_on  # only the latch comes back, not the siren
+        assert agent.memory.latches()["office-panic"].eseq == panic.eseq
+        wait_until(lambda: central.births() and _last_state(central).latched == ("office-panic",),
+                   message="the latch in the retained state")
+        # Central says nothing: it stays lit.
+        central.command(Command(CommandName.PING, "t-ping").to_payload())
+        wait_until(lambda: central.responses(), message="the ping answered")
+        assert agent.outputs["panic-led"].is_on
+        central.command(Command(CommandName.ALARM_ACK, "t-ack", {"source": "office-panic"}).to_payload())
+        wait_until(lambda: not agent.outputs["panic-led"].is_on, message="the indicator off on central's alarm-ack")
+        assert agent.buttons["office-panic"].state == "idle"
+        agent.stop()
+
+        site = Site(tmp_path, mock_factory, broker.port)
+        agent = site.agent.start()
+        assert not agent.outputs["panic-led"].is_on and agent.memory.latches() == {}
+    finally:
+        site.agent.stop()
+        central.close()
+
+
+def test_an_unreadable_outbox_no_longer_keeps_the_agent_down(tmp_path: Path, mock_factory: MockFactory) -> None:
+    """A new outbox is a new epoch, which central tells apart; the old file is kept, and central told why."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "outbox.db").write_bytes(b"not sqlite" * 100)
+    site = Site(tmp_path, mock_factory, free_port())
+    try:
+        [aside] = (tmp_path / "data").glob("outbox.db.unreadable-*")
+        assert site.stored() == [(EventKind.FAULT, "outbox", {
+            "code": "outbox-renewed", "detail": f"the outbox could not be read; kept as {aside.name}; a new epoch begins"})]
+        assert site.agent.outbox.unacked()[0].eseq == 1
+        assert site.agent.birth(1).epoch == site.agent.outbox.epoch != ""
+    finally:
+        site.agent.stop()
