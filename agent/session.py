@@ -126,7 +126,7 @@ class Session:
         self.connects = 0
         self.last_beat: float | None = None
         self.counters = {"bad_commands": 0, "bad_acks": 0, "bad_central_status": 0, "publish_refused": 0,
-                         "connect_failures": 0, "ack_failures": 0, "session_errors": 0, "acks_other_epoch": 0,
+                         "connect_failures": 0, "ack_failures": 0, "session_errors": 0,
                          "commands_repeated": 0, "log_lines_held": 0}
         # Everything central (or whoever reaches our topics) sends may come in a
         # flood: a few lines per kind a minute, the rest counted.
@@ -458,19 +458,19 @@ class Session:
             self.counters["bad_acks"] += 1
             self._log.warning("bad-ack", "bad ack dropped: %s", escaped(str(exc)))
             return
-        if ack.epoch != self.outbox.epoch:
-            # Central's ack point of another outbox (the one this SD card
-            # replaced, say): its numbers say nothing about ours.
-            self.counters["acks_other_epoch"] += 1
-            self._log.warning("ack-epoch", "ack %d of epoch %s ignored: this outbox's epoch is %s",
-                              ack.eseq, shown(ack.epoch), shown(self.outbox.epoch))
-            return
         try:
             removed = self.outbox.ack(ack.eseq, ack.epoch)
         except (OutboxError, sqlite3.Error) as exc:
             # The events stay and go out again; central's next ack tries again.
             self.counters["ack_failures"] += 1
             self._log.warning("ack-failed", "ack %d not recorded: %s", ack.eseq, exc)
+            return
+        if ack.epoch != self.outbox.epoch:
+            # Central's ack point of another outbox (the one this SD card
+            # replaced, say): its numbers say nothing about ours. The outbox
+            # ignored it and counted it (outbox_acks_other_epoch).
+            self._log.warning("ack-epoch", "ack %d of epoch %s ignored: this outbox's epoch is %s",
+                              ack.eseq, shown(ack.epoch), shown(self.outbox.epoch))
             return
         self.publisher.acked(self.outbox.acked_eseq)
         if removed:

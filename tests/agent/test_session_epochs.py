@@ -28,7 +28,7 @@ def test_events_and_births_carry_the_epoch_and_an_ack_of_another_is_ignored(harn
     # Central's ack point of the outbox this one replaced, and one from a central that predates epochs.
     central.ack(3, "the-old-sd-card")
     central.ack(3, "")
-    wait_until(lambda: session.counters["acks_other_epoch"] == 2, message="both acks counted")
+    wait_until(lambda: harness.outbox.counters["outbox_acks_other_epoch"] == 2, message="both acks counted")
     assert harness.outbox.depth == 3
     central.ack(2)
     wait_until(lambda: harness.outbox.depth == 1, message="the ack of this epoch")
