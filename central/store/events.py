@@ -104,7 +104,7 @@ class StoredEvent:
         """The same map as :meth:`wire.messages.Event.content` of the event received."""
         body = dict(self.fields)
         body.update(eseq=self.eseq, boot_id=self.boot_id, kind=self.kind, source=self.source, ts=self.ts,
-                    mono_ms=self.mono_ms, clock_synced=self.clock_synced)
+                    mono_ms=self.mono_ms, clock_synced=self.clock_synced, epoch=self.epoch)
         return body
 
     def to_json(self) -> dict[str, Any]:
