@@ -231,7 +231,7 @@ def test_the_status_led_is_steady_only_with_central_online_and_nothing_to_send(s
         _press(site.factory, 5)
         wait_until(lambda: len(central.events()) >= 2, message="events out")
         wait_until(lambda: agent.status_led.led.mode == "backlog", message="flashing: unacked events")
-        central.ack(agent.outbox.last_eseq)
+        central.ack(agent.outbox.last_eseq, agent.outbox.epoch)  # its birth came before this central listened
         wait_until(lambda: agent.status_led.led.mode == "steady", message="steady again")
     finally:
         central.close()
@@ -377,6 +377,7 @@ def test_a_latched_panic_relights_its_indicator_after_a_restart_until_central_ac
     site = Site(tmp_path, mock_factory, broker.port)
     try:
         agent = site.agent.start()
+        wait_until(central.births, message="the first process's birth")
         _press(site.factory, 27)
         wait_until(lambda: agent.outputs["panic-led"].is_on, message="the indicator")
         panic = agent.outbox.unacked()[0]
@@ -391,7 +392,8 @@ def test_a_latched_panic_relights_its_indicator_after_a_restart_until_central_ac
         assert agent.buttons["office-panic"].state == "latched"
         assert not agent.outputs["siren"].is_on  # only the latch comes back, not the siren
         assert agent.memory.latches()["office-panic"].eseq == panic.eseq
-        wait_until(lambda: central.births() and _last_state(central).latched == ("office-panic",),
+        # The new process's birth: only then does it listen for commands.
+        wait_until(lambda: len(central.births()) == 2 and _last_state(central).latched == ("office-panic",),
                    message="the latch in the retained state")
         # Central says nothing: it stays lit.
         central.command(Command(CommandName.PING, "t-ping").to_payload())

@@ -103,7 +103,7 @@ def test_a_command_that_comes_again_is_answered_again_not_done_twice_even_after_
     harness.memory = Memory(tmp_path / "memory.db")
     harness.sessions.clear()
     session = harness.session().start()
-    wait_until(lambda: session.connected, message="connected again")
+    wait_until(lambda: len(central.births()) == 2, message="connected again (its birth follows its subscriptions)")
     central.command(Command(CommandName.OUTPUT, "t-refused", {"output": "siren", "on": True}).to_payload())
     central.command(on)
     central.command(Command(CommandName.OUTPUT, "t-new", {"output": "siren", "on": False}).to_payload())
