@@ -128,7 +128,8 @@ def _ranges(d: Mapping[str, Any], key: str, what: str, *, last: int | None) -> t
     for item in value:
         if (not isinstance(item, list) or len(item) != 2
                 or any(isinstance(n, bool) or not isinstance(n, int) for n in item)):
-            raise DecodeError(f"{what}: {key!r} items must be [from, to] pairs of integers, not {item!r}")
+            shown = repr(item) if len(repr(item)) <= 48 else repr(item)[:48] + "..."  # a payload holds 64 KB of it
+            raise DecodeError(f"{what}: {key!r} items must be [from, to] pairs of integers, not {shown}")
         low, high = item
         if not 1 <= low <= high <= top:
             raise DecodeError(f"{what}: {key!r} range {item!r} is not within 1..{top} with from <= to")

@@ -145,3 +145,9 @@ def test_the_largest_gone_list_fits_in_one_payload() -> None:
     gone = tuple((INT64_MAX - 2 * i - 1, INT64_MAX - 2 * i - 1) for i in reversed(range(GONE_MAX_RANGES)))
     answer = CommandResponse("t" * 64, True, last=INT64_MAX, gone=gone)
     assert CommandResponse.from_payload(answer.to_payload()) == answer
+
+
+def test_a_huge_bad_range_is_named_briefly() -> None:
+    with pytest.raises(DecodeError, match=r"^command response: 'gone' items must be \[from, to\] pairs of integers, "
+                                          r"not \['x{46}\.\.\.$"):
+        CommandResponse.from_payload(msgpack.packb({"txn": "t", "ok": True, "gone": [["x" * 4000] * 10]}))
