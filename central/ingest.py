@@ -406,7 +406,7 @@ class Ingest:
                 self.session.publish(topics.ack(key[0]), Ack(ledger.contiguous, key[1]).to_payload())
         for agent, command in commands:
             if command.cmd is CommandName.REPLAY:
-                self._replays[command.txn] = (agent, str(command.args.get("epoch", "")))
+                self._replays[command.txn] = (agent, str(command.args.get("epoch", "")))  # what was asked
                 while len(self._replays) > REPLAYS_REMEMBERED:
                     self._replays.pop(next(iter(self._replays)))
             self.session.publish(topics.cmd(agent), command.to_payload())
@@ -449,11 +449,14 @@ class Ingest:
             if quarantine is not None:
                 self._quarantine(conn, *quarantine, deltas)
                 touched.add((quarantine[0].agent, quarantine[0].epoch))  # acked past at once
-            inserted = self._store.insert_events(conn, events)
-            self._check_duplicates(events, inserted, deltas)
+            # Replay answers first: they judge what was held before them. The agent publishes its
+            # answer before any event it makes afterwards, so events of this batch above ``last``
+            # may be new, and are not the answer's to quarantine.
             for agent, epoch, answer, ts in answers:
                 touched.add((agent, epoch))
                 self._answered(conn, agent, epoch, answer, ts, deltas)
+            inserted = self._store.insert_events(conn, events)
+            self._check_duplicates(events, inserted, deltas)
             ledgers: dict[tuple[str, str], EseqLedger] = {}  # this batch's streams, looked up once each
             for e in inserted:
                 key = (e.agent, e.epoch)
