@@ -1,0 +1,120 @@
+"""Every table and query of camera snapshots, in one place (the store's next home for them).
+
+Snapshots live in the store, not beside it: ``gridpatrol central backup``
+copies them with their alarms, and a PostgreSQL store will hold them for
+every central that shares it. The retention bound (``[cameras] keep_days``
+and ``max_mb``) keeps the file from growing without end.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS snapshots(
+    alarm_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,                  -- 1, 2, ... per alarm, in the order taken
+    ts INTEGER NOT NULL,                 -- when it was taken (UTC ms)
+    camera TEXT NOT NULL,                -- the plan's camera id
+    size INTEGER NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY(alarm_id, n)
+);
+CREATE INDEX IF NOT EXISTS snapshots_ts ON snapshots(ts);
+"""
+
+TRIP_ACTIONS = ("raise", "retrip")
+AGENT_KINDS = ("alarm", "tamper", "panic")  # raised by an agent's input: what a camera can watch
+
+
+@dataclass(slots=True, frozen=True)
+class Trip:
+    rowid: int
+    alarm_id: int
+    ts: int
+    agent: str
+    source: str
+
+
+def create_tables(conn: sqlite3.Connection) -> None:
+    conn.executescript(SCHEMA)
+
+
+def _exists(conn: sqlite3.Connection, table: str) -> bool:
+    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
+
+
+def last_step(conn: sqlite3.Connection) -> int:
+    if not _exists(conn, "alarm_steps"):
+        return 0
+    return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM alarm_steps").fetchone()[0])
+
+
+def trips_after(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[Trip]:
+    """Raises and retrips of agents' inputs committed past step ``after`` (alarm_steps' rowid)."""
+    if not _exists(conn, "alarm_steps"):
+        return []
+    rows = conn.execute(
+        "SELECT s.rowid, s.alarm_id, s.ts, a.agent, a.source FROM alarm_steps s JOIN alarms a ON a.id = s.alarm_id"
+        f" WHERE s.rowid > ? AND s.action IN ({','.join('?' * len(TRIP_ACTIONS))})"
+        f" AND a.kind IN ({','.join('?' * len(AGENT_KINDS))}) ORDER BY s.rowid LIMIT ?",
+        (after, *TRIP_ACTIONS, *AGENT_KINDS, limit))
+    return [Trip(*r) for r in rows]
+
+
+def add(conn: sqlite3.Connection, alarm_id: int, camera: str, ts: int, jpeg: bytes) -> int:
+    """Keep one snapshot with its alarm; returns its number."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        n = int(conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM snapshots WHERE alarm_id = ?", (alarm_id,)).fetchone()[0])
+        conn.execute("INSERT INTO snapshots(alarm_id, n, ts, camera, size, jpeg) VALUES (?,?,?,?,?,?)",
+                     (alarm_id, n, ts, camera, len(jpeg), jpeg))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return n
+
+
+def prune(conn: sqlite3.Connection, *, older_than_ms: int, max_bytes: int) -> int:
+    """Forget snapshots taken before ``older_than_ms``, then the oldest until the rest fit ``max_bytes``."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        gone = conn.execute("DELETE FROM snapshots WHERE ts < ?", (older_than_ms,)).rowcount
+        total = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM snapshots").fetchone()[0])
+        if total > max_bytes:
+            doomed = []
+            for alarm_id, n, size in conn.execute("SELECT alarm_id, n, size FROM snapshots ORDER BY ts, alarm_id, n"):
+                if total <= max_bytes:
+                    break
+                doomed.append((alarm_id, n))
+                total -= size
+            conn.executemany("DELETE FROM snapshots WHERE alarm_id = ? AND n = ?", doomed)
+            gone += len(doomed)
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    return gone
+
+
+def jpeg(conn: sqlite3.Connection, alarm_id: int, n: int) -> bytes | None:
+    if not _exists(conn, "snapshots"):
+        return None
+    row = conn.execute("SELECT jpeg FROM snapshots WHERE alarm_id = ? AND n = ?", (alarm_id, n)).fetchone()
+    return None if row is None else bytes(row[0])
+
+
+def numbers(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> Mapping[int, list[int]]:
+    """The snapshot numbers each alarm still holds (retention may have taken the first ones)."""
+    out: dict[int, list[int]] = {}
+    if not alarm_ids or not _exists(conn, "snapshots"):
+        return out
+    for start in range(0, len(alarm_ids), 500):
+        chunk = list(alarm_ids[start:start + 500])
+        for alarm_id, n in conn.execute(f"SELECT alarm_id, n FROM snapshots WHERE alarm_id IN ({','.join('?' * len(chunk))})"
+                                        " ORDER BY alarm_id, n", chunk):
+            out.setdefault(alarm_id, []).append(n)
+    return out
