@@ -113,6 +113,7 @@ class FakeCamera(_Base):
         self.realm = "IP Camera(C1234)"
         self.nonce = secrets.token_hex(16)
         self.hits: list[tuple[float, bool]] = []  # (when, answered with a JPEG)
+        self.jpeg = JPEG
 
     def url(self, path: str = "/ISAPI/Streaming/channels/101/picture", *, credentials: bool = True) -> str:
         auth = f"{self.user}:{self.password.replace(' ', '%20')}@" if credentials else ""
@@ -169,7 +170,7 @@ class FakeCamera(_Base):
                     self._answer(200, b"<html>login</html>", "text/html")
                     return
                 cam.hits.append((time.time(), True))
-                self._answer(200, JPEG, "image/jpeg")
+                self._answer(200, cam.jpeg, "image/jpeg")
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass
