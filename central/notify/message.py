@@ -72,7 +72,8 @@ def render(step: StepFact, *, lang: str, plan: Plan | None, tz: ZoneInfo, public
     agent_name = next((a.name for a in plan.agents if a.id == step.agent), "") if plan else ""
     place = agent_name or step.agent
     if step.action == "escalate":
-        tier = plan.unit_by_id[step.unit].tier if plan and step.unit in plan.unit_by_id else None
+        reached = plan.unit_by_id.get(step.unit) if plan is not None and step.unit is not None else None
+        tier = reached.tier if reached is not None else None
         unit = _unit_name(plan, step.unit) + (f" ({_TIERS[lang][str(tier)]})" if tier else "")
         status = w["escalate"].format(unit=unit)
     elif step.action == "ack":

@@ -20,7 +20,7 @@ import pytest
 
 from central.alarms import AlarmBook
 from central.config import NotifyTarget
-from central.notify import message, outbox, route
+from central.notify import message, route
 from central.notify.notifier import Notifier
 from central.notify.outbox import StepFact
 from central.plan.parse import parse_plan_bytes

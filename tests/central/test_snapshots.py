@@ -7,6 +7,7 @@ nothing about the alarm (checked end to end on a real Mosquitto).
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 import time
 from contextlib import closing
@@ -25,7 +26,7 @@ from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.web.reader import StoreReader
 from tests.central.http_fakes import JPEG, FakeCamera
-from tests.support import Broker, wait_until
+from tests.support import Broker, run_cli, wait_until
 from tests.web.conftest import PLAN
 from wire import topics
 from wire.messages import Event, EventKind
@@ -81,6 +82,10 @@ def test_three_snapshots_within_seconds_of_the_alarm_and_more_on_a_retrip(tmp_pa
         book.close()
     assert camera.jpegs_served() == 6
     assert reader.alarm(alarm_id)["snapshot_numbers"] == [1, 2, 3, 4, 5, 6]  # type: ignore[index]
+    config = tmp_path / "central.toml"
+    config.write_text(f'timezone = "Asia/Shanghai"\ndata_dir = "{tmp_path}"\n')
+    listed = run_cli("alarms", "--config", str(config), "--json")
+    assert (listed.returncode, [(a["id"], a["snapshots"]) for a in json.loads(listed.stdout)]) == (0, [(alarm_id, 6)])
 
 
 def test_retention_forgets_the_oldest_by_age_then_by_size(tmp_path: Path) -> None:
