@@ -36,6 +36,8 @@ class Trip:
     ts: int
     agent: str
     source: str
+    action: str
+    raised_ts: int  # when the alarm happened (the step's ts is when central learnt of it)
 
 
 def create_tables(conn: sqlite3.Connection) -> None:
@@ -57,7 +59,8 @@ def trips_after(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[
     if not _exists(conn, "alarm_steps"):
         return []
     rows = conn.execute(
-        "SELECT s.rowid, s.alarm_id, s.ts, a.agent, a.source FROM alarm_steps s JOIN alarms a ON a.id = s.alarm_id"
+        "SELECT s.rowid, s.alarm_id, s.ts, a.agent, a.source, s.action, a.raised_ts FROM alarm_steps s"
+        " JOIN alarms a ON a.id = s.alarm_id"
         f" WHERE s.rowid > ? AND s.action IN ({','.join('?' * len(TRIP_ACTIONS))})"
         f" AND a.kind IN ({','.join('?' * len(AGENT_KINDS))}) ORDER BY s.rowid LIMIT ?",
         (after, *TRIP_ACTIONS, *AGENT_KINDS, limit))

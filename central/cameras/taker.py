@@ -29,6 +29,9 @@ SHOTS_S = (0.0, 2.0, 4.0)  # the first at once, then two more: who came, where t
 WORKERS = 4
 BUSY_TIMEOUT_S = 5.0
 PRUNE_EVERY_S = 600.0
+# An alarm that happened longer ago than this before central learnt of it (a
+# replay after an outage) gets no pictures: the gate now is not the gate then.
+STALE_S = 60.0
 
 
 class HistorySource(Protocol):
@@ -109,6 +112,10 @@ class SnapshotTaker:
             trips = album.trips_after(self._conn, self._after)
         for trip in trips:
             self._after = trip.rowid
+            if trip.action == "raise" and trip.ts - trip.raised_ts > STALE_S * 1000:
+                _LOGGER.info("snapshots: alarm %s happened %.0f s before it arrived: no pictures", trip.alarm_id,
+                             (trip.ts - trip.raised_ts) / 1000)
+                continue
             for camera in self._cameras(trip.agent, trip.source, trip.ts):
                 if self._pool is not None:
                     self._pool.submit(self._burst, trip.alarm_id, camera, self._clock())

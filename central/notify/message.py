@@ -4,7 +4,8 @@ What (the alarm's kind and the input), where (the plan's names: the agent and
 the units from the district down), when (local time of the district) and a
 link to the alarm's page when ``[web] public_url`` is set. Robots show the
 title in the phone's notification and the body when opened, so the title
-alone must say what and where.
+alone must say what and where. Every message, summary and test contains 告警
+(zh-CN) or ``Alarm`` (en): a DingTalk robot secured by a keyword needs one.
 """
 
 from __future__ import annotations
@@ -32,14 +33,14 @@ _WORDS = {
               "status": "进展", "link": "查看", "alarm": "告警 #{id}", "unknown": "（计划中没有的设备）",
               "summary": "【告警汇总】另有 {n} 条通知", "summary-more": "……另有 {n} 条，请到值班台查看",
               "summary-head": "通知过于频繁，以下合并为一条：",
-              "test-title": "【测试】Gridpatrol 通知", "test-body": "这是一条测试消息，发给 {label}。收到即说明通道正常。"},
+              "test-title": "【测试】Gridpatrol 告警通知", "test-body": "这是一条测试消息，发给 {label}。收到即说明通道正常。"},
     "en": {"raise": "raised", "escalate": "escalated to {unit}", "ack": "acknowledged by {who}",
            "ack+resolve": "acknowledged by {who} and resolved", "resolve": "resolved", "what": "Alarm", "where": "Where",
            "device": "Agent", "input": "Input", "when": "When", "status": "Status", "link": "Open", "alarm": "alarm #{id}",
            "unknown": "(an agent the plan does not know)",
            "summary": "[Alarm summary] {n} more notifications", "summary-more": "... and {n} more: see the dashboard",
            "summary-head": "Too many notifications at once; these are combined into one:",
-           "test-title": "[Test] Gridpatrol notification", "test-body": "A test message for {label}. If you read this, the channel works."},
+           "test-title": "[Test] Gridpatrol Alarm notification", "test-body": "A test message for {label}. If you read this, the channel works."},
 }
 
 

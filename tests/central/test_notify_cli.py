@@ -45,14 +45,14 @@ lang = "en"
     ]
     assert result.stderr.splitlines()[-1] == "gridpatrol: 1 of 2 notify targets failed"
     got = up.received()
-    assert [(m.title, m.path) for m in got] == [("【测试】Gridpatrol 通知", "/alarms")]
+    assert [(m.title, m.path) for m in got] == [("【测试】Gridpatrol 告警通知", "/alarms")]
 
 
 def test_all_well_is_exit_0_and_no_targets_is_bad_input(tmp_path: Path, up: Receiver) -> None:
     config = write_config(tmp_path, f'[[notify]]\nurl = "{up.url()}"\nlang = "en"\n')
     result = run_cli("notify", "test", "--config", str(config))
     assert (result.returncode, result.stdout) == (0, "ok      json@root\n")
-    assert up.received()[0].title == "[Test] Gridpatrol notification"
+    assert up.received()[0].title == "[Test] Gridpatrol Alarm notification"
     empty = write_config(tmp_path, "")
     result = run_cli("notify", "test", "--config", str(empty))
     assert (result.returncode, result.stderr) == (2, f"gridpatrol: {empty}: notify: no [[notify]] targets to test\n")

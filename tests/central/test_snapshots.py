@@ -88,6 +88,29 @@ def test_three_snapshots_within_seconds_of_the_alarm_and_more_on_a_retrip(tmp_pa
     assert (listed.returncode, [(a["id"], a["snapshots"]) for a in json.loads(listed.stdout)]) == (0, [(alarm_id, 6)])
 
 
+def test_an_alarm_replayed_long_after_it_happened_gets_no_picture_of_the_present(tmp_path: Path,
+                                                                                  camera: FakeCamera) -> None:
+    plans = PlanRegistry.for_data_dir(tmp_path)
+    plans.add(parse_plan_bytes(plan_with_camera(camera.url())))
+    path = tmp_path / "central.db"
+    book = AlarmBook(path, plans=plans)
+    taker = SnapshotTaker(path, plans=plans, keep_days=30, max_mb=100, shots_s=(0.0,))
+    taker.start()
+    reader = StoreReader(path)
+    now = int(time.time() * 1000)
+    try:
+        book.events_stored([SimpleNamespace(agent=AGENT, source="office-panic", kind="panic", ts_est=now - 120_000,
+                                            received_ts=now, eseq=1)])
+        raise_event(book, itertools.count(2), "north-fence")  # after it, in step order
+        replayed, fresh = sorted(a.id for a in book.alarms())
+        wait_until(lambda: reader.alarm(fresh)["snapshots"] == 1, timeout=3)  # type: ignore[index]
+    finally:
+        taker.close()
+        book.close()
+    assert reader.alarm(replayed)["snapshots"] == 0  # type: ignore[index]
+    assert camera.jpegs_served() == 1
+
+
 def test_retention_forgets_the_oldest_by_age_then_by_size(tmp_path: Path) -> None:
     with closing(sqlite3.connect(tmp_path / "c.db", isolation_level=None)) as conn:
         album.create_tables(conn)
