@@ -90,9 +90,9 @@ class Central:
             self.ingest.add_writer(self.alarm_book)  # alarms commit with their events
             self.ingest.add_listener(self.alarm_book)  # presence and command answers
         # -- issue 14: both read alarm_steps on threads of their own, never on ingest's --
-        self.notifier = Notifier(self.store.path, targets=config.notify, plans=self.plans, tz=config.tz,
+        self.notifier = Notifier(self.store, targets=config.notify, plans=self.plans, tz=config.tz,
                                  public_url=config.web.public_url, clock=clock) if alarms and config.notify else None
-        self.snapshots = SnapshotTaker(self.store.path, plans=self.plans, keep_days=config.cameras.keep_days,
+        self.snapshots = SnapshotTaker(self.store, plans=self.plans, keep_days=config.cameras.keep_days,
                                        max_mb=config.cameras.max_mb, bus=self.bus, clock=clock) if alarms else None
         # -- end issue 14 --
         self.tracker: CompletionTracker | None = None

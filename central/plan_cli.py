@@ -14,16 +14,17 @@ import json
 import logging
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
 from central.alarms import Alarm, AlarmError
-from central.cameras import album
 from central.config import CentralConfig, load_config
 from central.plan.model import Plan, Tier
 from central.plan.parse import PlanError, load_plan_file, plan_to_data
 from central.plan.registry import PlanHistory, PlanRegistry
 from central.report import CompletionReport, build_report, render_csv, render_json, render_table, report_from_store
+from central.store import snapshots as album
 from central.store import Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)

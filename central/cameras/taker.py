@@ -10,24 +10,22 @@ line; the alarm itself was raised and is escalated without it.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from central.cameras import album
 from central.cameras.fetch import SnapshotError, fetch_jpeg
 from central.plan.model import Camera
 from central.plan.registry import PlanHistory
+from central.store import Store
+from central.store import snapshots as album
 
 _LOGGER = logging.getLogger(__name__)
 
 POLL_S = 0.2
 SHOTS_S = (0.0, 2.0, 4.0)  # the first at once, then two more: who came, where they went
 WORKERS = 4
-BUSY_TIMEOUT_S = 5.0
 PRUNE_EVERY_S = 600.0
 # An alarm that happened longer ago than this before central learnt of it (a
 # replay after an outage) gets no pictures: the gate now is not the gate then.
@@ -42,18 +40,11 @@ class Publisher(Protocol):
     def publish(self, topic: str, data: dict[str, Any] | None = None) -> None: ...
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    return conn
-
-
 class SnapshotTaker:
-    def __init__(self, store_path: str | Path, *, plans: HistorySource, keep_days: float, max_mb: float,
+    def __init__(self, store: Store, *, plans: HistorySource, keep_days: float, max_mb: float,
                  bus: Publisher | None = None, fetch: Callable[[str], bytes] = fetch_jpeg,
                  clock: Callable[[], float] = time.time, poll_s: float = POLL_S,
                  shots_s: tuple[float, ...] = SHOTS_S) -> None:
-        self._path = Path(store_path)
         self._plans = plans
         self._keep_ms = int(keep_days * 86400 * 1000)
         self._max_bytes = int(max_mb * 1024 * 1024)
@@ -66,8 +57,7 @@ class SnapshotTaker:
         self._thread: threading.Thread | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._write_lock = threading.Lock()
-        self._conn = _connect(self._path)
-        album.create_tables(self._conn)
+        self._conn = store.connect(check_same_thread=False)
         self._after = album.last_step(self._conn)  # the scenes of alarms before this start are gone
         self._pruned_at = 0.0
 

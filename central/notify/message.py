@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
-from central.notify.outbox import StepFact
+from central.store.notifications import StepFact
 from central.plan.model import Plan
 
 SUMMARY_LINES = 10  # a summary names this many; the dashboard has the rest

@@ -1,7 +1,7 @@
 """The notifier of a running central: routes alarm steps to targets and delivers them.
 
 Off the ingest path entirely: a router thread reads ``alarm_steps`` past its
-persisted cursor (central/notify/outbox.py) and writes one ``notifications``
+persisted cursor (central/store/notifications.py) and writes one ``notifications``
 row per (step, target) in the transaction that moves the cursor; one sender
 thread per target delivers that target's pending rows through Apprise. A
 failed send is retried with exponential backoff (the target as a whole
@@ -23,19 +23,19 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from central.config import NotifyTarget
-from central.notify import message, outbox, route
+from central.notify import message, route
 from central.notify.route import Target
 from central.plan.registry import PlanHistory
+from central.store import Store
+from central.store import notifications as outbox
 
 _LOGGER = logging.getLogger(__name__)
 
 POLL_S = 0.25  # how soon a step is routed after it is committed
-BUSY_TIMEOUT_S = 5.0
 RATE_WINDOW_S = 60.0
 RETRY_FIRST_S = 1.0
 RETRY_MAX_S = 30.0  # a receiver back up is used within this
@@ -91,19 +91,13 @@ class HistorySource(Protocol):
     def history(self) -> PlanHistory: ...
 
 
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, check_same_thread=False, isolation_level=None)
-    conn.execute("PRAGMA journal_mode = WAL")
-    return conn
-
-
 class Notifier:
     """Started and stopped with central; ``route_once`` and ``deliver_once`` for tests that hold the clock."""
 
-    def __init__(self, store_path: str | Path, *, targets: Sequence[NotifyTarget], plans: HistorySource, tz: ZoneInfo,
+    def __init__(self, store: Store, *, targets: Sequence[NotifyTarget], plans: HistorySource, tz: ZoneInfo,
                  public_url: str | None = None, send: Send = apprise_send, clock: Callable[[], float] = time.time,
                  poll_s: float = POLL_S, retry_first_s: float = RETRY_FIRST_S, retry_max_s: float = RETRY_MAX_S) -> None:
-        self._path = Path(store_path)
+        self._store = store
         self.targets = route.targets_of(targets)
         self._plans = plans
         self._tz = tz
@@ -118,8 +112,7 @@ class Notifier:
         self._failures = {t.key: 0 for t in self.targets}
         self._retry_at = {t.key: 0.0 for t in self.targets}
         self._threads: list[threading.Thread] = []
-        self._conn = _connect(self._path)  # the router's
-        outbox.create_tables(self._conn)
+        self._conn = store.connect(check_same_thread=False)  # the router's
         dropped = outbox.drop_unknown_targets(self._conn, [t.key for t in self.targets])
         if dropped:
             _LOGGER.warning("notify: %s pending notifications of targets no longer configured were dropped", dropped)
@@ -197,7 +190,7 @@ class Notifier:
     # -- delivery --------------------------------------------------------------
 
     def _send_loop(self, target: Target) -> None:
-        conn = _connect(self._path)
+        conn = self._store.connect(check_same_thread=False)
         wake = self._wake[target.key]
         try:
             while not self._stop.is_set():

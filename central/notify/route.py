@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from central.config import NotifyTarget
-from central.notify.outbox import StepFact
+from central.store.notifications import StepFact
 from central.plan.model import Plan
 
 ROUTED_ACTIONS = ("raise", "escalate", "ack", "resolve")

@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from central.store import alarms as alarms_sql
-from central.store import quarantine, schema, sqlite
+from central.store import notifications, quarantine, schema, snapshots, sqlite
 from central.store.errors import StoreError
 from wire.messages import Event, slot_setters
 
@@ -353,6 +353,8 @@ class Store:
                 for part in _chunks(ids):
                     marks = ",".join("?" * len(part))
                     c.execute(f"DELETE FROM alarm_steps WHERE alarm_id IN ({marks})", part)
+                    notifications.forget(c, part)  # issue 14: what was sent about them, their pictures
+                    snapshots.forget(c, part)
                     c.execute(f"DELETE FROM alarms WHERE id IN ({marks})", part)
                 removed["alarms"] = len(ids)
                 removed["quarantine"] = c.execute("DELETE FROM quarantine WHERE received_ts < ?",

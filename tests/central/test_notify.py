@@ -22,9 +22,10 @@ from central.alarms import AlarmBook
 from central.config import NotifyTarget
 from central.notify import message, route
 from central.notify.notifier import Notifier
-from central.notify.outbox import StepFact
+from central.store.notifications import StepFact
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
+from central.store import Store
 from central.web.reader import StoreReader
 from tests.central.http_fakes import Receiver
 from tests.support import free_port, wait_until
@@ -45,11 +46,11 @@ class Desk:
     def raise_alarm(self, agent: str = GATE, source: str = "office-panic", kind: str = "panic") -> int:
         now = int(time.time() * 1000)
         self.book.events_stored([SimpleNamespace(agent=agent, source=source, kind=kind, ts_est=now, received_ts=now,
-                                                 eseq=next(self._n))])
+                                                 eseq=next(self._n), epoch="")])
         return max(a.id for a in self.book.alarms(include_all=True) if a.agent == agent and a.source == source)
 
     def notifier(self, *targets: NotifyTarget, **kw: object) -> Notifier:
-        return Notifier(self.path, targets=targets, plans=self.plans, tz=TZ, public_url="https://gp.example", **kw)  # type: ignore[arg-type]
+        return Notifier(Store(self.path), targets=targets, plans=self.plans, tz=TZ, public_url="https://gp.example", **kw)  # type: ignore[arg-type]
 
     def trail(self, alarm_id: int) -> list[dict[str, object]]:
         alarm = StoreReader(self.path).alarm(alarm_id)

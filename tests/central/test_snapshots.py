@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import sqlite3
 import time
 from contextlib import closing
 from pathlib import Path
@@ -19,11 +18,12 @@ import pytest
 
 from central.alarms import AlarmBook
 from central.app import Central
-from central.cameras import album
+from central.store import snapshots as album
 from central.cameras.taker import SnapshotTaker
 from central.config import parse_config
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
+from central.store import Store
 from central.web.reader import StoreReader
 from tests.central.http_fakes import JPEG, FakeCamera
 from tests.support import Broker, run_cli, wait_until
@@ -51,7 +51,7 @@ def camera() -> Iterator[FakeCamera]:
 
 def raise_event(book: AlarmBook, n: itertools.count[int], source: str, kind: str = "alarm") -> None:
     now = int(time.time() * 1000)
-    book.events_stored([SimpleNamespace(agent=AGENT, source=source, kind=kind, ts_est=now, received_ts=now, eseq=next(n))])
+    book.events_stored([SimpleNamespace(agent=AGENT, source=source, kind=kind, ts_est=now, received_ts=now, eseq=next(n), epoch="")])
 
 
 def test_three_snapshots_within_seconds_of_the_alarm_and_more_on_a_retrip(tmp_path: Path, camera: FakeCamera) -> None:
@@ -59,7 +59,7 @@ def test_three_snapshots_within_seconds_of_the_alarm_and_more_on_a_retrip(tmp_pa
     plans.add(parse_plan_bytes(plan_with_camera(camera.url())))
     path = tmp_path / "central.db"
     book = AlarmBook(path, plans=plans)
-    taker = SnapshotTaker(path, plans=plans, keep_days=30, max_mb=100, shots_s=(0.0, 0.5, 1.0))
+    taker = SnapshotTaker(Store(path), plans=plans, keep_days=30, max_mb=100, shots_s=(0.0, 0.5, 1.0))
     taker.start()
     reader = StoreReader(path)
     n = itertools.count(1)
@@ -73,7 +73,7 @@ def test_three_snapshots_within_seconds_of_the_alarm_and_more_on_a_retrip(tmp_pa
         assert reader.snapshot(alarm_id, 1) == JPEG
 
         book.events_stored([SimpleNamespace(agent=AGENT, source="north-fence", kind="restore", ts_est=0,
-                                            received_ts=int(time.time() * 1000), eseq=next(n))])
+                                            received_ts=int(time.time() * 1000), eseq=next(n), epoch="")])
         raise_event(book, n, "north-fence")  # the same loop trips again: the same alarm, three more pictures
         wait_until(lambda: reader.alarm(alarm_id)["snapshots"] == 6, timeout=5)  # type: ignore[index]
         assert [a.id for a in book.alarms()] == [alarm_id]
@@ -94,13 +94,13 @@ def test_an_alarm_replayed_long_after_it_happened_gets_no_picture_of_the_present
     plans.add(parse_plan_bytes(plan_with_camera(camera.url())))
     path = tmp_path / "central.db"
     book = AlarmBook(path, plans=plans)
-    taker = SnapshotTaker(path, plans=plans, keep_days=30, max_mb=100, shots_s=(0.0,))
+    taker = SnapshotTaker(Store(path), plans=plans, keep_days=30, max_mb=100, shots_s=(0.0,))
     taker.start()
     reader = StoreReader(path)
     now = int(time.time() * 1000)
     try:
         book.events_stored([SimpleNamespace(agent=AGENT, source="office-panic", kind="panic", ts_est=now - 120_000,
-                                            received_ts=now, eseq=1)])
+                                            received_ts=now, eseq=1, epoch="")])
         raise_event(book, itertools.count(2), "north-fence")  # after it, in step order
         replayed, fresh = sorted(a.id for a in book.alarms())
         wait_until(lambda: reader.alarm(fresh)["snapshots"] == 1, timeout=3)  # type: ignore[index]
@@ -112,8 +112,7 @@ def test_an_alarm_replayed_long_after_it_happened_gets_no_picture_of_the_present
 
 
 def test_retention_forgets_the_oldest_by_age_then_by_size(tmp_path: Path) -> None:
-    with closing(sqlite3.connect(tmp_path / "c.db", isolation_level=None)) as conn:
-        album.create_tables(conn)
+    with closing(Store(tmp_path / "c.db").connect()) as conn:  # a writer's connection migrates the schema
         for alarm_id, ts in ((1, 1_000), (2, 50_000), (2, 60_000), (3, 70_000)):
             album.add(conn, alarm_id, "cam", ts, b"\xff\xd8" + bytes(998))
         assert album.prune(conn, older_than_ms=10_000, max_bytes=10_000) == 1  # too old

@@ -46,7 +46,7 @@ def camera(chromium: Any) -> Iterator[FakeCamera]:
 @pytest.fixture
 def taker(world: World, camera: FakeCamera) -> Iterator[SnapshotTaker]:
     world.plans.add(parse_plan_bytes(plan_with_camera(camera.url())))
-    t = SnapshotTaker(world.config.store.path, plans=world.plans, keep_days=1, max_mb=10, bus=world.bus, shots_s=(0.0,))
+    t = SnapshotTaker(world.store, plans=world.plans, keep_days=1, max_mb=10, bus=world.bus, shots_s=(0.0,))
     t.start()
     try:
         yield t
@@ -76,8 +76,8 @@ def test_the_snapshot_is_on_the_card_and_only_for_those_logged_in(world: World, 
 
     own = chromium.new_page()
     own.goto(f"{server.url}/alarms/{alarm_id}")  # the page a notification links to
-    own.wait_for_function(f"document.querySelector('#alarm-page #alarm-{alarm_id} .snapshots img').naturalWidth === 320",
-                          timeout=SHOW_TIMEOUT_MS)
+    big = own.wait_for_selector(f"#alarm-page #alarm-{alarm_id} .snapshots img", timeout=SHOW_TIMEOUT_MS)
+    own.wait_for_function("(img) => img.complete && img.naturalWidth === 320", arg=big, timeout=SHOW_TIMEOUT_MS)
     screenshot(own, "alarm-page-snapshot")
     assert asked_elsewhere == []  # the browser never went to the camera
     assert len(camera.hits) == 1

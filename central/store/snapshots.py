@@ -1,4 +1,4 @@
-"""Every table and query of camera snapshots, in one place (the store's next home for them).
+"""The ``snapshots`` table (issue 14, schema version 3): every statement on it.
 
 Snapshots live in the store, not beside it: ``gridpatrol central backup``
 copies them with their alarms, and a PostgreSQL store will hold them for
@@ -12,18 +12,8 @@ import sqlite3
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS snapshots(
-    alarm_id INTEGER NOT NULL,
-    n INTEGER NOT NULL,                  -- 1, 2, ... per alarm, in the order taken
-    ts INTEGER NOT NULL,                 -- when it was taken (UTC ms)
-    camera TEXT NOT NULL,                -- the plan's camera id
-    size INTEGER NOT NULL,
-    jpeg BLOB NOT NULL,
-    PRIMARY KEY(alarm_id, n)
-);
-CREATE INDEX IF NOT EXISTS snapshots_ts ON snapshots(ts);
-"""
+from central.store.sqlite import transaction
+
 
 TRIP_ACTIONS = ("raise", "retrip")
 AGENT_KINDS = ("alarm", "tamper", "panic")  # raised by an agent's input: what a camera can watch
@@ -40,24 +30,12 @@ class Trip:
     raised_ts: int  # when the alarm happened (the step's ts is when central learnt of it)
 
 
-def create_tables(conn: sqlite3.Connection) -> None:
-    conn.executescript(SCHEMA)
-
-
-def _exists(conn: sqlite3.Connection, table: str) -> bool:
-    return conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).fetchone() is not None
-
-
 def last_step(conn: sqlite3.Connection) -> int:
-    if not _exists(conn, "alarm_steps"):
-        return 0
     return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM alarm_steps").fetchone()[0])
 
 
 def trips_after(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[Trip]:
     """Raises and retrips of agents' inputs committed past step ``after`` (alarm_steps' rowid)."""
-    if not _exists(conn, "alarm_steps"):
-        return []
     rows = conn.execute(
         "SELECT s.rowid, s.alarm_id, s.ts, a.agent, a.source, s.action, a.raised_ts FROM alarm_steps s"
         " JOIN alarms a ON a.id = s.alarm_id"
@@ -69,22 +47,16 @@ def trips_after(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[
 
 def add(conn: sqlite3.Connection, alarm_id: int, camera: str, ts: int, jpeg: bytes) -> int:
     """Keep one snapshot with its alarm; returns its number."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         n = int(conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM snapshots WHERE alarm_id = ?", (alarm_id,)).fetchone()[0])
         conn.execute("INSERT INTO snapshots(alarm_id, n, ts, camera, size, jpeg) VALUES (?,?,?,?,?,?)",
                      (alarm_id, n, ts, camera, len(jpeg), jpeg))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return n
 
 
 def prune(conn: sqlite3.Connection, *, older_than_ms: int, max_bytes: int) -> int:
     """Forget snapshots taken before ``older_than_ms``, then the oldest until the rest fit ``max_bytes``."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
+    with transaction(conn):
         gone = conn.execute("DELETE FROM snapshots WHERE ts < ?", (older_than_ms,)).rowcount
         total = int(conn.execute("SELECT COALESCE(SUM(size), 0) FROM snapshots").fetchone()[0])
         if total > max_bytes:
@@ -96,16 +68,17 @@ def prune(conn: sqlite3.Connection, *, older_than_ms: int, max_bytes: int) -> in
                 total -= size
             conn.executemany("DELETE FROM snapshots WHERE alarm_id = ? AND n = ?", doomed)
             gone += len(doomed)
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
     return gone
 
 
+def forget(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> None:
+    """With the alarms retention removes (inside its transaction): their snapshots."""
+    marks = ",".join("?" * len(alarm_ids))
+    if marks:
+        conn.execute(f"DELETE FROM snapshots WHERE alarm_id IN ({marks})", tuple(alarm_ids))
+
+
 def jpeg(conn: sqlite3.Connection, alarm_id: int, n: int) -> bytes | None:
-    if not _exists(conn, "snapshots"):
-        return None
     row = conn.execute("SELECT jpeg FROM snapshots WHERE alarm_id = ? AND n = ?", (alarm_id, n)).fetchone()
     return None if row is None else bytes(row[0])
 
@@ -113,7 +86,7 @@ def jpeg(conn: sqlite3.Connection, alarm_id: int, n: int) -> bytes | None:
 def numbers(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> Mapping[int, list[int]]:
     """The snapshot numbers each alarm still holds (retention may have taken the first ones)."""
     out: dict[int, list[int]] = {}
-    if not alarm_ids or not _exists(conn, "snapshots"):
+    if not alarm_ids:
         return out
     for start in range(0, len(alarm_ids), 500):
         chunk = list(alarm_ids[start:start + 500])
