@@ -39,6 +39,7 @@ def start_central(tmp_path: Path, broker: Broker, targets: str) -> Central:
         f'[web]\npublic_url = "https://gp.example"\n{targets}')
     central = Central(config, tracker=False, web=False)
     central.start()
+    assert central.ingest.wait_connected(10)  # subscribed: a message published now is not lost
     return central
 
 

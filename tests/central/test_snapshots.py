@@ -123,9 +123,10 @@ def test_retention_forgets_the_oldest_by_age_then_by_size(tmp_path: Path) -> Non
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["hang", "500"])
-def test_a_camera_that_hangs_or_fails_changes_nothing_about_the_alarm(tmp_path: Path, broker: Broker,
-                                                                       camera: FakeCamera, mode: str) -> None:
+@pytest.mark.parametrize("mode", ["digest", "hang", "500"])
+def test_over_mqtt_a_snapshot_within_3_s_and_a_bad_camera_changes_nothing(tmp_path: Path, broker: Broker,
+                                                                          camera: FakeCamera, mode: str) -> None:
+    """The same alarms, the same timings, whether the camera answers, hangs or fails."""
     camera.mode = mode
     data = tmp_path / "data"
     data.mkdir()
@@ -135,6 +136,8 @@ def test_a_camera_that_hangs_or_fails_changes_nothing_about_the_alarm(tmp_path: 
                           f'port = {broker.port}\n[escalation]\ngrid_s = {grid_s}\n')
     central = Central(config, tracker=False, web=False)
     central.start()
+    assert central.ingest.wait_connected(10)  # subscribed: a message published now is not lost
+    reader = StoreReader(central.store.path)
     try:
         timings = []
         for eseq, source in enumerate(("office-panic", "north-fence"), 1):
@@ -143,8 +146,13 @@ def test_a_camera_that_hangs_or_fails_changes_nothing_about_the_alarm(tmp_path: 
                           source=source, ts=int(sent * 1000), mono_ms=5000 + eseq, clock_synced=True)
             broker.pub(topics.evt(AGENT), event.to_payload(), qos=1)
             assert central.alarm_book is not None
-            alarm = wait_until(lambda: [a for a in central.alarm_book.alarms() if a.source == source], timeout=5)[0]
+            alarm = wait_until(lambda: [a for a in central.alarm_book.alarms() if a.source == source], timeout=5,
+                               message=f"the alarm of {source}")[0]
             shown = time.time()
+            if mode == "digest":
+                wait_until(lambda: reader.alarm(alarm.id)["snapshots"] >= 1, timeout=3,  # type: ignore[index]
+                           message="a snapshot stored within 3 s of the alarm")
+                assert time.time() - sent < 3.0
             steps = wait_until(lambda: [s for s in central.alarm_book.steps(alarm.id) if s.action == "escalate"],
                                timeout=grid_s + 5)
             climbed = time.time()
@@ -152,9 +160,12 @@ def test_a_camera_that_hangs_or_fails_changes_nothing_about_the_alarm(tmp_path: 
             assert steps[0].ts - raise_ts == int(grid_s * 1000)  # on the minute it fell due
             timings.append((shown - sent, climbed - sent))
         wait_until(lambda: len(camera.hits) >= 2, timeout=5, message="the camera was asked")
+        if mode == "digest":
+            wait_until(lambda: [reader.alarm(i)["snapshots"] for i in (1, 2)] == [3, 3], timeout=8)  # type: ignore[index]
     finally:
         central.stop()
     for raised_after, escalated_after in timings:
         assert raised_after < 1.0, timings
         assert escalated_after < grid_s + 1.0, timings
-    assert StoreReader(central.store.path).alarm(1)["snapshots"] == 0  # type: ignore[index]
+    held = [reader.alarm(i)["snapshots"] for i in (1, 2)]  # type: ignore[index]
+    assert held == ([3, 3] if mode == "digest" else [0, 0])
