@@ -12,7 +12,7 @@ row still pending.
 
 A storm does not become a storm of messages: a target receives at most
 ``rate_per_min`` messages in any 60 s. When more are waiting than that
-allows, the rest travel as one summary, which counts as one message.
+allows, they all travel as one summary, which counts as one message.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import threading
 import time
 import warnings
 from dataclasses import dataclass
-from typing import Callable, Protocol, Sequence
+from typing import Any, Callable, Protocol, Sequence
 from zoneinfo import ZoneInfo
 
 from central.config import NotifyTarget
 from central.notify import message, route
 from central.notify.route import Target
+from central.plan.model import Plan
 from central.plan.registry import PlanHistory
 from central.store import Store
 from central.store import notifications as outbox
@@ -64,7 +65,7 @@ def apprise_send(target: NotifyTarget, title: str, body: str) -> Delivery:
     return Delivery(False, _scrub(why, target.url))
 
 
-def _apprise():  # type: ignore[no-untyped-def]
+def _apprise() -> Any:
     """Apprise, imported on first use (its plugins take a while to load).
 
     Its mail plugin loads PGPy, which imports ``imghdr`` (deprecated since
@@ -144,7 +145,7 @@ class Notifier:
 
     # -- routing ---------------------------------------------------------------
 
-    def _plan(self, ts_ms: int):  # type: ignore[no-untyped-def]
+    def _plan(self, ts_ms: int) -> Plan | None:
         h = self._plans.history()
         v = h.at(ts_ms) or h.latest
         return v.plan if v else None
@@ -219,11 +220,13 @@ class Notifier:
         if free <= 0:
             return max(0.05, (window[0] + RATE_WINDOW_S * 1000 - now_ms) / 1000)
         if len(waiting) > free:
-            # Send what the rate allows and carry the rest in one summary (which is a message itself).
-            alone, rest = waiting[:free - 1], waiting[free - 1:]
-            title, body = message.summary([n.title for n in rest], lang=target.config.lang, public_url=self._public_url)
-            outbox.summarize(conn, target.key, [n.id for n in rest], title, body, now_ms)
-            waiting = alone + [n for n in outbox.pending(conn, target.key) if n.action == "summary"]
+            # A storm: everything waiting travels as one summary (it names the first ten), itself one message.
+            # Not "singles while the rate allows, then a summary": a sender that wakes late would find
+            # several slots free at once and spend them all on singles in the middle of the storm.
+            title, body = message.summary([n.title for n in waiting], lang=target.config.lang,
+                                          public_url=self._public_url)
+            outbox.summarize(conn, target.key, [n.id for n in waiting], title, body, now_ms)
+            waiting = outbox.pending(conn, target.key)
         for note in waiting:
             if self._stop.is_set():
                 return None

@@ -21,7 +21,7 @@ import pytest
 from central.alarms import AlarmBook
 from central.config import NotifyTarget
 from central.notify import message, route
-from central.notify.notifier import Notifier
+from central.notify.notifier import Delivery, Notifier
 from central.store.notifications import StepFact
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
@@ -194,6 +194,42 @@ def test_acknowledgement_goes_to_those_told_and_a_panics_ack_is_one_message(desk
         notifier.close()
     assert community.received() == []  # never told of it: it never reached the community
     assert len(grid.received()) == 2
+
+
+def test_a_burst_beyond_the_rate_is_one_summary_and_the_rate_counts_it(desk: Desk) -> None:
+    sent: list[tuple[str, str]] = []
+
+    def send(target: NotifyTarget, title: str, body: str) -> Delivery:
+        sent.append((title, body))
+        return Delivery(True, "sent")
+
+    notifier = desk.notifier(NotifyTarget(url="json://unused", unit="chengzhou-g1", rate_per_min=5), send=send)
+    (target,) = notifier.targets
+    try:
+        for i in range(12):
+            desk.raise_alarm(source=f"zone-{i}", kind="alarm")
+        assert notifier.route_once() == 12
+        assert notifier.deliver_once(target) == 0.0
+        assert notifier.deliver_once(target) is None  # nothing left
+        (title, body), = sent
+        assert title == "【告警汇总】12 条通知"
+        assert body.splitlines()[0] == "通知过于频繁，以下合并为一条："
+        assert len(body.splitlines()) == 1 + 10 + 2  # ten titles, the rest counted, the dashboard's link
+        assert body.splitlines()[-2:] == ["……另有 2 条，请到值班台查看", "查看: https://gp.example/"]
+        for i in range(12, 16):
+            desk.raise_alarm(source=f"zone-{i}", kind="alarm")
+        notifier.route_once()
+        notifier.deliver_once(target)
+        assert len(sent) == 5  # four single messages: the summary took one of the five
+        for i in range(16, 18):
+            desk.raise_alarm(source=f"zone-{i}", kind="alarm")
+        notifier.route_once()
+        wait = notifier.deliver_once(target)
+        assert len(sent) == 5 and wait is not None and 59 < wait <= 60  # until the summary leaves the window
+        trail = desk.trail(1)
+        assert [(s["action"], s["detail"]) for s in trail if s.get("target")] == [("notify-sent", "sent")]
+    finally:
+        notifier.close()
 
 
 @pytest.mark.slow
