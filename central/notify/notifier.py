@@ -154,10 +154,16 @@ class Notifier:
         """Route the steps committed since the last call; how many notifications it made."""
         conn = self._conn
         after = outbox.cursor(conn) or 0
+        last = outbox.last_step(conn)  # read before the steps: a step committed in between is not skipped
+        if last < after:
+            # Rows at the top of alarm_steps were deleted behind the store's back (retention keeps the
+            # newest): SQLite will hand their rowids out again, so the cursor must come down to them.
+            _LOGGER.warning("notify: alarm_steps ends at %s, below the cursor %s: cursor moved back", last, after)
+            outbox.record(conn, last, (), int(self._clock() * 1000))
+            return 0
         steps = outbox.steps_after(conn, after, actions=route.ROUTED_ACTIONS)
         if not steps:
-            last = outbox.last_step(conn)  # retrip, restore...: steps nobody is told of still move the cursor
-            if last > after:
+            if last > after:  # retrip, restore...: steps nobody is told of still move the cursor
                 outbox.record(conn, last, (), int(self._clock() * 1000))
             return 0
         told_now: set[tuple[int, str]] = set()

@@ -10,6 +10,7 @@ import datetime as dt
 import itertools
 import re
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -25,7 +26,7 @@ from central.notify.notifier import Delivery, Notifier
 from central.store.notifications import StepFact
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
-from central.store import Store
+from central.store import Store, notifications
 from central.web.reader import StoreReader
 from tests.central.http_fakes import Receiver
 from tests.support import free_port, wait_until
@@ -194,6 +195,21 @@ def test_acknowledgement_goes_to_those_told_and_a_panics_ack_is_one_message(desk
         notifier.close()
     assert community.received() == []  # never told of it: it never reached the community
     assert len(grid.received()) == 2
+
+
+def test_a_cursor_above_the_last_step_comes_down_so_no_new_step_is_missed(desk: Desk, receivers: list[Receiver],
+                                                                         caplog: pytest.LogCaptureFixture) -> None:
+    grid = receiver(receivers).start()
+    notifier = desk.notifier(NotifyTarget(url=grid.url(), unit="chengzhou-g1"))
+    try:
+        with closing(Store(desk.path).connect()) as conn:
+            notifications.record(conn, 1000, (), 0)  # as if the top of alarm_steps had been deleted
+        assert notifier.route_once() == 0
+        assert "below the cursor 1000: cursor moved back" in caplog.text
+        desk.raise_alarm()
+        assert notifier.route_once() == 1
+    finally:
+        notifier.close()
 
 
 def test_a_burst_beyond_the_rate_is_one_summary_and_the_rate_counts_it(desk: Desk) -> None:

@@ -30,3 +30,11 @@ def test_migration_3_makes_the_tables_and_retention_takes_them_with_their_alarms
         assert [a["alarm_id"] for a in notifications.trail(conn, [1, 2])] == [2]
         assert snapshots.numbers(conn, [1, 2]) == {2: [1]}
         assert [r[0] for r in conn.execute("SELECT alarm_id FROM notifications")] == [2]
+        top = notifications.last_step(conn)
+    assert store.prune(10**15)["alarms"] == 1
+    with closing(store.connect(readonly=True)) as conn:
+        # The newest step row outlives its alarm: the rowid a cursor stands on is never handed out again.
+        assert notifications.last_step(conn) == top
+        assert notifications.steps_after(conn, 0, actions=("raise",)) == []  # and it names no alarm any more
+        assert snapshots.numbers(conn, [1, 2]) == {}
+        assert conn.execute("SELECT COUNT(*) FROM notify_attempts").fetchone()[0] == 0
