@@ -17,9 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence, cast
 
 from central.alarms import AlarmBook, offline_agents
 from central.bus import Bus
+from central.cameras.taker import SnapshotTaker  # issue 14
 from central.config import CentralConfig
 from central.homeassistant import HomeAssistant
 from central.ingest import Ingest, Listener
+from central.notify.notifier import Notifier  # issue 14
 from central.plan.registry import PlanRegistry
 from central.relay import Relay
 from central.store import Store, StoredEvent
@@ -87,6 +89,12 @@ class Central:
             )
             self.ingest.add_writer(self.alarm_book)  # alarms commit with their events
             self.ingest.add_listener(self.alarm_book)  # presence and command answers
+        # -- issue 14: both read alarm_steps on threads of their own, never on ingest's --
+        self.notifier = Notifier(self.store, targets=config.notify, plans=self.plans, tz=config.tz,
+                                 public_url=config.web.public_url, clock=clock) if alarms and config.notify else None
+        self.snapshots = SnapshotTaker(self.store, plans=self.plans, keep_days=config.cameras.keep_days,
+                                       max_mb=config.cameras.max_mb, bus=self.bus, clock=clock) if alarms else None
+        # -- end issue 14 --
         self.tracker: CompletionTracker | None = None
         if tracker:
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
@@ -137,6 +145,9 @@ class Central:
         # nothing ingest stores around this moment is lost or doubled.
         if self.alarm_book is not None:
             self.alarm_book.start()
+        for part in (self.notifier, self.snapshots):  # issue 14
+            if part is not None:
+                part.start()
         if self.tracker is not None:
             self.tracker.start()
         if self.homeassistant is not None:
@@ -204,6 +215,9 @@ class Central:
             self.tracker.stop()
         if self.homeassistant is not None:
             self.homeassistant.stop()
+        for part in (self.notifier, self.snapshots):  # issue 14
+            if part is not None:
+                part.close()
         if self.alarm_book is not None:
             self.alarm_book.close()
 

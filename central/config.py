@@ -15,7 +15,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridpatrol.tomlconfig import Table, non_negative, not_empty, opt_path, parse_toml, positive, read_bytes
+from gridpatrol.tomlconfig import Table, non_negative, not_empty, one_of, opt_path, parse_toml, positive, read_bytes
 from gridpatrol.tomlconfig import port as port_number
 
 DEFAULT_CLIENT_ID = "gridpatrol-central"
@@ -71,6 +71,7 @@ class WebConfig:
     secret_key: str | None = None  # None: the web server makes one and keeps it in data_dir
     session_max_age_s: int = 12 * 3600  # one control-room shift
     cookie_secure: bool = False  # True once the dashboard is served over HTTPS
+    public_url: str | None = None  # how people reach the dashboard: links in notifications (docs/notify.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +85,35 @@ class AlarmsConfig:
     offline_grace_s: float = 60.0  # an agent offline this long raises an alarm
 
 
+NOTIFY_LANGS = ("zh-CN", "en")
+ALARM_KINDS = ("panic", "alarm", "tamper", "agent-offline", "agent-flapping", "suspicious")
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyTarget:
+    """One ``[[notify]]`` table: where alarms go beyond the dashboard (docs/notify.md)."""
+
+    url: str = field(repr=False)  # an Apprise URL; it carries the robot's token, so it is never logged or shown
+    unit: str | None = None  # None: the plan's root (a district)
+    kinds: frozenset[str] = frozenset(ALARM_KINDS)
+    lang: str = "zh-CN"
+    name: str = ""  # how the trail names it; default: the unit and the URL's scheme
+    rate_per_min: int = 5  # messages a minute; beyond it, one summary
+    give_up_s: float = 3600.0  # a message not delivered by then is marked failed
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{self.url.partition(':')[0]}@{self.unit or 'root'}"
+
+
+@dataclass(frozen=True, slots=True)
+class CamerasConfig:
+    """Retention of camera snapshots kept with alarms (docs/cameras.md)."""
+
+    keep_days: float = 30.0
+    max_mb: float = 1024.0
+
+
 @dataclass(frozen=True, slots=True)
 class CentralConfig:
     timezone: str
@@ -94,6 +124,8 @@ class CentralConfig:
     web: WebConfig = field(default_factory=WebConfig)
     homeassistant: HomeAssistantConfig = field(default_factory=HomeAssistantConfig)
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
+    notify: tuple[NotifyTarget, ...] = ()
+    cameras: CamerasConfig = field(default_factory=CamerasConfig)
     source: str = "<config>"
 
     @property
@@ -220,6 +252,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
                          check=lambda v: None if len(v) >= 16 else "must be at least 16 characters"),
         session_max_age_s=t.get("session_max_age_s", int, 12 * 3600, check=positive),
         cookie_secure=t.get("cookie_secure", bool, False),
+        public_url=t.get("public_url", str, None, check=_public_url),
     )
     t.done()
 
@@ -235,6 +268,11 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
     t = top.table("alarms")
     alarms = AlarmsConfig(offline_grace_s=t.get("offline_grace_s", float, 60.0, check=non_negative))
     t.done()
+    notify = tuple(_notify_target(t) for t in top.items("notify"))
+    t = top.table("cameras")
+    cameras = CamerasConfig(keep_days=t.get("keep_days", float, 30.0, check=positive),
+                            max_mb=t.get("max_mb", float, 1024.0, check=positive))
+    t.done()
     top.done()
 
     return CentralConfig(
@@ -246,6 +284,45 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
         web=web,
         homeassistant=homeassistant,
         alarms=alarms,
+        notify=notify,
+        cameras=cameras,
         source=source,
     )
+
+
+def _public_url(value: str) -> str | None:
+    if not re.match(r"^https?://[^/\s]+", value):
+        return f"{value!r} is not an http:// or https:// address"
+    return None
+
+
+def _notify_url(value: str) -> str | None:
+    # The URL itself is never echoed: it carries the robot's access token.
+    scheme, sep, rest = value.partition("://")
+    if not sep or not scheme or not rest or not value.isprintable():
+        return "is not an Apprise URL (SCHEME://...; see docs/notify.md)"
+    return None
+
+
+def _kinds(value: list[object]) -> str | None:
+    if not value:
+        return "must name at least one alarm kind"
+    for kind in value:
+        if kind not in ALARM_KINDS:
+            return f"{kind!r} is not an alarm kind ({', '.join(ALARM_KINDS)})"
+    return None
+
+
+def _notify_target(t: Table) -> NotifyTarget:
+    target = NotifyTarget(
+        url=t.get("url", str, check=_notify_url),
+        unit=t.get("unit", str, None, check=not_empty),
+        kinds=frozenset(t.get("kinds", list, list(ALARM_KINDS), check=_kinds)),
+        lang=t.get("lang", str, "zh-CN", check=one_of(NOTIFY_LANGS)),
+        name=t.get("name", str, ""),
+        rate_per_min=t.get("rate_per_min", int, 5, check=lambda v: None if 1 <= v <= 600 else f"{v} is out of range (1 to 600)"),
+        give_up_s=t.get("give_up_s", float, 3600.0, check=positive),
+    )
+    t.done()
+    return target
 

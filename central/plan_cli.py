@@ -14,6 +14,7 @@ import json
 import logging
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any, Mapping, TextIO
 
@@ -23,6 +24,7 @@ from central.plan.model import Plan, Tier
 from central.plan.parse import PlanError, load_plan_file, plan_to_data
 from central.plan.registry import PlanHistory, PlanRegistry
 from central.report import CompletionReport, build_report, render_csv, render_json, render_table, report_from_store
+from central.store import snapshots as album
 from central.store import Store, StoreError
 
 _LOGGER = logging.getLogger(__name__)
@@ -128,10 +130,15 @@ def run_alarms(args: argparse.Namespace) -> int:
     if args.alarm_id is not None:
         raise AlarmError(f"alarms: unexpected {args.alarm_id!r} (to acknowledge: alarms ack ID --by NAME)")
     alarms: list[Alarm] = []
+    held: Mapping[int, list[int]] = {}
     if config.store.path.exists():
-        alarms = Store(config.store.path).alarms(include_all=args.all)
+        store = Store(config.store.path)
+        alarms = store.alarms(include_all=args.all)
+        with closing(store.connect(readonly=True)) as conn:
+            held = album.numbers(conn, [a.id for a in alarms])  # issue 14: DESIGN.md's `snapshots`
     if args.json:
-        json.dump([a.to_json() for a in alarms], sys.stdout, ensure_ascii=False, indent=2)
+        json.dump([{**a.to_json(), "snapshots": len(held.get(a.id, ()))} for a in alarms], sys.stdout,
+                  ensure_ascii=False, indent=2)
         sys.stdout.write("\n")
         return 0
     tz = config.tz

@@ -88,6 +88,11 @@ def build_parser() -> argparse.ArgumentParser:
     config(sp)
     sp.add_argument("--json", action="store_true")
 
+    notify = sub.add_parser("notify", help="alarm notifications").add_subparsers(dest="notify_command", required=True, parser_class=_Parser)
+    sp = notify.add_parser("test", help="send a test message to every [[notify]] target; exit 1 if any failed")
+    config(sp)
+    sp.set_defaults(func=_target("central.notify.cli:run_notify_test"))
+
     report = sub.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True, parser_class=_Parser)
     sp = report.add_parser("completion", help="patrol completion per round, unit and tier")
     config(sp)

@@ -116,6 +116,21 @@ class Route:
 
 
 @dataclass(slots=True, frozen=True)
+class Camera:
+    """An IP camera that watches some inputs of one agent (docs/cameras.md).
+
+    ``snapshot`` (a JPEG over HTTP, credentials in its userinfo) is fetched by
+    central only; ``stream`` is shown to operators, without its credentials.
+    """
+
+    id: str
+    agent: str
+    sources: tuple[str, ...]
+    snapshot: str = field(repr=False)
+    stream: str = field(default="", repr=False)
+
+
+@dataclass(slots=True, frozen=True)
 class Plan:
     """One validated version of the plan, with lookups built once."""
 
@@ -126,6 +141,7 @@ class Plan:
     teams: tuple[Team, ...] = ()
     routes: tuple[Route, ...] = ()
     effective: dt.date | None = None
+    cameras: tuple[Camera, ...] = ()
 
     tz: ZoneInfo = field(init=False, repr=False, compare=False)
     unit_by_id: Mapping[str, Unit] = field(init=False, repr=False, compare=False)
@@ -138,6 +154,7 @@ class Plan:
     member_by_tag: Mapping[str, tuple[Team, Member]] = field(init=False, repr=False, compare=False)
     agent_unit: Mapping[str, str] = field(init=False, repr=False, compare=False)
     planned_agents: frozenset[str] = field(init=False, repr=False, compare=False)
+    cameras_at: Mapping[tuple[str, str], tuple[Camera, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         put = object.__setattr__
@@ -164,6 +181,11 @@ class Plan:
         put(self, "member_by_tag", MappingProxyType({m.tag: (t, m) for t in self.teams for m in t.members}))
         put(self, "agent_unit", MappingProxyType(self._agent_units()))
         put(self, "planned_agents", frozenset(a.id for a in self.agents) | {c.agent for c in self.checkpoints})
+        watching: dict[tuple[str, str], list[Camera]] = {}
+        for cam in self.cameras:
+            for source in cam.sources:
+                watching.setdefault((cam.agent, source), []).append(cam)
+        put(self, "cameras_at", MappingProxyType({k: tuple(v) for k, v in watching.items()}))
 
     def _agent_units(self) -> dict[str, str]:
         """An agent's unit: its own entry, else where its checkpoints are.

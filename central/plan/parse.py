@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, TypeVar
 from central.plan.model import (
     MINUTES_PER_DAY,
     AgentEntry,
+    Camera,
     Checkpoint,
     Member,
     Order,
@@ -36,7 +37,10 @@ TAG_RE = re.compile(r"^[0-9A-F]{2,32}\Z")
 DATE_RE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}\Z")
 TIME_RE = re.compile(r"^([0-9]{1,2}):([0-9]{2})\Z")
 NAME_MAX_LEN = 200
-TOP_KEYS = frozenset({"timezone", "effective", "unit", "agent", "checkpoint", "team", "route"})
+URL_MAX_LEN = 1000
+CAMERA_SNAPSHOT_RE = re.compile(r"^https?://[^/?#\s]+[^\s]*\Z")
+CAMERA_STREAM_RE = re.compile(r"^[a-z][a-z0-9+.-]*://[^/?#\s]+[^\s]*\Z")
+TOP_KEYS = frozenset({"timezone", "effective", "unit", "agent", "checkpoint", "team", "route", "camera"})
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # A plan nests six deep (route -> window -> value); anything far deeper is not
 # a plan, and formatting it into a message could exceed the recursion limit.
@@ -199,7 +203,9 @@ class _Parser:
         checkpoints = self._checkpoints(_items(data, "checkpoint", f), unit_ids)
         teams = self._teams(_items(data, "team", f), unit_ids)
         routes = self._routes(_items(data, "route", f), unit_ids, {c.id for c in checkpoints}, {t.id for t in teams})
-        return Plan(timezone=timezone, units=units, agents=agents, checkpoints=checkpoints, teams=teams, routes=routes, effective=effective)
+        cameras = _cameras(f, _items(data, "camera", f))
+        return Plan(timezone=timezone, units=units, agents=agents, checkpoints=checkpoints, teams=teams, routes=routes, effective=effective,
+                    cameras=cameras)
 
     def _timezone(self, value: Any) -> str:
         if value is None:
@@ -402,6 +408,33 @@ class _Parser:
         return tuple(windows)
 
 
+def _cameras(file: str, items: list[Any]) -> tuple[Camera, ...]:
+    """``camera = [{ id, agent, sources, snapshot, stream }]``: docs/cameras.md."""
+    seen: dict[str, int] = {}
+    out = []
+    for i, item in enumerate(items):
+        e = _Entry(file, "camera", i, item, frozenset({"id", "agent", "sources", "snapshot", "stream"}),
+                   ("id", "agent", "sources", "snapshot"))
+        cid = e.ident()
+        if cid in seen:
+            raise e.fail(f"duplicate id (also camera[{seen[cid]}])")
+        seen[cid] = i
+        agent = e.text("agent", max_len=64)
+        if not is_valid_agent_id(agent):
+            raise e.fail(f"agent {agent!r} is not a valid agent id")
+        sources = e.list_of("sources", lambda v: v)
+        if not sources or not all(isinstance(s, str) and 0 < len(s) <= 64 for s in sources):
+            raise e.fail("'sources' must list the agent's zones or buttons by name (1 to 64 characters each)")
+        snapshot = e.text("snapshot", max_len=URL_MAX_LEN)
+        if not CAMERA_SNAPSHOT_RE.match(snapshot):
+            raise e.fail("'snapshot' must be an http:// or https:// address of a JPEG")
+        stream = e.text("stream", default="", max_len=URL_MAX_LEN)
+        if stream and not CAMERA_STREAM_RE.match(stream):
+            raise e.fail("'stream' must be an address such as rtsp://HOST/PATH")
+        out.append(Camera(id=cid, agent=agent, sources=tuple(sources), snapshot=snapshot, stream=stream))
+    return tuple(out)
+
+
 def _minutes(value: Any, *, end: bool) -> int | None:
     if not isinstance(value, str):
         return None
@@ -456,4 +489,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
         )
         for r in plan.routes
     ]
+    if plan.cameras:
+        data["camera"] = [{"id": c.id, "agent": c.agent, "sources": list(c.sources), "snapshot": c.snapshot,
+                           **({"stream": c.stream} if c.stream else {})} for c in plan.cameras]
     return data

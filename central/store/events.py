@@ -23,7 +23,7 @@ from types import MappingProxyType
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from central.store import alarms as alarms_sql
-from central.store import quarantine, schema, sqlite
+from central.store import notifications, quarantine, schema, snapshots, sqlite
 from central.store.errors import StoreError
 from wire.messages import Event, slot_setters
 
@@ -352,7 +352,12 @@ class Store:
                                                " AND COALESCE(acked_ts, 0) < ?", (before_ms, before_ms))]
                 for part in _chunks(ids):
                     marks = ",".join("?" * len(part))
-                    c.execute(f"DELETE FROM alarm_steps WHERE alarm_id IN ({marks})", part)
+                    # The newest step row stays, as a witness: alarm_steps' rowid is the cursor of the notifier
+                    # and the snapshot taker, and deleting the top rows would hand their numbers out again.
+                    c.execute(f"DELETE FROM alarm_steps WHERE alarm_id IN ({marks})"
+                              " AND rowid != (SELECT MAX(rowid) FROM alarm_steps)", part)
+                    notifications.forget(c, part)  # issue 14: what was sent about them, their pictures
+                    snapshots.forget(c, part)
                     c.execute(f"DELETE FROM alarms WHERE id IN ({marks})", part)
                 removed["alarms"] = len(ids)
                 removed["quarantine"] = c.execute("DELETE FROM quarantine WHERE received_ts < ?",

@@ -165,7 +165,59 @@ def _v2(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2)
+# -- version 3: notifications and camera snapshots (issue 14) ------------------------
+
+_V3 = """
+CREATE TABLE notify_cursor(
+    name TEXT PRIMARY KEY,
+    step_rowid INTEGER NOT NULL          -- the last alarm_steps rowid routed
+);
+CREATE TABLE notifications(
+    id INTEGER PRIMARY KEY,
+    step_rowid INTEGER,                  -- the alarm step that caused it (NULL for a summary)
+    alarm_id INTEGER,                    -- NULL for a summary
+    target TEXT NOT NULL,                -- the target's key (a hash of its URL and unit: never the URL)
+    action TEXT NOT NULL,                -- raise | escalate | ack | resolve | summary
+    title TEXT NOT NULL,
+    body TEXT NOT NULL,
+    state TEXT NOT NULL,                 -- pending | sent | failed | summarized | dropped
+    created_ts INTEGER NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    sent_ts INTEGER,
+    summary_id INTEGER,                  -- the summary that carried it (state summarized)
+    UNIQUE(step_rowid, target)
+);
+CREATE INDEX notifications_target_state ON notifications(target, state);
+CREATE INDEX notifications_alarm ON notifications(alarm_id);
+CREATE TABLE notify_attempts(
+    alarm_id INTEGER NOT NULL,
+    notification_id INTEGER NOT NULL,
+    ts INTEGER NOT NULL,
+    target TEXT NOT NULL,                -- the target's label, as the trail shows it
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX notify_attempts_alarm ON notify_attempts(alarm_id);
+CREATE TABLE snapshots(
+    alarm_id INTEGER NOT NULL,
+    n INTEGER NOT NULL,                  -- 1, 2, ... per alarm, in the order taken
+    ts INTEGER NOT NULL,                 -- when it was taken (UTC ms)
+    camera TEXT NOT NULL,                -- the plan's camera id
+    size INTEGER NOT NULL,
+    jpeg BLOB NOT NULL,
+    PRIMARY KEY(alarm_id, n)
+);
+CREATE INDEX snapshots_ts ON snapshots(ts)
+"""
+
+
+def _v3(conn: sqlite3.Connection) -> None:
+    for statement in _V3.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
 VERSION = len(MIGRATIONS)
 
 

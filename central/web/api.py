@@ -137,6 +137,20 @@ def _alarm_id(request: Request) -> int:
 
 
 @bad_params
+async def api_snapshot(request: Request) -> Response:
+    """GET /api/alarms/<id>/snapshots/<n>: a JPEG kept with the alarm (issue 14), never fetched from the camera here."""
+    alarm_id = _alarm_id(request)
+    raw = request.path_params["n"]
+    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+        raise BadParam(f"snapshot number: expected 1, 2, ..., got {raw[:32]!r}")
+    d = dashboard(request)
+    jpeg = await run_in_threadpool(lambda: d.snapshot(_scope(request), alarm_id, int(raw)))
+    if jpeg is None:
+        return json_error(f"alarm {alarm_id} has no snapshot {int(raw)}", 404)
+    return Response(jpeg, media_type="image/jpeg")  # no-store (SecurityHeaders): control-room PCs are shared
+
+
+@bad_params
 @csrf_protected
 async def api_ack(request: Request) -> Response:
     """POST /api/alarms/<id>/ack: acknowledged by the logged-in user, now."""
@@ -210,6 +224,7 @@ def api_routes() -> list[Route]:
         Route("/api/alarms", api_alarms),
         Route("/api/alarms/{alarm_id}", api_alarm),
         Route("/api/alarms/{alarm_id}/ack", api_ack, methods=["POST"]),
+        Route("/api/alarms/{alarm_id}/snapshots/{n}", api_snapshot),
         Route("/api/events", api_events),
         Route("/api/units", api_units),
         Route("/api/completion", api_completion),

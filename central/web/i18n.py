@@ -145,6 +145,13 @@ _ZH: dict[str, str] = {
     "agent-flapping": "终端频繁掉线",
     "suspicious": "可疑报文",
     "no data": "无数据",
+    # issue 14: notifications and snapshots
+    "notify-sent": "已通知",
+    "notify-failed": "通知失败",
+    "Snapshots": "抓拍",
+    "Snapshot {n}": "抓拍 {n}",
+    "Video stream": "视频流",
+    "Camera {id}": "摄像机 {id}",
 }
 
 _EN: dict[str, str] = {
@@ -152,6 +159,8 @@ _EN: dict[str, str] = {
     "order-start-then-any": "start first, then any order",
     "order-any": "any order",
     "restore-step": "restore",
+    "notify-sent": "notified",
+    "notify-failed": "notify failed",
 }
 
 CATALOGS: dict[str, dict[str, str]] = {"en": _EN, "zh-CN": _ZH}

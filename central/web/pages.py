@@ -369,6 +369,22 @@ async def alarm_fragment(request: Request) -> Response:
     return renderer(request).render(request, "alarm_fragment.html", {"a": alarm})
 
 
+async def alarm_page(request: Request) -> Response:
+    """One alarm on a page of its own: the link in a notification (issue 14)."""
+    raw = request.path_params["alarm_id"]
+    d: Dashboard = request.app.state.dashboard
+
+    def build() -> dict[str, Any] | None:
+        scope = _scope(request)
+        alarm = d.alarm(scope, int(raw)) if raw.isdigit() and len(raw) <= 18 else None
+        return None if alarm is None else {**_common(d, scope, "alarm"), "a": alarm}
+
+    ctx = await run_in_threadpool(build)
+    if ctx is None:
+        return HTMLResponse(translator(request)("Not found."), status_code=404)
+    return renderer(request).render(request, "alarm.html", ctx)
+
+
 @csrf_protected
 async def ack_form(request: Request) -> Response:
     """The no-script fallback of the acknowledge button: POST, then back to the alarms."""
@@ -396,6 +412,7 @@ def page_routes() -> list[Route]:
         Route("/routes/{route_id}", route_page),
         Route("/events", events_page),
         Route("/report", report_page),
+        Route("/alarms/{alarm_id}", alarm_page),
         Route("/alarms/{alarm_id}/ack", ack_form, methods=["POST"]),
         Route("/fragments/alarm/{alarm_id}", alarm_fragment),
     ]

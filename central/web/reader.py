@@ -19,6 +19,9 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from central.store import notifications as outbox  # issue 14: delivery attempts in the trail
+from central.store import snapshots as album  # issue 14: snapshots kept with alarms
+
 _LOGGER = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
@@ -198,3 +201,32 @@ class StoreReader:
                 "ORDER BY ts, rowid", chunk):
                 by_id[step["alarm_id"]]["trail"].append(
                     {"ts": step["ts"], "unit": step["unit"], "tier": step["tier"], "action": step["action"]})
+        self._attach_notify_and_snapshots(by_id)
+
+    def _attach_notify_and_snapshots(self, by_id: dict[int, dict[str, Any]]) -> None:
+        """Issue 14: each delivery attempt joins the trail; ``snapshots`` counts the pictures kept."""
+        try:
+            with closing(self._connect()) as db:
+                attempts = outbox.trail(db, list(by_id))
+                held = album.numbers(db, list(by_id))
+        except sqlite3.OperationalError as exc:
+            if "no such table" not in str(exc) and "unable to open" not in str(exc):
+                raise  # before the store is made (or migrated to version 3) there is nothing to show
+            attempts, held = [], {}
+        for item in attempts:
+            alarm = by_id[item.pop("alarm_id")]
+            alarm["trail"].append({"unit": None, "tier": None, **item})
+        for alarm_id, alarm in by_id.items():
+            alarm["trail"].sort(key=lambda s: s["ts"])  # stable: the steps keep their order
+            alarm["snapshot_numbers"] = held.get(alarm_id, [])
+            alarm["snapshots"] = len(alarm["snapshot_numbers"])
+
+    def snapshot(self, alarm_id: int, n: int) -> bytes | None:
+        """One snapshot's JPEG (issue 14)."""
+        try:
+            with closing(self._connect()) as db:
+                return album.jpeg(db, alarm_id, n)
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc) or "unable to open" in str(exc):
+                return None
+            raise

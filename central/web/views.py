@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from central.cameras.address import public_address
 from central.completion import RoundStatus, judge, slots_for
 from central.plan.model import TIERS, Order, Plan, Route
 from central.report import CompletionReport
@@ -107,7 +108,16 @@ class Dashboard:
         alarm["escalated_name"] = self.unit_name(plan, alarm.get("escalated_to")) if alarm.get("escalated_to") else ""
         for step in alarm.get("trail", ()):
             step["unit_name"] = self.unit_name(plan, step.get("unit"))
+        # Issue 14: the cameras that watch this input, their streams without credentials.
+        cams = plan.cameras_at.get((alarm["agent"], alarm["source"]), ()) if plan else ()
+        alarm["cameras"] = [{"id": c.id, "stream": public_address(c.stream) if c.stream else ""} for c in cams]
         return alarm
+
+    def snapshot(self, scope: Scope, alarm_id: int, n: int) -> bytes | None:
+        """A snapshot of an alarm the scope sees (issue 14)."""
+        if self.alarm(scope, alarm_id) is None:
+            return None
+        return self.reader.snapshot(alarm_id, n)
 
     def acknowledge(self, scope: Scope, alarm_id: int, by: str) -> dict[str, Any]:
         """Acknowledge through the alarm book; the alarm as it now stands."""

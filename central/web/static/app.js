@@ -131,6 +131,13 @@
   }
   async function placeAlarm(a) {
     const activeList = document.getElementById("active-list");
+    const own = document.getElementById("alarm-page");
+    if (own && Number(own.dataset.id) === a.id) { // an alarm's own page: its card is brought up to date in place
+      const fresh = await fetchCard(a.id);
+      const old = document.getElementById("alarm-" + a.id);
+      if (fresh && old) { old.replaceWith(fresh); refreshAgo(fresh); }
+      return;
+    }
     if (!activeList) return;
     const card = await fetchCard(a.id);
     if (!card) return;

@@ -1,0 +1,1 @@
+"""Camera snapshots kept with alarms (docs/cameras.md)."""

@@ -1,0 +1,1 @@
+"""Notifications of alarms along the escalation tiers, through Apprise (docs/notify.md)."""
