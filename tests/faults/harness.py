@@ -23,7 +23,7 @@ from typing import Any
 
 from tests.e2e.site import AgentProc, Site, agent_toml, drive
 from tests.security.tlsbroker import Pki, with_tls
-from tests.support import REPO, wait_until
+from tests.support import REPO, run_cli, wait_until
 
 ZONE_PIN = 17
 # The agents' zones debounce for 20 ms (tests/e2e/site.py): a level the
@@ -335,6 +335,95 @@ def assert_alternating(kinds: list[str]) -> None:
     if kinds != expected:
         first = next(i for i, (k, e) in enumerate(zip(kinds, expected)) if k != e)
         raise AssertionError(f"zone events do not alternate from index {first}: {kinds[max(0, first - 3):first + 3]}")
+
+
+# -- alarms: read like a user, through the command line -------------------------------
+
+ALARM_EVENT_KINDS = ("alarm", "tamper", "panic")  # the event kinds that raise an alarm (docs/alarms.md)
+ALARMS_SETTLE_S = 10.0  # how long an alarm may trail its stored event before that counts as lost
+
+
+def cli_json(site: FaultSite, *args: str) -> Any:
+    """``gridpatrol ARGS --config central.toml --json``: the one JSON document it prints."""
+    r = run_cli(*args, "--config", str(site.central_conf), "--json")
+    assert r.returncode == 0, f"gridpatrol {' '.join(args)} --json exited {r.returncode}: {r.stderr.strip()}"
+    return json.loads(r.stdout)
+
+
+AlarmKey = tuple[str, str, str]  # (agent, source, kind)
+
+
+def alarm_mismatches(events: list[dict[str, Any]], alarms: list[dict[str, Any]], agent_ids: list[str]) -> list[str]:
+    """What breaks "every stored alarm, tamper and panic event has exactly one alarm", one line each; [] if none.
+
+    An input's events map to its alarm rows by (agent, source, kind). Until
+    staff acknowledge, the input's alarm stays the one alarm: a second press
+    of a panic button while its alarm is open, or a loop tripping again, is a
+    retrip of it, not a new alarm (docs/alarms.md). So for each key:
+
+    - stored events and no alarm: the alarm was lost (the failure of issue 11);
+    - an alarm and no stored event: raised from nothing;
+    - more alarms than events: one event raised two alarms;
+    - a newer alarm for the key while an older one was never acknowledged:
+      a retrip became a second alarm (or an alarm was raised twice);
+    - nobody acknowledged anything: exactly one alarm per key.
+    """
+    wanted = set(agent_ids)
+    by_key: dict[AlarmKey, list[int]] = {}
+    for e in events:
+        if e["agent"] in wanted and e["kind"] in ALARM_EVENT_KINDS:
+            by_key.setdefault((e["agent"], e["source"], e["kind"]), []).append(e["eseq"])
+    rows: dict[AlarmKey, list[dict[str, Any]]] = {}
+    for a in alarms:
+        if a["agent"] in wanted and a["kind"] in ALARM_EVENT_KINDS:
+            rows.setdefault((a["agent"], a["source"], a["kind"]), []).append(a)
+    problems = []
+    for key in sorted(set(by_key) | set(rows)):
+        seqs, found = by_key.get(key, []), sorted(rows.get(key, []), key=lambda a: a["id"])
+        name = "/".join(key)
+        if not found:
+            problems.append(f"{name}: {len(seqs)} stored event(s) (eseqs {seqs[:10]}) and no alarm")
+        elif not seqs:
+            problems.append(f"{name}: alarm(s) {[a['id'] for a in found]} and no stored event")
+        elif len(found) > len(seqs):
+            problems.append(f"{name}: {len(found)} alarms for {len(seqs)} stored event(s)")
+        else:
+            unacked = [a["id"] for a in found[:-1] if a["acked_ts"] is None]
+            if unacked:
+                problems.append(f"{name}: alarm(s) {unacked} were never acknowledged, yet a newer one was raised "
+                                f"(of {[a['id'] for a in found]}): a retrip became a new alarm")
+    return problems
+
+
+def assert_one_alarm_per_alarm_event(site: FaultSite, agent_ids: list[str], *,
+                                     timeout: float = ALARMS_SETTLE_S) -> dict[str, int]:
+    """Every stored alarm, tamper and panic event of these agents has its alarm (see :func:`alarm_mismatches`).
+
+    Read through ``gridpatrol events --json`` and ``gridpatrol alarms --all
+    --json``, as staff would. Waits up to ``timeout`` for an alarm to follow
+    its event (central may still be working through the last batch); once the
+    alarm is written with its event, it holds at the first look. Returns the
+    counts for the scenario's numbers.
+    """
+    seen: list[tuple[list[dict[str, Any]], list[dict[str, Any]], list[str]]] = []
+
+    def check() -> bool:
+        events = cli_json(site, "events")
+        alarms = cli_json(site, "alarms", "--all")
+        seen[:] = [(events, alarms, alarm_mismatches(events, alarms, agent_ids))]
+        return not seen[0][2]
+
+    try:
+        wait_until(check, timeout=timeout, interval=0.5, message="every stored alarm event with its alarm")
+    except AssertionError:
+        raise AssertionError(f"alarms do not match the stored alarm events after {timeout} s: "
+                             + "; ".join(seen[0][2])) from None
+    events, alarms, _ = seen[0]
+    wanted = set(agent_ids)
+    return {
+        "alarm_events_stored": sum(1 for e in events if e["agent"] in wanted and e["kind"] in ALARM_EVENT_KINDS),
+        "alarms_of_them": sum(1 for a in alarms if a["agent"] in wanted and a["kind"] in ALARM_EVENT_KINDS),
+    }
 
 
 def write_numbers(numbers: Numbers) -> Path:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_event_per_transition, settle, stored_eseqs
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, assert_one_event_per_transition, settle, stored_eseqs
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -58,6 +58,7 @@ def _sigkill_broker_under_a_stream(site: FaultSite, numbers: Numbers) -> None:
             t.stop()
     settle(site, list(AGENTS), numbers, since=restarted, timeout=90, togglers=togglers)
     assert_one_event_per_transition(site, togglers)
+    numbers.details.update(assert_one_alarm_per_alarm_event(site, list(AGENTS)))
     numbers.details.update(kills=KILLS, down_s=DOWN_S, agent_count=len(AGENTS),
                            transitions_driven=sum(t.transitions for t in togglers),
                            recovery_from="last broker restart (the stream stops there)")

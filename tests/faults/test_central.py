@@ -14,7 +14,7 @@ import time
 import pytest
 
 from tests.faults.harness import (
-    FaultSite, Numbers, Toggler, assert_one_event_per_transition, outbox_state, settle, store_integrity, stored_eseqs,
+    FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, assert_one_event_per_transition, outbox_state, settle, store_integrity, stored_eseqs,
 )
 from tests.support import Processes, wait_until
 
@@ -63,6 +63,7 @@ def test_central_sigkilled_during_ingest_then_down_20s(make_site, numbers: Numbe
             t.stop()
     settle(site, list(AGENTS), numbers, since=restarted, timeout=90, togglers=togglers)
     assert_one_event_per_transition(site, togglers)
+    numbers.details.update(assert_one_alarm_per_alarm_event(site, list(AGENTS)))
     numbers.details.update(central_kills=2, central_down_s=CENTRAL_DOWN_S, agent_count=len(AGENTS),
                            held_in_outboxes_at_restart=sum(held.values()),
                            transitions_driven=sum(t.transitions for t in togglers),

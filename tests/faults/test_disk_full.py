@@ -22,7 +22,9 @@ from typing import Iterator
 import pytest
 
 from agent.inputs.readers.sim import SimulatedRdm6300
-from tests.faults.harness import FaultSite, Numbers, Toggler, outbox_integrity, settle, stored_rows
+from tests.faults.harness import (
+    FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, outbox_integrity, settle, stored_rows,
+)
 from tests.support import Processes, wait_until
 
 pytestmark = pytest.mark.slow
@@ -170,6 +172,8 @@ def test_disk_full_sheds_others_keeps_alarms_and_scans(make_site, reader: Simula
         alarms = [k.count("alarm") for k in boots]
         openings = [(t + 1) // 2 for t in driven]
         assert openings[0] - 1 <= alarms[0] <= openings[0] and alarms[1] == openings[1], (alarms, openings)
+        # ... and every stored opening is the loop's one alarm, across the crash and the full disk.
+        numbers.details.update(assert_one_alarm_per_alarm_event(site, [AGENT]))
         restores = sum(k.count("restore") for k in boots)
         shed = sum(t // 2 for t in driven) - restores
         assert shed > 0, "no restore was shed: the disk was never full"

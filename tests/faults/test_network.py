@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_event_per_transition, settle, stored_eseqs
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, assert_one_event_per_transition, settle, stored_eseqs
 from tests.faults.netfaults import HalfOpenProxy
 from tests.support import run_cli, wait_until
 
@@ -87,6 +87,7 @@ def _cut_then_half_open_then_heal(site: FaultSite, numbers: Numbers) -> None:
     finally:
         proxy.close()
     assert_one_event_per_transition(site, [toggler])
+    numbers.details.update(assert_one_alarm_per_alarm_event(site, [AGENT]))
     # Two keepalives at most: one of silence before the PINGREQ, one waiting for its answer.
     assert agent_noticed_s <= 2 * KEEPALIVE_S + 1.5
     numbers.details.update(

@@ -19,7 +19,7 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_event_per_transition, outbox_state, settle, stored_eseqs
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, assert_one_event_per_transition, outbox_state, settle, stored_eseqs
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow
@@ -78,6 +78,7 @@ def test_slow_collector_and_a_small_broker_queue(make_site, numbers: Numbers) ->
     wait_until(lambda: _dropped(site) > dropped_frozen, timeout=15, interval=0.5, message="the broker dropping for stopped central")
     dropped_total = _dropped(site)
     assert_one_event_per_transition(site, togglers)
+    numbers.details.update(assert_one_alarm_per_alarm_event(site, list(AGENTS)))
     numbers.details.update(
         queue_limit=QUEUE_LIMIT, frozen_s=FROZEN_S, broker_dropped_while_frozen=dropped_frozen,
         broker_dropped_total=dropped_total, transitions_driven=sum(t.transitions for t in togglers),
