@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent.inputs.readers.sim import SimulatedRdm6300
 from tests.e2e.site import AgentProc, Site, agent_toml, drive
 from tests.security.tlsbroker import Pki, with_tls
 from tests.support import REPO, run_cli, wait_until
@@ -199,6 +200,49 @@ class Toggler:
             self._level = "low" if self._level == "high" else "high"
         else:
             self.failures += 1
+
+
+class Tapper:
+    """Presents a new card to the reader every ``every_s``; counts the presentations."""
+
+    def __init__(self, reader: SimulatedRdm6300, every_s: float = 0.4, *, prefix: str = "D15C") -> None:
+        self.reader = reader
+        self.prefix = prefix  # the tags' first hex digits: one per reader, so each card is one reader's
+        self.every_s = every_s
+        self.tags: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tapper", daemon=True)
+        self._turn = threading.Lock()
+        self._paused = False
+
+    def start(self) -> Tapper:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+    def pause(self) -> None:
+        """Returns with no card on the reader, and none presented until :meth:`resume`."""
+        with self._turn:
+            self._paused = True
+        wait_until(lambda: self.reader._tag is None, timeout=5, message="the last card lifted")
+
+    def resume(self) -> None:
+        with self._turn:
+            self._paused = False
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.wait(self.every_s):
+            with self._turn:
+                if self._paused:
+                    continue
+                n += 1
+                tag = f"{self.prefix}{n:06X}"
+                self.reader.tap(tag, hold_s=0.25)
+                self.tags.append(tag)
 
 
 # -- the final check ------------------------------------------------------------------

@@ -14,7 +14,6 @@ import errno
 import json
 import os
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Iterator
@@ -23,7 +22,7 @@ import pytest
 
 from agent.inputs.readers.sim import SimulatedRdm6300
 from tests.faults.harness import (
-    FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, outbox_integrity, settle, stored_rows,
+    FaultSite, Numbers, Tapper, Toggler, assert_one_alarm_per_alarm_event, outbox_integrity, settle, stored_rows,
 )
 from tests.support import Processes, wait_until
 
@@ -58,48 +57,6 @@ def _fill(path: Path) -> int:
                 block = block[: len(block) // 2]  # the last few blocks, smaller and smaller
     finally:
         os.close(fd)
-
-
-class Tapper:
-    """Presents a new card to the reader every ``every_s``; counts the presentations."""
-
-    def __init__(self, reader: SimulatedRdm6300, every_s: float = 0.4) -> None:
-        self.reader = reader
-        self.every_s = every_s
-        self.tags: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tapper", daemon=True)
-        self._turn = threading.Lock()
-        self._paused = False
-
-    def start(self) -> Tapper:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def pause(self) -> None:
-        """Returns with no card on the reader, and none presented until :meth:`resume`."""
-        with self._turn:
-            self._paused = True
-        wait_until(lambda: self.reader._tag is None, timeout=5, message="the last card lifted")
-
-    def resume(self) -> None:
-        with self._turn:
-            self._paused = False
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.wait(self.every_s):
-            with self._turn:
-                if self._paused:
-                    continue
-                n += 1
-                tag = f"D15C{n:06X}"
-                self.reader.tap(tag, hold_s=0.25)
-                self.tags.append(tag)
 
 
 @pytest.fixture
