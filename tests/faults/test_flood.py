@@ -1,0 +1,215 @@
+"""A flood of 20,000 valid scans at one planned checkpoint; another agent's panic is an alarm within 2 s.
+
+Issue 11: 30,000 valid scans at one planned checkpoint kept central busy for
+about 110 s, and another agent's alarm was stored 108.7 s after it was sent:
+the completion tracker re-checked every scan of the open round for each new
+scan, on the ingest thread, and alarm events waited behind the scans.
+
+The flood comes from ``flood-gate``, an agent the plan knows, played by the
+test's own MQTT client as fast as it can publish: its retained status, a
+birth (its reader ``gate-1``, the planned checkpoint), then FLOOD_SCANS
+well-formed scan events at QoS 1 (eseq 1..N, a team member's card, a round
+of the route open now), exactly what a real agent on that topic would send,
+only faster than any reader could. (Through a pseudo-terminal a card takes a
+second to count again: a flood that way would take hours.) Once the whole
+flood is published, ``gate-z``, a real agent process, presses its panic:
+whatever of the flood central has not stored yet is ahead of it.
+
+Shows: the panic's alarm is in the store (``gridpatrol alarms --json``)
+within PANIC_ALARM_S of the panic reaching the broker, and the whole flood
+is stored (central's ack of ``flood-gate`` reaches N) within FLOOD_STORED_S.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import secrets
+import threading
+import time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import msgpack
+import paho.mqtt.client as mqtt
+import pytest
+
+from tests.faults.harness import FaultSite, Numbers, cli_json
+from tests.support import run_cli, wait_until
+
+pytestmark = pytest.mark.slow
+
+FLOODER = "flood-gate"
+PANICKER = "gate-z"
+FLOOD_SCANS = 20_000
+CARD = "67003B51C6"
+PANIC_PIN = 27
+PANIC_HOLD_S = 0.75  # hold_ms is 600 (tests/e2e/site.py)
+PANIC_ALARM_S = 2.0  # the issue's bound; the benchmark's target is a p99 of 250 ms
+PANIC_WATCH_S = 60.0  # how long the test waits to measure a late alarm before failing
+FLOOD_STORED_S = 120.0
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def _plan(now: dt.datetime) -> str:
+    """A route whose one round is open now: its window began 10 minutes ago and lasts 2 hours."""
+    start = (now - dt.timedelta(minutes=10)).replace(second=0, microsecond=0)
+    end_min = (start.hour * 60 + start.minute + 120) % 1440
+    return f"""timezone = "Asia/Shanghai"
+unit = [
+  {{ id = "fengze", tier = "district", name = "Fengze District" }},
+  {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
+  {{ id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" }},
+  {{ id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" }},
+]
+agent = [
+  {{ id = "{FLOODER}", unit = "chengzhou-g1", name = "the flooded gate" }},
+  {{ id = "{PANICKER}", unit = "chengzhou-g1", name = "the gate whose panic must get through" }},
+]
+checkpoint = [
+  {{ id = "cp-flood", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-1" }},
+  {{ id = "cp-library", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-2" }},
+]
+
+[[team]]
+id = "volunteers-7"
+unit = "chengzhou"
+members = [ {{ name = "Lin", tag = "{CARD}" }} ]
+
+[[route]]
+id = "night-loop"
+unit = "chengzhou-g1"
+teams = ["volunteers-7"]
+order = "any"
+checkpoints = ["cp-flood", "cp-library"]
+window = {{ start = "{start:%H:%M}", end = "{end_min // 60:02d}:{end_min % 60:02d}", every_min = 120, tolerance_min = 15 }}
+"""
+
+
+class Flooder:
+    """The test's MQTT client as ``flood-gate``, and the stopwatch on ``gate-z``'s evt topic."""
+
+    def __init__(self, port: int) -> None:
+        self.boot_id = secrets.token_hex(8)
+        self.published = 0
+        self.panic_at: float | None = None  # monotonic: gate-z's panic reached the broker (and this client)
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{FLOODER}-by-the-fault-suite")
+        self.client.max_inflight_messages_set(1000)
+        self.client.will_set(f"gridpatrol/v1/{FLOODER}/status", json.dumps({"state": "offline", "bdseq": 1, "ts": 0}),
+                             qos=1, retain=True)
+        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"gridpatrol/v1/{PANICKER}/evt", qos=1)
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "the flooder did not subscribe"
+        self._thread = threading.Thread(target=self._flood, name="flood", daemon=True)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.panic_at is None and msgpack.unpackb(msg.payload, raw=False).get("kind") == "panic":
+            self.panic_at = time.monotonic()
+
+    def born(self) -> None:
+        """Status online and a birth, as a real agent says them on every connect."""
+        now = int(time.time() * 1000)
+        self.client.publish(f"gridpatrol/v1/{FLOODER}/status", json.dumps({"state": "online", "bdseq": 1, "ts": now}),
+                            qos=1, retain=True).wait_for_publish(10)
+        birth = {"bdseq": 1, "boot_id": self.boot_id, "fw": "fault-suite-flood",
+                 "inventory": {"zones": [], "buttons": [], "readers": [{"name": "gate-1"}, {"name": "gate-2"}],
+                               "outputs": []}}
+        self.client.publish(f"gridpatrol/v1/{FLOODER}/birth", msgpack.packb(birth), qos=1).wait_for_publish(10)
+
+    def start(self) -> Flooder:
+        self._thread.start()
+        return self
+
+    def _flood(self) -> None:
+        topic = f"gridpatrol/v1/{FLOODER}/evt"
+        mono0 = int(time.monotonic() * 1000)
+        last = None
+        for eseq in range(1, FLOOD_SCANS + 1):
+            now = int(time.time() * 1000)
+            event = {"eseq": eseq, "boot_id": self.boot_id, "kind": "scan", "source": "gate-1", "ts": now,
+                     "mono_ms": mono0 + eseq, "clock_synced": True, "replayed": False, "tag": CARD, "fmt": "em4100"}
+            last = self.client.publish(topic, msgpack.packb(event), qos=1)
+            self.published = eseq
+        if last is not None:
+            last.wait_for_publish(60)
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the flood did not finish publishing"
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def _acked(site: FaultSite, agent: str) -> int:
+    return next((int(a["acked_eseq"] or 0) for a in cli_json(site, "agents") if a["agent"] == agent), 0)
+
+
+@pytest.mark.timeout(300)
+def test_a_scan_flood_does_not_hold_up_another_agents_panic(make_site, numbers: Numbers, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    site: FaultSite = make_site()
+    plan = tmp_path / "plan.toml"
+    plan.write_text(_plan(dt.datetime.now(TZ)))
+    r = run_cli("plan", "import", str(plan), "--config", str(site.central_conf))
+    assert r.returncode == 0, r.stderr
+    site.start_central()
+    z = site.add_agent(PANICKER, resend_s=2, keepalive_s=5)
+    site.start_agent(PANICKER)
+    flooder = Flooder(site.broker.port)
+    try:
+        flooder.born()
+        flood_started = time.monotonic()
+        flooder.start()
+        # The panic comes once the whole flood is out: whatever central has not yet stored is queued before it.
+        flooder.join(timeout=120)
+        published_s = time.monotonic() - flood_started
+        acked_at_press = _acked(site, FLOODER)
+        z.drive(PANIC_PIN, "low")
+        time.sleep(PANIC_HOLD_S)  # the press itself
+        z.drive(PANIC_PIN, "high")
+        wait_until(lambda: flooder.panic_at is not None, timeout=10, message="gate-z's panic at the broker")
+        assert flooder.panic_at is not None
+        seen: list[float] = []
+
+        def panic_alarm() -> bool:
+            began = time.monotonic()
+            found = [a for a in cli_json(site, "alarms") if a["agent"] == PANICKER and a["kind"] == "panic"]
+            if found:
+                seen[:] = [began, time.monotonic()]
+            return bool(found)
+
+        try:
+            wait_until(panic_alarm, timeout=PANIC_WATCH_S, interval=0.02, message="gate-z's panic alarm")
+        except AssertionError:
+            raise AssertionError(f"gate-z's panic was no alarm {PANIC_WATCH_S} s after it was sent, under a flood of "
+                                 f"{FLOOD_SCANS} scans (central's ack of the flood: {_acked(site, FLOODER)})") from None
+        upper_s = seen[1] - flooder.panic_at  # the alarm was there when the look that found it ended
+        lower_s = seen[0] - flooder.panic_at  # ... and not before the look before it began (roughly)
+        flood_acked_at_alarm = _acked(site, FLOODER)
+        assert upper_s <= PANIC_ALARM_S, (
+            f"gate-z's panic became an alarm between {max(0.0, lower_s):.2f} and {upper_s:.2f} s after it was sent "
+            f"(allowed {PANIC_ALARM_S} s), under a flood of {FLOOD_SCANS} scans; central had acked "
+            f"{flood_acked_at_alarm} of them by then")
+        try:
+            wait_until(lambda: _acked(site, FLOODER) >= FLOOD_SCANS, timeout=FLOOD_STORED_S, interval=1.0,
+                       message="the whole flood stored")
+        except AssertionError:
+            raise AssertionError(f"the flood was not stored within {FLOOD_STORED_S} s: central's ack of "
+                                 f"{FLOODER} is {_acked(site, FLOODER)} of {FLOOD_SCANS}") from None
+        stored_s = time.monotonic() - flood_started
+    finally:
+        flooder.close()
+    scans = cli_json(site, "events", "--agent", FLOODER, "--kind", "scan")
+    assert [e["eseq"] for e in scans] == list(range(1, FLOOD_SCANS + 1))
+    numbers.made = numbers.stored = len(scans)
+    numbers.details.update(
+        flood_scans=FLOOD_SCANS, published_in_s=round(published_s, 1), stored_in_s=round(stored_s, 1),
+        ingest_rate_per_s=round(FLOOD_SCANS / stored_s), panic_alarm_within_s=round(upper_s, 3),
+        panic_alarm_after_at_least_s=round(max(0.0, lower_s), 3), flood_acked_when_alarm_seen=flood_acked_at_alarm,
+        flood_acked_at_press=acked_at_press,
+    )
