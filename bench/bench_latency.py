@@ -20,6 +20,11 @@ Two clocks stop:
   POLL_S for the next row of that kind (each poll is a fresh read
   transaction, so a row is seen as soon as central's commit is in the WAL).
   The figure is at most POLL_S plus one query late.
+- alarm: the same connection polls ``alarm_steps`` for the step the drive
+  makes on the zone's alarm (``raise`` for the first opening, ``retrip`` for
+  each one after a restore, ``restore`` for a restore): the alarm row that
+  staff see, not only the event. Until issue 11 the alarm book wrote it after
+  the event's commit, in a transaction of its own; since, in the same one.
 Each alarm is measured alone: after its row is seen the bench pauses a
 random 30-60 ms (central's ack reaches the agent, which deletes the event
 from its outbox, an fsync of its own), so one alarm's ack does not hold up
@@ -38,12 +43,22 @@ certificates, TLS 1.2 or later, a CRL) next to the plaintext one; both
 listeners share one Mosquitto, so only the transport differs. Neither
 listener has the production ACL.
 
-Run from the repository root:  python -m bench.bench_latency [--alarms 1000] [--store-rows 0 200000] [--tls]
+`--flood N` measures the same during a scan flood: a second, planned agent
+(played by a paho client of the bench, as tests/faults/test_flood.py does:
+status, birth, well-formed QoS 1 scans of a team member's card at one planned
+checkpoint whose round is open) publishes N scans as fast as it can once the
+warm-up drives are done; the drives go on until `--alarms` are measured or
+central has stored the whole flood, whichever comes first. The table says how
+many drives fell inside the flood.
+
+Run from the repository root:  python -m bench.bench_latency [--alarms 1000] [--store-rows 0 200000] [--tls] [--flood 20000]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime as dt
+import json
 import getpass
 import os
 import random
@@ -55,9 +70,10 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
+from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 
@@ -65,6 +81,7 @@ from central.store import Store, StoredEvent
 from gridpatrol import pki
 from gridpatrol.localbroker import LocalBroker, free_port, port_open
 from wire import topics
+from wire.codec import pack
 from wire.messages import Event, EventKind
 
 AGENT = "bench-gate"
@@ -74,8 +91,14 @@ ROW_TIMEOUT_S = 10.0
 START_TIMEOUT_S = 30.0
 PAUSE_S = (0.03, 0.06)
 TARGET_P99_MS = 25.0
+ALARM_TARGET_P99_MS = 10.0  # issue 11: the alarm row written with its event
+FLOOD_TARGET_P99_MS = 250.0  # issue 11: the same during a flood of 20,000 scans
 WARMUP_DRIVES = 20
 FILL_BATCH = 10_000
+FLOODER = "bench-flood"
+FLOOD_CARD = "67003B51C6"
+FLOOD_ROW_TIMEOUT_S = 300.0  # during a flood a row may wait behind it: measure it, however long
+ALARM_ACTIONS = {"alarm": ("raise", "retrip"), "restore": ("restore",)}  # the alarm step each drive makes
 
 
 # -- the site: broker, PKI, central and agent processes ----------------------
@@ -266,7 +289,7 @@ class Site:
     """Broker, a `gridpatrol central` process and one `gridpatrol agent` process, in ``root``."""
 
     def __init__(self, root: Path, broker: BenchBroker, *, tls: bool, agent_readers: str = "",
-                 store_rows: int = 0) -> None:
+                 store_rows: int = 0, plan: str | None = None) -> None:
         self.root = root
         self.broker = broker
         self.tls = tls
@@ -281,6 +304,12 @@ class Site:
         self.logs = [root / "central.log", root / "agent.log"]
         if store_rows:
             fill_store(self.db_path, store_rows)
+        if plan is not None:
+            (root / "plan.toml").write_text(plan)
+            done = subprocess.run([sys.executable, "-m", "gridpatrol.cli", "plan", "import", str(root / "plan.toml"),
+                                   "--config", str(self.central_dir / "central.toml")], capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"plan import failed: {done.stderr.strip()}")
         self.central: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
 
@@ -401,10 +430,124 @@ class Latencies:
     store_ms: list[float]
     evt_ms: list[float]
     bare_ms: list[float]
+    alarm_ms: list[float]
+    flood: FloodResult | None = None
 
 
-def measure_alarms(site: Site, n: int, rng: random.Random) -> tuple[list[float], list[float]]:
-    """``n`` drives alternating alarm and restore; per drive the ms to the evt message and to the store row."""
+@dataclass(frozen=True, slots=True)
+class FloodResult:
+    scans: int
+    drives_inside: int  # measured drives made before central had stored the whole flood
+    published_s: float
+    stored_s: float | None  # from the flood's start until central held all of it; None if not by the end
+
+
+def flood_plan(now: dt.datetime) -> str:
+    """A plan in which FLOODER's reader is a checkpoint of a route whose one round is open now."""
+    start = (now - dt.timedelta(minutes=10)).replace(second=0, microsecond=0)
+    end_min = (start.hour * 60 + start.minute + 120) % 1440
+    return f"""timezone = "Asia/Shanghai"
+unit = [
+  {{ id = "fengze", tier = "district", name = "Fengze District" }},
+  {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
+  {{ id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" }},
+  {{ id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" }},
+]
+agent = [ {{ id = "{FLOODER}", unit = "chengzhou-g1", name = "the flooded gate" }},
+          {{ id = "{AGENT}", unit = "chengzhou-g1", name = "the measured gate" }} ]
+checkpoint = [
+  {{ id = "cp-flood", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-1" }},
+  {{ id = "cp-library", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-2" }},
+]
+
+[[team]]
+id = "volunteers-7"
+unit = "chengzhou-g1"
+members = [ {{ name = "Lin", tag = "{FLOOD_CARD}" }} ]
+
+[[route]]
+id = "night-loop"
+unit = "chengzhou-g1"
+teams = ["volunteers-7"]
+order = "any"
+checkpoints = ["cp-flood", "cp-library"]
+window = {{ start = "{start:%H:%M}", end = "{end_min // 60:02d}:{end_min % 60:02d}", every_min = 120, tolerance_min = 15 }}
+"""
+
+
+class ScanFlood:
+    """A paho client speaking as the planned agent FLOODER: status, birth, then ``n`` scans as fast as it can."""
+
+    def __init__(self, broker: BenchBroker, n: int, *, tls: bool) -> None:
+        self.n = n
+        self.boot_id = os.urandom(8).hex()
+        self.client = bench_client(broker, tls=tls, client_id="bench-flood", name=FLOODER if tls else None)
+        self.client.max_inflight_messages_set(1000)
+        connect(self.client, broker.endpoint(tls))
+        self.published = 0
+        self.started = 0.0
+        self.published_s = 0.0
+        self._thread = threading.Thread(target=self._run, name="scan flood", daemon=True)
+        now = int(time.time() * 1000)
+        self.client.publish(topics.status(FLOODER), json.dumps({"state": "online", "bdseq": 1, "ts": now}), qos=1,
+                            retain=True).wait_for_publish(START_TIMEOUT_S)
+        birth = {"bdseq": 1, "boot_id": self.boot_id, "fw": "bench-flood",
+                 "inventory": {"zones": [], "buttons": [], "readers": [{"name": "gate-1"}, {"name": "gate-2"}],
+                               "outputs": []}}
+        self.client.publish(topics.birth(FLOODER), pack(birth), qos=1).wait_for_publish(START_TIMEOUT_S)
+
+    def start(self) -> ScanFlood:
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        topic = topics.evt(FLOODER)
+        mono0 = int(time.monotonic() * 1000)
+        info = None
+        for eseq in range(1, self.n + 1):
+            event = {"eseq": eseq, "boot_id": self.boot_id, "kind": "scan", "source": "gate-1",
+                     "ts": int(time.time() * 1000), "mono_ms": mono0 + eseq, "clock_synced": True, "replayed": False,
+                     "tag": FLOOD_CARD, "fmt": "em4100"}
+            info = self.client.publish(topic, pack(event), qos=1)
+            self.published = eseq
+        if info is not None:
+            info.wait_for_publish(FLOOD_ROW_TIMEOUT_S)
+        self.published_s = time.perf_counter() - self.started
+
+    def close(self) -> None:
+        self._thread.join(FLOOD_ROW_TIMEOUT_S)
+        disconnect(self.client)
+
+
+def flood_stored(db: sqlite3.Connection) -> int:
+    return int(db.execute("SELECT COUNT(*) FROM events WHERE agent = ?", (FLOODER,)).fetchone()[0])
+
+
+def last_step(db: sqlite3.Connection) -> int:
+    """The newest alarm step's rowid (0: none yet). ``alarm_steps``: docs/alarms.md's record of every alarm change."""
+    try:
+        return int(db.execute("SELECT COALESCE(MAX(rowid), 0) FROM alarm_steps").fetchone()[0])
+    except sqlite3.OperationalError:  # central has not made its alarm tables yet
+        return 0
+
+
+def find_step(db: sqlite3.Connection, after: int, actions: Sequence[str]) -> int | None:
+    """The rowid of the first step after ``after`` on the bench agent's zone alarm with one of ``actions``."""
+    marks = ",".join("?" * len(actions))
+    row = db.execute(
+        f"SELECT s.rowid FROM alarm_steps s JOIN alarms a ON a.id = s.alarm_id WHERE s.rowid > ? AND a.agent = ?"
+        f" AND a.source = 'north-fence' AND s.action IN ({marks}) ORDER BY s.rowid LIMIT 1",
+        (after, AGENT, *actions)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def measure_alarms(site: Site, n: int, rng: random.Random, *, flood: int = 0) -> Latencies:
+    """``n`` drives alternating alarm and restore; per drive the ms to the evt message, the event row, the alarm step.
+
+    With ``flood``, a ScanFlood of that many scans starts after the warm-up,
+    and the drives stop early once central has stored all of it.
+    """
     stamps = Stamps()
     sub = bench_client(site.broker, tls=site.tls, client_id="bench-evt")
 
@@ -420,35 +563,63 @@ def measure_alarms(site: Site, n: int, rng: random.Random) -> tuple[list[float],
     db = sqlite3.connect(f"file:{site.db_path}?mode=ro", uri=True)
     store_ms: list[float] = []
     evt_ms: list[float] = []
+    alarm_ms: list[float] = []
+    flooder: ScanFlood | None = None
+    inside = 0
+    stored_s: float | None = None
+    row_timeout = FLOOD_ROW_TIMEOUT_S if flood else ROW_TIMEOUT_S
     try:
         last = db.execute("SELECT COALESCE(MAX(eseq), 0) FROM events WHERE agent = ?", (AGENT,)).fetchone()[0]
+        step = last_step(db)
         alarm = True
         for i in range(WARMUP_DRIVES + n):
+            if flood and i == WARMUP_DRIVES:
+                flooder = ScanFlood(site.broker, flood, tls=site.tls).start()
+            if flooder is not None and stored_s is None and flood_stored(db) >= flood:
+                stored_s = time.perf_counter() - flooder.started
+                break  # the flood is over: what follows would be a quiet run's figures
             kind = "alarm" if alarm else "restore"
             t0 = time.perf_counter()
             driver.drive(ZONE_PIN, not alarm)  # an no contact: low is closed, in alarm
-            deadline = t0 + ROW_TIMEOUT_S
-            while True:
-                row = db.execute("SELECT eseq FROM events WHERE agent = ? AND eseq > ? AND kind = ? ORDER BY eseq LIMIT 1",
-                                 (AGENT, last, kind)).fetchone()
-                t_row = time.perf_counter()
-                if row is not None:
-                    break
-                if t_row > deadline:
-                    raise TimeoutError(f"no {kind} row after eseq {last} within {ROW_TIMEOUT_S} s")
-                time.sleep(POLL_S)
-            last = row[0]
+            deadline = t0 + row_timeout
+            row = t_row = found = t_alarm = None
+            while row is None or found is None:
+                if row is None:
+                    row = db.execute("SELECT eseq FROM events WHERE agent = ? AND eseq > ? AND kind = ? ORDER BY eseq LIMIT 1",
+                                     (AGENT, last, kind)).fetchone()
+                    t_row = time.perf_counter() if row is not None else None
+                if found is None:
+                    found = find_step(db, step, ALARM_ACTIONS[kind])
+                    t_alarm = time.perf_counter() if found is not None else None
+                if row is None or found is None:
+                    if time.perf_counter() > deadline:
+                        raise TimeoutError(f"no {kind} row (or its alarm step) after eseq {last} within {row_timeout} s")
+                    time.sleep(POLL_S)
+            assert t_row is not None and t_alarm is not None
+            last, step = row[0], found
             if i >= WARMUP_DRIVES:
-                t_evt = stamps.take(last)
+                t_evt = stamps.take(last, timeout=row_timeout)
                 store_ms.append((t_row - t0) * 1000)
                 evt_ms.append((t_evt - t0) * 1000)
+                alarm_ms.append((t_alarm - t0) * 1000)
+                if flooder is not None:
+                    inside += 1
             alarm = not alarm
             time.sleep(rng.uniform(*PAUSE_S))
+        if flooder is not None and stored_s is None:
+            deadline = time.perf_counter() + FLOOD_ROW_TIMEOUT_S
+            while flood_stored(db) < flood and time.perf_counter() < deadline:
+                time.sleep(0.1)
+            if flood_stored(db) >= flood:
+                stored_s = time.perf_counter() - flooder.started
     finally:
+        if flooder is not None:
+            flooder.close()
         db.close()
         driver.close()
         disconnect(sub)
-    return store_ms, evt_ms
+    result = None if flooder is None else FloodResult(flood, inside, flooder.published_s, stored_s)
+    return Latencies(store_ms, evt_ms, [], alarm_ms, result)
 
 
 def measure_bare(broker: BenchBroker, n: int, payload_size: int, rng: random.Random, *, tls: bool) -> list[float]:
@@ -481,11 +652,13 @@ def event_payload_size() -> int:
                      ts=1_700_000_000_000, mono_ms=123_456_789, clock_synced=True).to_payload())
 
 
-def run_one(root: Path, broker: BenchBroker, *, tls: bool, n: int, store_rows: int, rng: random.Random) -> Latencies:
-    site = Site(root, broker, tls=tls, store_rows=store_rows)
+def run_one(root: Path, broker: BenchBroker, *, tls: bool, n: int, store_rows: int, rng: random.Random,
+            flood: int = 0) -> Latencies:
+    plan = flood_plan(dt.datetime.now(ZoneInfo("Asia/Shanghai"))) if flood else None
+    site = Site(root, broker, tls=tls, store_rows=store_rows, plan=plan)
     try:
         site.start()
-        store_ms, evt_ms = measure_alarms(site, n, rng)
+        measured = measure_alarms(site, n, rng, flood=flood)
     except BaseException:
         for log in site.logs:
             if log.exists():
@@ -494,7 +667,7 @@ def run_one(root: Path, broker: BenchBroker, *, tls: bool, n: int, store_rows: i
     finally:
         site.close()
     bare_ms = measure_bare(broker, n, event_payload_size(), rng, tls=tls)
-    return Latencies(store_ms, evt_ms, bare_ms)
+    return replace(measured, bare_ms=bare_ms)
 
 
 def describe_machine(path: Path) -> str:
@@ -510,17 +683,28 @@ def describe_machine(path: Path) -> str:
 
 
 def print_table(results: list[tuple[str, int, Latencies]]) -> None:
-    print(f"{'transport':<10} {'store rows':>10} {'path':<28} {'p50 ms':>7} {'p99 ms':>7} {'max ms':>7} {'mean ms':>7} "
+    print(f"{'transport':<10} {'store rows':>10} {'path':<30} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} {'mean ms':>8} "
           f"{'p99/first':>9}")
     first: dict[tuple[str, str], float] = {}
     for transport, rows, lat in results:
         central_ms = [row - evt for row, evt in zip(lat.store_ms, lat.evt_ms)]
-        for path, xs in (("drive -> row in store", lat.store_ms), ("drive -> evt at a subscriber", lat.evt_ms),
-                         ("evt -> row (central's part)", central_ms), ("bare paho pub -> sub", lat.bare_ms)):
+        alarm_central_ms = [row - evt for row, evt in zip(lat.alarm_ms, lat.evt_ms)]
+        for path, xs in (("drive -> row in store", lat.store_ms), ("drive -> alarm row in store", lat.alarm_ms),
+                         ("drive -> evt at a subscriber", lat.evt_ms), ("evt -> row (central's part)", central_ms),
+                         ("evt -> alarm (central's part)", alarm_central_ms), ("bare paho pub -> sub", lat.bare_ms)):
+            if not xs:
+                print(f"{transport:<10} {rows:>10} {path:<30} (no drive measured)")
+                continue
             p99 = pct(xs, 0.99)
             base = first.setdefault((transport, path), p99)
-            print(f"{transport:<10} {rows:>10} {path:<28} {pct(xs, 0.5):7.2f} {p99:7.2f} {max(xs):7.2f} "
-                  f"{statistics.fmean(xs):7.2f} {p99 / base:9.2f}")
+            print(f"{transport:<10} {rows:>10} {path:<30} {pct(xs, 0.5):8.2f} {p99:8.2f} {max(xs):8.2f} "
+                  f"{statistics.fmean(xs):8.2f} {p99 / base:9.2f}")
+        if lat.flood is not None:
+            f = lat.flood
+            stored = f"stored by central {f.stored_s:.1f} s after its start" if f.stored_s is not None else "NOT all stored"
+            rate = f" ({f.scans / f.stored_s:.0f} scans/s)" if f.stored_s else ""
+            print(f"{'':<10} {'':>10} flood of {f.scans} scans: published in {f.published_s:.1f} s, {stored}{rate}; "
+                  f"{f.drives_inside} measured drives fell inside it")
 
 
 def main() -> int:
@@ -530,11 +714,14 @@ def main() -> int:
                     help="events of other agents already in central's store, one run each (default 0 200000)")
     ap.add_argument("--tls", action="store_true", help="also run every size over TLS, next to plaintext")
     ap.add_argument("--dir", type=Path, default=None, help="where the stores live (default: a temporary directory)")
+    ap.add_argument("--flood", type=int, default=0, metavar="N",
+                    help="measure during a flood of N valid scans at one planned checkpoint (issue 11: 20000)")
     args = ap.parse_args()
     rng = random.Random(11)
     with tempfile.TemporaryDirectory(prefix="bench-latency-", dir=args.dir) as tmp:
         root = Path(tmp)
-        print(f"alarm latency, {args.alarms} drives per run (alarm and restore alternating), zone debounce_ms = 0")
+        print(f"alarm latency, {args.alarms} drives per run (alarm and restore alternating), zone debounce_ms = 0"
+              + (f", during a flood of {args.flood} scans at one planned checkpoint" if args.flood else ""))
         print(f"store row polled every {POLL_S * 1000:.1f} ms; {describe_machine(root)}")
         tls = make_tls(root / "pki", [AGENT]) if args.tls else None
         broker = BenchBroker(root / "broker", tls).start()
@@ -544,15 +731,19 @@ def main() -> int:
                 for transport in (["plaintext", "TLS"] if args.tls else ["plaintext"]):
                     run_dir = root / f"{transport}-{rows}"
                     results.append((transport, rows, run_one(run_dir, broker, tls=transport == "TLS", n=args.alarms,
-                                                              store_rows=rows, rng=rng)))
+                                                              store_rows=rows, rng=rng, flood=args.flood)))
                     print(f"  done: {transport}, {rows} rows", file=sys.stderr, flush=True)
         finally:
             broker.stop()
         print_table(sorted(results, key=lambda r: (r[0] != "plaintext", r[1])))
         for transport, rows, lat in results:
-            p99 = pct(lat.store_ms, 0.99)
-            verdict = "met" if p99 <= TARGET_P99_MS else f"missed by {p99 - TARGET_P99_MS:.1f} ms"
-            print(f"target p99 drive -> row within {TARGET_P99_MS:g} ms ({transport}, {rows} rows): {verdict}")
+            for what, xs, target in (("row", lat.store_ms, TARGET_P99_MS),
+                                     ("alarm row", lat.alarm_ms, FLOOD_TARGET_P99_MS if args.flood else ALARM_TARGET_P99_MS)):
+                if not xs:
+                    continue
+                p99 = pct(xs, 0.99)
+                verdict = "met" if p99 <= target else f"missed by {p99 - target:.1f} ms"
+                print(f"target p99 drive -> {what} within {target:g} ms ({transport}, {rows} rows): {verdict}")
     return 0
 
 
