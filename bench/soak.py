@@ -1,6 +1,6 @@
 """Soak: 300 agents against a real `gridpatrol central` for M minutes; memory, CPU, dashboard, nothing lost.
 
-    .venv/bin/python -m bench.soak [--minutes 10] [--agents 300] [--real-agents 2] [--drop 0.002]
+    .venv/bin/python -m bench.soak [--minutes 10] [--agents 300] [--real-agents 2] [--drop 0.002] [--windows-every 4]
 
 Everything runs on 127.0.0.1: a LocalBroker, `gridpatrol central` (its plan
 from gridpatrol/district.py, imported with `gridpatrol plan import`, and a
@@ -22,8 +22,16 @@ panic or tamper; a zone alarm or tamper restores 5-30 s later). The control
 room (this script, logged in) polls GET /api/alarms and GET /agents every 10 s,
 timing each, and acknowledges the oldest active alarm through the API.
 
+``--windows-every M``: instead of one patrol window over the whole run, each
+route's window opens for M - 1 minutes and closes for one, again and again (a
+route per window, in one-minute slots), so the completion tracker takes up
+and lets go of windows and rounds all through the run, as a night with many
+short rounds would make it.
+
 Every 10 s central's RSS (/proc/PID/status) and CPU (/proc/PID/stat) are
-sampled. At the end the sessions drain (every event acked), everything stops,
+sampled. Besides the slope of the last third against the first, the report
+gives the least-squares RSS slope over the last 30 minutes (the whole run
+when shorter): issue 11's figure, whose goal is flat (under 0.02 MB/min). At the end the sessions drain (every event acked), everything stops,
 and central.db (read-only) must hold every eseq each agent made exactly once.
 """
 
@@ -78,6 +86,8 @@ RESTORE_S = (5.0, 30.0)
 RAMP_S = 10.0  # sessions connect spread over this long, as a district's agents come up
 SHARDS = 4  # threads driving the lightweight sessions' sockets
 DRAIN_S = 120.0
+SLOPE_TAIL_MIN = 30.0  # the RSS slope is judged over this last stretch: by then every cache has filled
+SLOPE_GOAL_MB_PER_MIN = 0.02
 STOP_S = 30.0  # a process's time to stop on SIGTERM before SIGKILL
 TRACE_FRAMES = 4
 # `gridpatrol central` with a census on SIGUSR1: the number and shallow size of every
@@ -684,7 +694,8 @@ class Soak:
         self.db = cdir / "central.db"
         self.conf.write_text(D.central_toml(data_dir=str(cdir), mqtt_port=self.broker.port,
                                             web_listen=f"127.0.0.1:{self.web_port}"))
-        (self.root / "plan.toml").write_text(D.plan_toml(district))
+        plan = windowed_plan_toml(district, a.windows_every, a.minutes) if a.windows_every else D.plan_toml(district)
+        (self.root / "plan.toml").write_text(plan)
         self.cli("plan", "import", str(self.root / "plan.toml"), "--config", str(self.conf))
         self.cli("users", "add", USER, "--unit", "fengze", "--config", str(self.conf), stdin=(self.password + "\n").encode())
         if a.census:
@@ -920,6 +931,47 @@ def memory_slope(samples: list[Sample]) -> float:
     return (statistics.mean(s.rss_mb for s in last) - statistics.mean(s.rss_mb for s in first)) / dt_min
 
 
+def tail_slope(samples: list[Sample], minutes: float = SLOPE_TAIL_MIN) -> tuple[float, float]:
+    """Least-squares RSS slope in MB/min over the samples of the last ``minutes``, and the minutes it spans."""
+    if not samples:
+        return float("nan"), 0.0
+    tail = [s for s in samples if s.t >= samples[-1].t - minutes * 60]
+    if len(tail) < 2:
+        return float("nan"), 0.0
+    mean_t = statistics.fmean(s.t for s in tail)
+    mean_rss = statistics.fmean(s.rss_mb for s in tail)
+    var = sum((s.t - mean_t) ** 2 for s in tail)
+    slope_per_s = sum((s.t - mean_t) * (s.rss_mb - mean_rss) for s in tail) / var if var else float("nan")
+    return slope_per_s * 60, (tail[-1].t - tail[0].t) / 60
+
+
+def windowed_plan_toml(d: D.District, every_min: int, minutes: float) -> str:
+    """The district's plan, but each route's window opens for ``every_min`` - 1 minutes and closes for one, over and over.
+
+    A route has one window a day, so each window is a route of its own
+    (``<route>-w<k>``) over the same checkpoints and team; slots of one minute.
+    """
+    if every_min < 2:
+        raise ValueError(f"--windows-every: {every_min} is too short (at least 2: open one minute, closed one)")
+    base = D.plan_toml(replace(d, routes=()))
+    windows = int(-(-(minutes + 2) // every_min))  # ceil: windows until the load ends, and a little more
+    lines = [base.rstrip("\n")]
+    for r in d.routes:
+        members = ", ".join(f"{{ name = {json.dumps(f'Volunteer {i + 1}')}, tag = {json.dumps(tag)} }}"
+                            for i, tag in enumerate(r.member_tags))
+        lines += ["", "[[team]]", f"id = {json.dumps(r.team)}", f"unit = {json.dumps(r.unit)}", f"members = [ {members} ]"]
+        for k in range(windows):
+            start = d.window_start + dt.timedelta(minutes=k * every_min)
+            end = start + dt.timedelta(minutes=every_min - 1)
+            lines += [
+                "", "[[route]]", f"id = {json.dumps(f'{r.route_id}-w{k}')}", f"unit = {json.dumps(r.unit)}",
+                f"teams = [{json.dumps(r.team)}]", 'order = "any"',
+                "checkpoints = [" + ", ".join(json.dumps(c) for c in r.checkpoints) + "]",
+                f'window = {{ start = "{start:%H:%M}", end = "{end:%H:%M}", every_min = {D.SLOT_MIN}, tolerance_min = 0 }}',
+            ]
+    return "\n".join(lines) + "\n"
+
+
 def census_diff(prefix: Path, *, traced: bool, top: int = 12) -> list[str]:
     """Which kinds of Python object central gained between the two censuses (not SQLite's cache nor malloc's slack)."""
     deadline = time.monotonic() + 30
@@ -966,8 +1018,11 @@ def census_diff(prefix: Path, *, traced: bool, top: int = 12) -> list[str]:
 
 
 def report(args: argparse.Namespace, soak: Soak, result: dict[str, Any]) -> str:
+    windows = (f"plan windows open {args.windows_every - 1} min and closed 1 min, over and over" if args.windows_every
+               else "one plan window over the run")
+    slope, span = tail_slope(soak.samples)
     lines = [f"soak: {args.agents} agents ({args.real_agents} real `gridpatrol agent` processes), {args.minutes:g} min, "
-             f"drop {args.drop:g}, seed {args.seed}", "",
+             f"drop {args.drop:g}, seed {args.seed}; {windows}", "",
              "| minute | central RSS MB | CPU % | events stored | /api/alarms p50/p99 ms | /agents p50/p99 ms |",
              "| ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in minute_rows(soak.samples, soak.timings):
@@ -982,6 +1037,10 @@ def report(args: argparse.Namespace, soak: Soak, result: dict[str, Any]) -> str:
               f"memory slope {memory_slope(soak.samples):+.2f} MB/min (last third against first third); "
               f"RSS {soak.samples[0].rss_mb:.1f} -> {soak.samples[-1].rss_mb:.1f} MB; threads {soak.samples[0].threads} -> "
               f"{soak.samples[-1].threads}" if soak.samples else "no samples",
+              f"RSS slope over the last {span:.1f} min (least squares): {slope:+.3f} MB/min "
+              f"(goal: flat, under {SLOPE_GOAL_MB_PER_MIN:g} MB/min: "
+              f"{'met' if abs(slope) < SLOPE_GOAL_MB_PER_MIN else 'not met'}"
+              f"{'' if span >= SLOPE_TAIL_MIN - 0.5 else f'; a run shorter than {SLOPE_TAIL_MIN:g} min only hints at it'})",
               "dashboard over the run: " + ", ".join(
                   f"{p} p50 {percentile(v, 50):.0f} ms p99 {percentile(v, 99):.0f} ms max {max(v, default=float('nan')):.0f} ms"
                   f" ({len(v)} requests)" for p, v in every.items()),
@@ -1011,6 +1070,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-ack", dest="ack", action="store_false", help="the control room only looks")
     parser.add_argument("--ack-all", action="store_true",
                         help="the control room acknowledges every active alarm it sees, not only the oldest")
+    parser.add_argument("--windows-every", type=int, default=0, metavar="M",
+                        help="patrol windows open M - 1 minutes and close one, over and over (default: one window)")
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--dir", type=Path, help="keep the run's files here (default: a temporary folder, removed)")
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
@@ -1021,6 +1082,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 4 <= args.agents <= 2000 or not 0 <= args.real_agents <= args.agents or not 0 <= args.drop < 1:
         parser.error("--agents 4..2000, --real-agents 0..agents, --drop in [0, 1)")
+    if args.windows_every and args.windows_every < 2:
+        parser.error("--windows-every: at least 2 (a window open one minute, closed one)")
     with tempfile.TemporaryDirectory(prefix="gridpatrol-soak-") as tmp:
         root = args.dir or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
