@@ -30,12 +30,12 @@ import time
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import msgpack
 import paho.mqtt.client as mqtt
 import pytest
 
 from tests.faults.harness import FaultSite, Numbers, cli_json
 from tests.support import run_cli, wait_until
+from wire.codec import pack, unpack
 
 pytestmark = pytest.mark.slow
 
@@ -107,7 +107,7 @@ class Flooder:
         self._thread = threading.Thread(target=self._flood, name="flood", daemon=True)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        if self.panic_at is None and msgpack.unpackb(msg.payload, raw=False).get("kind") == "panic":
+        if self.panic_at is None and unpack(bytes(msg.payload)).get("kind") == "panic":
             self.panic_at = time.monotonic()
 
     def born(self) -> None:
@@ -118,7 +118,7 @@ class Flooder:
         birth = {"bdseq": 1, "boot_id": self.boot_id, "fw": "fault-suite-flood",
                  "inventory": {"zones": [], "buttons": [], "readers": [{"name": "gate-1"}, {"name": "gate-2"}],
                                "outputs": []}}
-        self.client.publish(f"gridpatrol/v1/{FLOODER}/birth", msgpack.packb(birth), qos=1).wait_for_publish(10)
+        self.client.publish(f"gridpatrol/v1/{FLOODER}/birth", pack(birth), qos=1).wait_for_publish(10)
 
     def start(self) -> Flooder:
         self._thread.start()
@@ -132,7 +132,7 @@ class Flooder:
             now = int(time.time() * 1000)
             event = {"eseq": eseq, "boot_id": self.boot_id, "kind": "scan", "source": "gate-1", "ts": now,
                      "mono_ms": mono0 + eseq, "clock_synced": True, "replayed": False, "tag": CARD, "fmt": "em4100"}
-            last = self.client.publish(topic, msgpack.packb(event), qos=1)
+            last = self.client.publish(topic, pack(event), qos=1)
             self.published = eseq
         if last is not None:
             last.wait_for_publish(60)

@@ -31,12 +31,12 @@ import threading
 import time
 from typing import Any
 
-import msgpack
 import paho.mqtt.client as mqtt
 import pytest
 
 from tests.faults.harness import FaultSite, Numbers, Toggler, cli_json, outbox_state, stored_eseqs
 from tests.support import run_cli, wait_until
+from wire.codec import pack, unpack
 
 pytestmark = pytest.mark.slow
 
@@ -68,7 +68,7 @@ class Wire:
         assert self._subscribed.wait(10), "the test's client did not subscribe"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        body = msgpack.unpackb(msg.payload, raw=False)
+        body = unpack(bytes(msg.payload))
         with self._lock:
             if msg.topic.endswith("/ack"):
                 self.acks.append(int(body["eseq"]))
@@ -84,7 +84,7 @@ class Wire:
         with self._lock:
             real = dict(self.events[-1])
         forged = {**real, "eseq": FORGED_ESEQ, "ts": int(time.time() * 1000), "replayed": False}
-        self.client.publish(f"gridpatrol/v1/{AGENT}/evt", msgpack.packb(forged), qos=1).wait_for_publish(10)
+        self.client.publish(f"gridpatrol/v1/{AGENT}/evt", pack(forged), qos=1).wait_for_publish(10)
         return forged
 
     def close(self) -> None:
