@@ -205,8 +205,9 @@ class Toggler:
 class Tapper:
     """Presents a new card to the reader every ``every_s``; counts the presentations."""
 
-    def __init__(self, reader: SimulatedRdm6300, every_s: float = 0.4, *, prefix: str = "D15C") -> None:
+    def __init__(self, reader: SimulatedRdm6300, every_s: float = 0.4, *, prefix: str = "D15C", hold_s: float = 0.25) -> None:
         self.reader = reader
+        self.hold_s = hold_s  # how long each card lies on the reader (the RDM6300 repeats its frame every 0.1 s)
         self.prefix = prefix  # the tags' first hex digits: one per reader, so each card is one reader's
         self.every_s = every_s
         self.tags: list[str] = []
@@ -241,7 +242,7 @@ class Tapper:
                     continue
                 n += 1
                 tag = f"{self.prefix}{n:06X}"
-                self.reader.tap(tag, hold_s=0.25)
+                self.reader.tap(tag, hold_s=self.hold_s)
                 self.tags.append(tag)
 
 

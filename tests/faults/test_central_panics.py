@@ -167,7 +167,8 @@ def test_central_sigkilled_at_random_moments_under_panics_and_scans(make_site, r
         extra = f'[[reader]]\nname = "gate-1"\nport = "{readers[agent_id].path}"\nprotocol = "rdm6300"\n'
         site.add_agent(agent_id, resend_s=2, keepalive_s=5, extra=extra)
         site.start_agent(agent_id)
-    tappers = [Tapper(readers[a], every_s=0.3, prefix=f"C{i}0D").start() for i, a in enumerate(AGENTS)]
+    # Each card lies 0.4 s (four frames; the reader needs two alike): a card is one scan even on a busy machine.
+    tappers = [Tapper(readers[a], every_s=0.6, hold_s=0.4, prefix=f"C{i}0D").start() for i, a in enumerate(AGENTS)]
     staff = [Staff(site, a, random.Random(rng.random())).start() for a in AGENTS]
     at_commit = at_random = 0
     try:
