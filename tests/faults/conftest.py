@@ -77,6 +77,7 @@ def numbers(request: pytest.FixtureRequest) -> Iterator[Numbers]:
     path = write_numbers(n)
     _RUN.append(n.as_dict())
     print(f"\n[faults] {name}: made {n.made}, stored {n.stored}, duplicates {n.duplicates}, lost {n.lost}, "
+          f"gone (shed, and said so) {n.gone}, "
           f"recovery {n.recovery_s if n.recovery_s is None else round(n.recovery_s, 2)} s, wall {n.wall_s:.1f} s"
           f"\n[faults]   details: {json.dumps(n.details, sort_keys=True)}\n[faults]   -> {path}")
 
