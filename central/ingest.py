@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import queue
+from collections import deque
 import secrets
 import threading
 import time
@@ -39,12 +40,12 @@ from central.store import AgentRow, Store, StoredEvent, quarantine
 from central.timeest import ClockEstimator
 from wire import topics
 from wire.messages import (
-    Ack, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, StateSnapshot, Telemetry,
+    Ack, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry,
 )
 
 _LOGGER = logging.getLogger(__name__)
 
-BATCH_MAX = 5000  # events per transaction; bounds the time a batch holds the write lock
+BATCH_MAX = 1000  # events per transaction; bounds how long an alarm can wait for the batch in hand
 QUEUE_MAX = 200_000  # decoded messages waiting; beyond this they are dropped unacked (agents resend)
 TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
 LINGER_S = 0.02  # under a stream, a batch waits this long for more (one fsync for many events)
@@ -84,6 +85,8 @@ class Listener(Protocol):
 
 
 _STOP = object()
+_URGENT = object()  # wakes the writer: an urgent event waits in its own lane
+URGENT_KINDS = frozenset({EventKind.ALARM, EventKind.TAMPER, EventKind.PANIC, EventKind.RESTORE})
 
 
 class Ingest:
@@ -117,6 +120,7 @@ class Ingest:
         self._batch_max = batch_max
         self._queue_max = queue_max
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._urgent: deque[Any] = deque()  # appended by paho's thread, taken by the writer
         self._decoder = Decoder()
         self._presence = Presence(rebirth_interval_s=rebirth_interval_s)
         self._times = ClockEstimator()
@@ -216,7 +220,7 @@ class Ingest:
 
     def _on_message(self, msg: mqtt.MQTTMessage) -> None:
         try:
-            if self._queue.qsize() >= self._queue_max:
+            if self._queue.qsize() >= self._queue_max or len(self._urgent) >= self._queue_max:
                 self._overflowed += 1  # not acked, so its agent sends it again
                 return
             try:
@@ -225,7 +229,13 @@ class Ingest:
                 self._queue.put(Rejected(Counter.BAD_TOPIC, repr(msg._topic), "topic is not UTF-8"))
                 return
             item = self._decoder.decode(topic, bytes(msg.payload), received_ts=int(self._clock() * 1000), retained=msg.retain)
-            if item is not None:
+            if item is None:
+                return
+            if type(item) is Inbound and type(item.message) is Event and item.message.kind in URGENT_KINDS:
+                # An alarm never waits behind a flood of scans: its own lane, taken first by the writer.
+                self._urgent.append(item)
+                self._queue.put(_URGENT)
+            else:
                 self._queue.put(item)
         except Exception:  # an exception here would end paho's network thread
             _LOGGER.exception("could not decode a message on %r", getattr(msg, "_topic", b"?"))
@@ -271,26 +281,45 @@ class Ingest:
         second fills batches of hundreds. The wait is a sleep, not a get per
         message: every wake-up of this thread takes the GIL from paho's, which
         is what limits the rate.
+
+        Alarm, tamper, panic and restore events come through a lane of their
+        own (``_urgent``): when one waits, the batch is cut short and the next
+        one holds only urgent events, so an alarm waits at most for the batch
+        in hand, never for a backlog of scans. Their order among themselves is
+        kept; against other events of the same agent it need not be (eseq
+        order is the ledger's business, not the queue's).
         """
+        if self._urgent:
+            return self._take_urgent()
         try:
-            items = [self._queue.get(timeout=TICK_S)]
+            first = self._queue.get(timeout=TICK_S)
         except queue.Empty:
             return []
+        if first is _URGENT:
+            return self._take_urgent()
+        items = [first]
         self._take_waiting(items)
         if len(items) > 1:
             deadline = self._monotonic() + LINGER_S
-            while len(items) < self._batch_max and items[-1] is not _STOP and self._monotonic() < deadline:
+            while (len(items) < self._batch_max and items[-1] is not _STOP and not self._urgent
+                   and self._monotonic() < deadline):
                 before = len(items)
                 time.sleep(LINGER_GAP_S)
                 self._take_waiting(items)
                 if len(items) == before:
                     break
+        return [item for item in items if item is not _URGENT]
+
+    def _take_urgent(self) -> list[Any]:
+        items = []
+        while self._urgent and len(items) < self._batch_max:
+            items.append(self._urgent.popleft())
         return items
 
     def _take_waiting(self, items: list[Any]) -> None:
-        """Append what is queued now, up to the batch size and never past a stop."""
+        """Append what is queued now, up to the batch size, never past a stop, and not while an alarm waits."""
         get = self._queue.get_nowait
-        while len(items) < self._batch_max and items[-1] is not _STOP:
+        while len(items) < self._batch_max and items[-1] is not _STOP and not self._urgent:
             try:
                 items.append(get())
             except queue.Empty:
@@ -691,7 +720,8 @@ class Ingest:
             after = rec.acked_eseq if epoch == rec.epoch else 0
             contiguous = self._store.contiguous_eseq(agent, epoch, after=after, conn=self._conn)
             above = set(self._store.eseqs_above(agent, epoch, contiguous, conn=self._conn))
-            ledger = self._ledgers[key] = EseqLedger(contiguous, above, progress_at=now)
+            covered = [r for r in self._store.lost_ranges(agent, epoch, conn=self._conn) if r[1] > contiguous]
+            ledger = self._ledgers[key] = EseqLedger(contiguous, above, progress_at=now, covered=covered)
         return ledger
 
     def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]],

@@ -15,7 +15,7 @@ as lost and skipped).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 
 GAP_GRACE_S = 1.0  # a gap must stand this long without progress before asking for a replay
@@ -46,6 +46,9 @@ class EseqLedger:
     progress_at: float  # monotonic: when contiguous last moved, or the gap opened
     replay_at: float | None = None
     attempts: int = 0  # replay requests since the last progress
+    # Ranges above ``contiguous`` covered with no event (gone, or quarantined), lowest first:
+    # the run of held eseqs steps over them.
+    covered: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def gap(self) -> bool:
@@ -56,9 +59,7 @@ class EseqLedger:
         if eseq == self.contiguous + 1:
             self.contiguous = eseq
             self.above.discard(eseq)
-            while self.contiguous + 1 in self.above:
-                self.contiguous += 1
-                self.above.remove(self.contiguous)
+            self._run_on()
             self.progress_at = now
             self.attempts = 0
         elif eseq > self.contiguous + 1:
@@ -80,3 +81,18 @@ class EseqLedger:
         self.attempts += 1
         self.replay_at = now
         return self.contiguous + 1
+
+    def _run_on(self) -> None:
+        """Move ``contiguous`` over every held eseq and covered range that follows it."""
+        while True:
+            if self.contiguous + 1 in self.above:
+                self.contiguous += 1
+                self.above.remove(self.contiguous)
+                continue
+            while self.covered and self.covered[0][1] <= self.contiguous:
+                self.covered.pop(0)
+            if self.covered and self.covered[0][0] <= self.contiguous + 1:
+                self.contiguous = self.covered.pop(0)[1]
+                self.above = {e for e in self.above if e > self.contiguous}
+                continue
+            return

@@ -70,3 +70,12 @@ def test_contiguous_is_the_longest_run_from_the_start(arrivals: list[int]) -> No
         expected += 1
     assert ledger.contiguous == expected
     assert ledger.above == {n for n in held if n > expected + 1}
+
+
+def test_ranges_covered_without_events_are_stepped_over() -> None:
+    ledger = EseqLedger(0, {3, 9}, progress_at=0.0, covered=[(2, 2), (4, 8)])
+    ledger.add(1, 1.0)
+    assert (ledger.contiguous, ledger.above, ledger.covered) == (9, set(), [])
+    ledger = EseqLedger(5, set(), progress_at=0.0, covered=[(7, 10)])
+    ledger.add(6, 1.0)
+    assert (ledger.contiguous, ledger.gap) == (10, False)
