@@ -129,11 +129,20 @@ async def api_alarm(request: Request) -> Response:
     return JSONResponse(alarm) if alarm else json_error(f"alarm {alarm_id} not found", 404)
 
 
+def ascii_id(raw: str) -> int | None:
+    """An id from a URL: ASCII digits only. ``str.isdigit`` also says yes to "²" and "٣",
+    which ``int`` then refuses (or reads as Arabic-Indic digits): that answered 500."""
+    if not 1 <= len(raw) <= 18 or not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw)
+
+
 def _alarm_id(request: Request) -> int:
     raw = request.path_params["alarm_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    number = ascii_id(raw)
+    if number is None:
         raise BadParam(f"alarm id: expected a number, got {raw[:32]!r}")
-    return int(raw)
+    return number
 
 
 @bad_params

@@ -13,12 +13,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -34,9 +31,6 @@ SESSION_COOKIE = "gp_session"
 # A night shift and its hand-over; after that the desk logs in again.
 SESSION_MAX_AGE_S = 14 * 3600
 SECRET_BYTES = 32
-LOGIN_USER_FAILURES = 5  # failed logins per name ...
-LOGIN_IP_FAILURES = 20  # ... and per address (a desk shares one) ...
-LOGIN_WINDOW_S = 300.0  # ... within this many seconds before the next try waits
 PUBLIC_PATHS = frozenset({"/healthz", "/login", "/lang"})
 PUBLIC_PREFIXES = ("/static/",)
 
@@ -110,57 +104,6 @@ def clear_session_cookie(response: Response, conn: HTTPConnection) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(conn))
 
 
-class LoginLimiter:
-    """Failed logins counted per key (``user:NAME``, ``ip:ADDR``) in a sliding window."""
-
-    def __init__(self, *, user_failures: int = LOGIN_USER_FAILURES, ip_failures: int = LOGIN_IP_FAILURES,
-                 window_s: float = LOGIN_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limits = {"user": user_failures, "ip": ip_failures}
-        self._window_s = window_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
-
-    @staticmethod
-    def keys(name: str, address: str) -> tuple[str, str]:
-        return f"user:{name[:128]}", f"ip:{address}"
-
-    def _prune(self, key: str, now: float) -> deque[float]:
-        times = self._failures.get(key, deque())
-        while times and times[0] <= now - self._window_s:
-            times.popleft()
-        if not times:
-            self._failures.pop(key, None)
-        return times
-
-    def retry_after(self, keys: tuple[str, ...]) -> float:
-        """Seconds to wait before another try is heard; 0 when one may try now."""
-        now = self._clock()
-        wait = 0.0
-        with self._lock:
-            for key in keys:
-                times = self._prune(key, now)
-                if len(times) >= self._limits[key.split(":", 1)[0]]:
-                    wait = max(wait, times[0] + self._window_s - now)
-        return wait
-
-    def failed(self, keys: tuple[str, ...]) -> None:
-        now = self._clock()
-        with self._lock:
-            for key in keys:
-                self._failures.setdefault(key, deque()).append(now)
-                # Bound memory against a spray of names: the limit is all we need to remember.
-                times = self._failures[key]
-                while len(times) > self._limits[key.split(":", 1)[0]]:
-                    times.popleft()
-            if len(self._failures) > 100_000:
-                self._failures.clear()
-
-    def succeeded(self, user_key: str) -> None:
-        with self._lock:
-            self._failures.pop(user_key, None)
-
-
 class LoginGate:
     """ASGI middleware: puts ``session`` and ``user`` in the scope; refuses the anonymous.
 
@@ -218,6 +161,7 @@ def user_of(conn: HTTPConnection) -> User:
 
 
 def client_address(conn: HTTPConnection) -> str:
+    """The peer, or the client a trusted proxy names (guard.ClientAddress has set it)."""
     return conn.client.host if conn.client else "unknown"
 
 

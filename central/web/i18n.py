@@ -28,6 +28,7 @@ _ZH: dict[str, str] = {
     "Password": "密码",
     "Wrong name or password.": "用户名或密码错误。",
     "Too many failed logins; try again in {s} s.": "登录失败次数过多，请 {s} 秒后再试。",
+    "Busy; try again in a few seconds.": "系统繁忙，请几秒后再试。",
     "Active alarms": "未处理告警",
     "No active alarms.": "当前没有未处理的告警。",
     "Recent alarms": "近期告警",

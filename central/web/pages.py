@@ -17,11 +17,12 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from central.plan.model import TIERS
-from central.web.api import EVENT_KINDS, BadParam, date_param, param
-from central.web.auth import (LoginLimiter, Session, client_address, clear_session_cookie, safe_next,
+from central.web.api import EVENT_KINDS, BadParam, ascii_id, date_param, param
+from central.web.auth import (Session, client_address, clear_session_cookie, safe_next,
                               session_for_anonymous, set_session_cookie, user_of)
 from central.web.chart import completion_chart
 from central.web.csrf import csrf_protected
+from central.web.logins import GateBusy, LoginThrottle, PasswordGate
 from central.web.i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate
 from central.web.views import HISTORY_DAYS, AckRefused, Dashboard
 
@@ -123,25 +124,34 @@ async def login_submit(request: Request) -> Response:
     form = await request.form(max_files=0, max_fields=8)
     name, password = str(form.get("name", ""))[:128], str(form.get("password", ""))
     target = safe_next(str(form.get("next", "/")))
-    limiter: LoginLimiter = request.app.state.limiter
-    keys = limiter.keys(name, client_address(request))
+    throttle: LoginThrottle = request.app.state.throttle
+    gate: PasswordGate = request.app.state.password_gate
+    address = client_address(request)
     t = translator(request)
-    wait = limiter.retry_after(keys)
+    # Throttled before any hashing: a refused try costs no argon2 memory or CPU.
+    wait = throttle.retry_after(name, address)
     if wait > 0:
-        _LOGGER.warning("login for %r from %s refused: too many failures", name, client_address(request))
+        _LOGGER.warning("login for %r from %s refused: too many failures", name, address)
         response = renderer(request).render(request, "login.html", {
             "next": target, "name": name, "error": t("Too many failed logins; try again in {s} s.", s=int(wait) + 1)},
             status=429)
         response.headers["Retry-After"] = str(int(wait) + 1)
         return response
-    user = await run_in_threadpool(request.app.state.users.verify, name, password)
+    try:
+        user = await gate.run(lambda: request.app.state.users.verify(name, password))
+    except GateBusy:
+        _LOGGER.warning("login for %r from %s refused: too many password checks under way", name, address)
+        response = renderer(request).render(request, "login.html", {
+            "next": target, "name": name, "error": t("Busy; try again in a few seconds.")}, status=503)
+        response.headers["Retry-After"] = "2"
+        return response
     if user is None:
-        limiter.failed(keys)
-        _LOGGER.warning("failed login for %r from %s", name, client_address(request))
+        throttle.failed(name, address)
+        _LOGGER.warning("failed login for %r from %s", name, address)
         return renderer(request).render(request, "login.html", {
             "next": target, "name": name, "error": t("Wrong name or password.")}, status=401)
-    limiter.succeeded(keys[0])
-    _LOGGER.info("%s logged in from %s", user.name, client_address(request))
+    throttle.succeeded(name, address)
+    _LOGGER.info("%s logged in from %s", user.name, address)
     # A new token at login: a token planted before it (session fixation) is worthless after.
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, request, request.app.state.codec, Session.fresh(user.name, request.app.state.clock()))
@@ -362,8 +372,9 @@ async def alarm_fragment(request: Request) -> Response:
     raw = request.path_params["alarm_id"]
     d: Dashboard = request.app.state.dashboard
     alarm = None
-    if raw.isdigit() and len(raw) <= 18:
-        alarm = await run_in_threadpool(lambda: d.alarm(_scope(request), int(raw)))
+    alarm_id = ascii_id(raw)
+    if alarm_id is not None:
+        alarm = await run_in_threadpool(lambda: d.alarm(_scope(request), alarm_id))
     if alarm is None:
         return HTMLResponse(translator(request)("Not found."), status_code=404)
     return renderer(request).render(request, "alarm_fragment.html", {"a": alarm})
@@ -391,9 +402,12 @@ async def ack_form(request: Request) -> Response:
     raw = request.path_params["alarm_id"]
     d: Dashboard = request.app.state.dashboard
     user = user_of(request)
-    if raw.isdigit() and len(raw) <= 18:
+    alarm_id = ascii_id(raw)
+    if alarm_id is None:
+        return HTMLResponse(translator(request)("Not found."), status_code=404)
+    if alarm_id is not None:
         try:
-            await run_in_threadpool(lambda: d.acknowledge(d.scope(user.unit), int(raw), user.name))
+            await run_in_threadpool(lambda: d.acknowledge(d.scope(user.unit), alarm_id, user.name))
         except AckRefused as exc:
             if exc.status == 404:
                 return HTMLResponse(translator(request)("Not found."), status_code=404)

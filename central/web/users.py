@@ -1,8 +1,8 @@
 """Staff accounts: a ``users`` table in central's SQLite store file.
 
 Each account has a scope, a unit of the plan: its holder sees that unit and
-everything below it. Passwords are stored as argon2id hashes (argon2-cffi's
-RFC 9106 defaults); the clear password never reaches argv, a log or the store.
+everything below it. Passwords are stored as argon2id hashes (parameters
+below, chosen for the host); the clear password never reaches argv, a log or the store.
 """
 
 from __future__ import annotations
@@ -35,6 +35,18 @@ PASSWORD_MIN_CHARS = 8
 # argon2 would hash a megabyte happily; a login form has no business sending one.
 PASSWORD_MAX_CHARS = 1024
 SQLITE_BUSY_TIMEOUT_S = 5.0
+# argon2id for a small host (docs/security.md): 32 MiB and 4 passes take 0.13 s
+# on the reference 2-core x86 host and about 0.5 s on a Raspberry Pi 4; at most
+# PASSWORD_CHECKS_AT_ONCE (2) run at once, so logins can never hold more than
+# 64 MiB. RFC 9106's low-memory profile (64 MiB, 4 lanes) needed 2.2 GB for a
+# burst of 40 before checks were bounded, and more than a small host can spare.
+ARGON2_TIME_COST = 4
+ARGON2_MEMORY_KIB = 32 * 1024
+ARGON2_PARALLELISM = 1
+
+
+def production_hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB, parallelism=ARGON2_PARALLELISM)
 
 
 @dataclass(slots=True, frozen=True)
@@ -67,7 +79,7 @@ class UserBook:
 
     def __init__(self, path: Path | str, *, hasher: PasswordHasher | None = None, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        self._hasher = hasher or PasswordHasher()
+        self._hasher = hasher or production_hasher()
         self._clock = clock
         self._dummy: str | None = None
         with closing(self._connect()) as db, db:

@@ -28,7 +28,7 @@ from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import AgentRow, Store, StoredEvent
 from central.web.app import build_app
-from central.web.auth import LoginLimiter
+from central.web.logins import LoginThrottle
 from central.web.server import WebServer
 from central.web.users import UserBook
 from central.web.wiring import StoreCompletionReports
@@ -177,7 +177,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 @pytest.fixture
 def server(world: World) -> Iterator[WebServer]:
     """The dashboard on a free port; login limits loose enough for many logins in one test."""
-    srv = WebServer(world.build_app(limiter=LoginLimiter(user_failures=50, ip_failures=500)), "127.0.0.1:0")
+    srv = WebServer(world.build_app(throttle=LoginThrottle(free_tries=50, address_free_tries=500)), "127.0.0.1:0")
     srv.start()
     try:
         yield srv

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from central.web.auth import SESSION_COOKIE, LoginLimiter
+from central.web.auth import SESSION_COOKIE
+from central.web.logins import LoginThrottle
 from tests.web.conftest import PASSWORD, World
 
 BASE = "http://testserver"
@@ -23,7 +24,7 @@ API = ["/api/agents", "/api/alarms", "/api/alarms/1", "/api/events", "/api/units
 
 @pytest.fixture
 def app(world: World):  # type: ignore[no-untyped-def]
-    return world.build_app(limiter=LoginLimiter(user_failures=3, ip_failures=100))
+    return world.build_app(throttle=LoginThrottle(free_tries=3, address_free_tries=100))
 
 
 @pytest.fixture

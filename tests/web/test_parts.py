@@ -12,7 +12,8 @@ from starlette.requests import Request
 
 from central.plan.parse import parse_plan_bytes
 from central.web import WebError
-from central.web.auth import LoginLimiter, Session, SessionCodec, load_secret, safe_next
+from central.web.logins import LoginThrottle
+from central.web.auth import Session, SessionCodec, load_secret, safe_next
 from central.web.chart import completion_chart
 from central.web.csrf import same_origin
 from central.web.i18n import CATALOGS, JS_KEYS, negotiate, parse_accept_language
@@ -63,24 +64,28 @@ def test_secret_file_is_private_and_kept(tmp_path: Path) -> None:
         load_secret(tmp_path / "short")
 
 
-def test_login_limiter_window() -> None:
+def test_login_throttle_backs_off_per_name_and_address() -> None:
     clock = Clock()
-    limiter = LoginLimiter(user_failures=2, ip_failures=3, window_s=60, clock=clock)
-    keys = limiter.keys("duty", "10.0.0.1")
-    limiter.failed(keys)
-    assert limiter.retry_after(keys) == 0
-    clock.now += 10
-    limiter.failed(keys)
-    assert limiter.retry_after(keys) == pytest.approx(50)
-    clock.now += 51
-    assert limiter.retry_after(keys) == 0  # the first failure has left the window
-    limiter.failed(keys)
-    limiter.succeeded(keys[0])
-    assert limiter.retry_after(keys) == 0
-    # The address limit covers a spray over many names.
-    for name in ("a", "b", "c"):
-        limiter.failed(limiter.keys(name, "10.0.0.2"))
-    assert limiter.retry_after(limiter.keys("d", "10.0.0.2")) == pytest.approx(60)
+    throttle = LoginThrottle(free_tries=2, address_free_tries=20, base_s=2, max_s=30, clock=clock)
+    for _ in range(2):
+        assert throttle.retry_after("duty", "10.0.0.1") == 0
+        throttle.failed("duty", "10.0.0.1")
+    waits = []
+    for _ in range(6):
+        waits.append(throttle.retry_after("duty", "10.0.0.1"))
+        clock.now += waits[-1]
+        throttle.failed("duty", "10.0.0.1")
+    assert waits == [2, 4, 8, 16, 30, 30]  # doubling, then capped
+    # The same name from another desk is never held up by it.
+    assert throttle.retry_after("duty", "10.0.0.9") == 0
+    throttle.succeeded("duty", "10.0.0.1")
+    assert throttle.retry_after("duty", "10.0.0.1") == 0
+    # An address spraying names is slowed on its own count, and only it.
+    throttle = LoginThrottle(free_tries=2, address_free_tries=5, base_s=2, max_s=30, clock=clock)
+    for name in "abcde":
+        throttle.failed(name, "10.0.0.2")
+    assert throttle.retry_after("f", "10.0.0.2") == pytest.approx(2)
+    assert throttle.retry_after("f", "10.0.0.3") == 0
 
 
 @pytest.mark.parametrize("target, expected", [

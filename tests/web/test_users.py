@@ -40,7 +40,7 @@ def test_users_add_reads_the_password_from_stdin_and_stores_an_argon2id_hash(cen
     [(name, unit, pw_hash)] = _rows(tmp_path / "data" / "central.db")
     assert (name, unit) == ("王芳", "chengzhou")
     # The production parameters: argon2id, RFC 9106's low-memory profile.
-    assert pw_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert pw_hash.startswith("$argon2id$v=19$m=32768,t=4,p=1$")
     assert "s3cret" not in pw_hash
     book = UserBook(tmp_path / "data" / "central.db")
     assert book.verify("王芳", "s3cret-passw0rd") is not None
@@ -101,7 +101,7 @@ def test_an_old_hash_is_upgraded_at_login(tmp_path: Path) -> None:
     new = UserBook(tmp_path / "c.db")  # production parameters
     assert new.verify("duty", "password-1234") is not None
     [(_, _, pw_hash)] = _rows(tmp_path / "c.db")
-    assert pw_hash.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+    assert pw_hash.startswith("$argon2id$v=19$m=32768,t=4,p=1$")
 
 
 @settings(deadline=None)
