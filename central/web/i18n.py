@@ -153,6 +153,15 @@ _ZH: dict[str, str] = {
     "Snapshot {n}": "抓拍 {n}",
     "Video stream": "视频流",
     "Camera {id}": "摄像机 {id}",
+    "kind-panic": "紧急求助",
+    "kind-alarm": "入侵告警",
+    "kind-tamper": "防拆告警",
+    "kind-agent-offline": "终端离线",
+    "kind-agent-flapping": "终端频繁掉线",
+    "kind-suspicious": "可疑报文",
+    "Unknown kind: {kind}": "未知类型：{kind}",
+    "Sent late by the agent from its outbox: it happened while the link was down.": "终端在断线期间发生、事后从待发队列补发。",
+    "Users": "用户",
 }
 
 _EN: dict[str, str] = {
@@ -162,6 +171,13 @@ _EN: dict[str, str] = {
     "restore-step": "restore",
     "notify-sent": "notified",
     "notify-failed": "notify failed",
+    # Alarm kinds as people say them; the raw names (agent-offline) are for machines.
+    "kind-panic": "Panic button",
+    "kind-alarm": "Intrusion",
+    "kind-tamper": "Tamper",
+    "kind-agent-offline": "Agent offline",
+    "kind-agent-flapping": "Agent flapping",
+    "kind-suspicious": "Suspicious message",
 }
 
 CATALOGS: dict[str, dict[str, str]] = {"en": _EN, "zh-CN": _ZH}
@@ -173,6 +189,8 @@ JS_KEYS = (
     "acknowledged", "resolved", "alarm", "restore", "tamper", "panic", "scan", "fault", "output",
     "agent-offline", "agent-flapping", "suspicious", "escalated to {unit}", "not escalated", "No active alarms.", "{n} active", "Silence 5 min",
     "synced", "not synced", "{n} s ago", "{n} min ago", "{n} h ago", "{n} d ago",
+    "kind-panic", "kind-alarm", "kind-tamper", "kind-agent-offline", "kind-agent-flapping", "kind-suspicious",
+    "Unknown kind: {kind}",
 )
 
 

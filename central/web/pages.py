@@ -89,6 +89,7 @@ class Renderer:
         if user is not None:
             base["scope_name"] = self.dashboard.unit_name(self.dashboard.plan(), user.unit)
             base["js_config"] = {"lang": t.lang, "tz": self.dashboard.tz.key, "csrf": base["csrf"],
+                                 "asset": self.env.globals.get("asset_version", ""),
                                  "page": context.get("page", ""), "i18n": t.js_catalog(),
                                  "active": [a["id"] for a in context.get("_active", ())]}
         html = self.env.get_template(name).render({**base, **context})
@@ -194,7 +195,7 @@ async def alarms_page(request: Request) -> Response:
         plan = scope.plan
         day_ago = int((d.clock() - 86400) * 1000)
         scans = d.events(scope, kind="scan", since_ts=day_ago, limit=20, by_time=True)
-        return {**ctx, "active": ctx["_active"],
+        return {**ctx, "active": sorted(ctx["_active"], key=card_order),
                 "recent": [a for a in everything if a["state"] != "active"][:30],
                 "down": [a for a in agents if a["state"] != "online"][:50],
                 "counts": _counts(agents), "scans": list(reversed(scans)),
@@ -203,6 +204,12 @@ async def alarms_page(request: Request) -> Response:
                 "no_plan": plan is None}
 
     return renderer(request).render(request, "alarms.html", await run_in_threadpool(build))
+
+
+def card_order(alarm: dict[str, Any]) -> tuple[int, int, int]:
+    """Where an active card stands: panics first, then by the time raised, oldest first.
+    A new alarm or an escalation never moves a card that is already shown (app.js keeps the same order)."""
+    return (0 if alarm.get("kind") == "panic" else 1, int(alarm.get("raised_ts") or 0), int(alarm.get("id") or 0))
 
 
 def _counts(agents: list[dict[str, Any]]) -> dict[str, int]:

@@ -16,7 +16,7 @@ from central.web.logins import LoginThrottle
 from central.web.auth import Session, SessionCodec, load_secret, safe_next
 from central.web.chart import completion_chart
 from central.web.csrf import same_origin
-from central.web.i18n import CATALOGS, JS_KEYS, negotiate, parse_accept_language
+from central.web.i18n import Translator, CATALOGS, JS_KEYS, negotiate, parse_accept_language
 from central.web.scope import Scope
 from central.web.server import WebServer, parse_listen
 from tests.web.conftest import PLAN, World
@@ -119,6 +119,15 @@ def test_accept_language_parser_takes_anything(header: str) -> None:
     tags = parse_accept_language(header)
     assert all(isinstance(t, str) and t for t in tags)
     assert negotiate(header, None) in ("en", "zh-CN")
+
+
+def test_every_alarm_kind_has_a_name_for_people_in_both_languages() -> None:
+    from central.alarms import AlarmKind
+
+    for kind in AlarmKind:
+        for lang in ("en", "zh-CN"):
+            name = Translator(lang)(f"kind-{kind}")
+            assert name != f"kind-{kind}" and name.lower() != str(kind), (lang, kind)
 
 
 def test_every_script_string_is_translated() -> None:
