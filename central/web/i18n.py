@@ -174,7 +174,7 @@ _EN: dict[str, str] = {
     # Alarm kinds as people say them; the raw names (agent-offline) are for machines.
     "kind-panic": "Panic button",
     "kind-alarm": "Intrusion",
-    "kind-tamper": "Tamper",
+    "kind-tamper": "Tamper alarm",
     "kind-agent-offline": "Agent offline",
     "kind-agent-flapping": "Agent flapping",
     "kind-suspicious": "Suspicious message",
