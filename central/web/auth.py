@@ -1,11 +1,13 @@
-"""Sessions in signed cookies, the login gate and a simple login rate limit.
+"""Sessions in signed cookies, and the login gate.
 
 A session is a small signed JSON object in one cookie (itsdangerous, HMAC
 SHA-1 over a per-installation secret): the user name, the CSRF token bound to
-it, and when it was issued. The cookie is HttpOnly and SameSite=Strict, and
-Secure whenever the request came over https. Nothing about the session is kept
-server-side, so a restart of central does not log the control room out; a
-deleted account is refused at once, because every request looks the user up.
+it, when it was issued and, once logged in, a random session id. The cookie is
+HttpOnly and SameSite=Strict, and Secure whenever the request came over https.
+A logged-in session also lives server-side (the ``sessions`` table, by the
+hash of its id): every request looks it up, so logout, disabling, removing an
+account or a new password ends it for good, and a restart of central does not.
+An anonymous session (the login page's CSRF token) is only the cookie.
 """
 
 from __future__ import annotations
@@ -55,10 +57,11 @@ class Session:
     user: str | None
     csrf: str
     issued_ts: float
+    sid: str | None = None  # the server-side session's id; None for an anonymous session
 
     @classmethod
-    def fresh(cls, user: str | None, now: float) -> Session:
-        return cls(user, secrets.token_urlsafe(32), now)
+    def fresh(cls, user: str | None, now: float, sid: str | None = None) -> Session:
+        return cls(user, secrets.token_urlsafe(32), now, sid)
 
 
 class SessionCodec:
@@ -67,7 +70,7 @@ class SessionCodec:
         self.max_age_s = max_age_s
 
     def dumps(self, session: Session) -> str:
-        return self._serializer.dumps({"u": session.user, "c": session.csrf, "i": session.issued_ts})
+        return self._serializer.dumps({"u": session.user, "c": session.csrf, "i": session.issued_ts, "s": session.sid})
 
     def loads(self, value: str) -> Session | None:
         """None for anything not signed by us, expired or malformed."""
@@ -79,10 +82,12 @@ class SessionCodec:
             return None
         if not isinstance(data, dict):
             return None
-        user, csrf, issued = data.get("u"), data.get("c"), data.get("i")
+        user, csrf, issued, sid = data.get("u"), data.get("c"), data.get("i"), data.get("s")
         if not (user is None or isinstance(user, str)) or not isinstance(csrf, str) or not isinstance(issued, (int, float)):
             return None
-        return Session(user, csrf, float(issued))
+        if not (sid is None or isinstance(sid, str)):
+            return None
+        return Session(user, csrf, float(issued), sid)
 
 
 def is_https(conn: HTTPConnection) -> bool:
@@ -125,8 +130,11 @@ class LoginGate:
         raw = conn.cookies.get(SESSION_COOKIE)
         session = self.codec.loads(raw) if raw else None
         user: User | None = None
-        if session is not None and session.user is not None:
-            user = self.users.get(session.user)
+        if session is not None and session.user is not None and session.sid is not None:
+            # One indexed lookup: the session is live and its user enabled (logout, disable, remove end it).
+            user = self.users.session_user(session.sid)
+            if user is not None and user.name != session.user:
+                user = None
         scope["session_obj"] = session
         scope["user_obj"] = user
         path: str = scope["path"]

@@ -155,12 +155,19 @@ async def login_submit(request: Request) -> Response:
     _LOGGER.info("%s logged in from %s", user.name, address)
     # A new token at login: a token planted before it (session fixation) is worthless after.
     response = RedirectResponse(target, status_code=303)
-    set_session_cookie(response, request, request.app.state.codec, Session.fresh(user.name, request.app.state.clock()))
+    codec = request.app.state.codec
+    sid = await run_in_threadpool(request.app.state.users.start_session, user.name, codec.max_age_s)
+    set_session_cookie(response, request, codec, Session.fresh(user.name, request.app.state.clock(), sid))
     return response
 
 
 @csrf_protected
 async def logout(request: Request) -> Response:
+    """Ends the session server-side: the cookie, even if kept or copied, never works again."""
+    session = request.scope.get("session_obj")
+    if session is not None and session.sid is not None:
+        await run_in_threadpool(request.app.state.users.end_session, session.sid)
+        _LOGGER.info("%s logged out", session.user)
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(response, request)
     return response
