@@ -17,6 +17,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.bus import Bus
+from central.web.admin import admin_routes
 from central.web.api import api_routes
 from central.web.auth import SESSION_MAX_AGE_S, LoginGate, SessionCodec, load_secret
 from central.web.guard import BodyLimit, ClientAddress
@@ -112,7 +113,7 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
             await hub.stop()
 
     app = Starlette(
-        routes=[*api_routes(), *page_routes(), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
+        routes=[*api_routes(), *page_routes(), *admin_routes(), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
         middleware=[Middleware(ClientAddress, trusted=getattr(web, "trusted_proxies", ())), Middleware(BodyLimit),
                     Middleware(SecurityHeaders), Middleware(LoginGate, codec=codec, users=users)],
         lifespan=lifespan,

@@ -162,6 +162,18 @@ _ZH: dict[str, str] = {
     "Unknown kind: {kind}": "未知类型：{kind}",
     "Sent late by the agent from its outbox: it happened while the link was down.": "终端在断线期间发生、事后从待发队列补发。",
     "Users": "用户",
+    "Only an administrator (a user of the plan's top unit) may manage accounts.": "只有管理员（计划顶级单位的用户）可以管理账号。",
+    "You cannot do that to your own account.": "不能对自己的账号执行此操作。",
+    "Done.": "已完成。",
+    "Actions": "操作",
+    "you": "本人",
+    "disabled": "已停用",
+    "enabled": "已启用",
+    "Enable": "启用",
+    "Disable": "停用",
+    "Remove": "删除",
+    "New password": "新密码",
+    "Set password": "设置密码",
 }
 
 _EN: dict[str, str] = {

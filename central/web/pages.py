@@ -88,6 +88,7 @@ class Renderer:
                                 "csrf": session.csrf if session else ""}
         if user is not None:
             base["scope_name"] = self.dashboard.unit_name(self.dashboard.plan(), user.unit)
+            base["is_admin"] = self.dashboard.scope(user.unit).is_top
             base["js_config"] = {"lang": t.lang, "tz": self.dashboard.tz.key, "csrf": base["csrf"],
                                  "asset": self.env.globals.get("asset_version", ""),
                                  "page": context.get("page", ""), "i18n": t.js_catalog(),

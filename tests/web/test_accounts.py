@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import unquote
 
 import pytest
 from starlette.testclient import TestClient
@@ -121,3 +122,28 @@ def test_users_list_disable_enable_remove_passwd_on_the_command_line(world: Worl
     r = run_cli("users", "list", "--config", conf)
     assert r.stdout.splitlines()[0].split() == ["NAME", "UNIT", "STATE"]
     assert [line.split()[0] for line in r.stdout.splitlines()[1:]] == ["duty", "lin"]
+
+
+def test_an_administrator_manages_accounts_in_the_dashboard_and_no_one_else_can(world: World, desk: TestClient) -> None:
+    with _client(world, "10.0.0.8") as lin_desk:
+        lin_token = login(lin_desk, "lin")
+        assert lin_desk.get("/users").status_code == 403  # a community is not the district
+        r = lin_desk.post("/users/wang/disable", data={"csrf": lin_token}, follow_redirects=False)
+        assert r.status_code == 403
+        token = login(desk, "duty")
+        page = desk.get("/users").text
+        assert 'id="user-wang"' in page and 'href="/users"' in page
+        r = desk.post("/users/lin/disable", data={"csrf": token}, follow_redirects=False)
+        assert (r.status_code, r.headers["location"]) == (303, "/users?done=disable")
+        assert lin_desk.get("/api/agents").status_code == 401  # lin's session ended with it
+        assert world.users.get("lin").disabled
+        desk.post("/users/lin/enable", data={"csrf": token})
+        r = desk.post("/users/lin/passwd", data={"csrf": token, "password": "short"}, follow_redirects=False)
+        assert unquote(r.headers["location"]) == "/users?error=password: expected at least 8 characters"
+        desk.post("/users/lin/passwd", data={"csrf": token, "password": "a fresh passphrase"})
+        assert world.users.verify("lin", "a fresh passphrase") is not None
+        r = desk.post("/users/duty/remove", data={"csrf": token}, follow_redirects=False)
+        assert "error=" in r.headers["location"] and world.users.get("duty") is not None
+        desk.post("/users/wang/remove", data={"csrf": token})
+        assert world.users.get("wang") is None
+        assert desk.post("/users/lin/disable").status_code == 403  # no token, no change
