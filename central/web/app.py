@@ -20,7 +20,7 @@ from central.bus import Bus
 from central.web.admin import admin_routes
 from central.web.api import api_routes
 from central.web.auth import SESSION_MAX_AGE_S, LoginGate, SessionCodec, load_secret
-from central.web.guard import BodyLimit, ClientAddress
+from central.web.guard import BodyLimit, ClientAddress, ResponseCap
 from central.web.logins import LoginThrottle, PasswordGate
 from central.web.live import LiveHub
 from central.web.notices import NoticeShaper
@@ -114,7 +114,7 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
 
     app = Starlette(
         routes=[*api_routes(), *page_routes(), *admin_routes(), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
-        middleware=[Middleware(ClientAddress, trusted=getattr(web, "trusted_proxies", ())), Middleware(BodyLimit),
+        middleware=[Middleware(ClientAddress, trusted=getattr(web, "trusted_proxies", ())), Middleware(BodyLimit), Middleware(ResponseCap),
                     Middleware(SecurityHeaders), Middleware(LoginGate, codec=codec, users=users)],
         lifespan=lifespan,
     )

@@ -31,6 +31,9 @@ HEAD_TIMEOUT_S = 10.0  # a browser sends its request head in milliseconds; 10 s 
 # The biggest thing anyone posts is the login form or an account form: well under a kilobyte.
 MAX_BODY_BYTES = 16 * 1024
 MAX_HEAD_BYTES = 16 * 1024  # request line and headers; a session cookie is under 300 bytes
+# The backstop for any answer with a length (pages, reports): lists stop at
+# api.MAX_LIST_BYTES by themselves; nothing the dashboard builds comes near this.
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 _REFUSAL_BODY = b"dashboard busy: too many open connections, try again shortly\n"
 REFUSAL = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\nretry-after: 5\r\n"
            b"connection: close\r\ncontent-length: " + str(len(_REFUSAL_BODY)).encode() + b"\r\n\r\n" + _REFUSAL_BODY)
@@ -188,3 +191,40 @@ class ClientAddress:
                 if proto in ("http", "https"):
                     scope["scheme"] = proto
         await self.app(scope, receive, send)
+
+
+class ResponseCap:
+    """ASGI middleware: an answer longer than ``max_bytes`` is replaced by a 500 that says so.
+
+    A backstop: every list already pages and cuts itself well below it. The
+    live stream has no length and is bounded message by message instead.
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int = MAX_RESPONSE_BYTES) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        refused = False
+
+        async def capped_send(message: Message) -> None:
+            nonlocal refused
+            if refused:
+                return
+            if message["type"] == "http.response.start":
+                for name, value in message.get("headers", ()):
+                    if name.lower() == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
+                        refused = True
+                        _LOGGER.error("refused to send %s bytes for %s (limit %s)", value.decode(), scope["path"], self.max_bytes)
+                        body = b'{"error":"answer too large; ask for less (?limit=, a date, a filter)"}'
+                        await send({"type": "http.response.start", "status": 500,
+                                    "headers": [(b"content-type", b"application/json"),
+                                                (b"content-length", str(len(body)).encode())]})
+                        await send({"type": "http.response.body", "body": body})
+                        return
+            await send(message)
+
+        await self.app(scope, receive, capped_send)

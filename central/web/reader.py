@@ -25,11 +25,19 @@ from central.store import snapshots as album  # issue 14: snapshots kept with al
 _LOGGER = logging.getLogger(__name__)
 
 SQLITE_BUSY_TIMEOUT_S = 5.0
-EVENTS_DEFAULT_LIMIT = 500
-EVENTS_MAX_LIMIT = 10_000
+EVENTS_DEFAULT_LIMIT = 200
+# No list answers more rows than this at once (DESIGN.md: ?limit= at most 1000);
+# one events query once answered 95 MB and took central to 621 MB.
+EVENTS_MAX_LIMIT = 1000
+# Steps of an escalation trail shown on a card: the newest ones; the alarm's own route has them all.
+CARD_TRAIL_STEPS = 10
 # The kind's own keys live in events.fields; these are never taken from it.
 _EVENT_CORE_KEYS = ("agent", "eseq", "kind", "source", "ts", "received_ts", "replayed")
 _ALARM_KEYS = ("id", "agent", "source", "kind", "unit", "state", "raised_ts", "acked_by", "acked_ts", "escalated_to")
+# Whether the event that raised the alarm came late from the agent's outbox.
+# (With the store's epochs, add ``AND e.epoch = alarms.event_epoch``.)
+_ALARM_SELECT = (f"SELECT {', '.join(_ALARM_KEYS)}, (SELECT max(e.replayed) FROM events e WHERE e.agent = alarms.agent "
+                 "AND e.eseq = alarms.event_eseq) AS replayed FROM alarms")
 
 
 def _json_object(text: Any) -> dict[str, Any]:
@@ -96,11 +104,13 @@ class StoreReader:
 
     def events(self, *, agents: Iterable[str] | None = None, kind: str | None = None, source: str | None = None,
                since_ts: int | None = None, until_ts: int | None = None,
-               limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False) -> list[dict[str, Any]]:
+               limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False,
+               before: tuple[int, str, int] | None = None) -> list[dict[str, Any]]:
         """The newest ``limit`` matching events (by ts), returned oldest first.
 
         Oldest first means DESIGN.md's order, by agent then eseq, unless
         ``by_time`` asks for the order in which they happened (the event log).
+        ``before`` (ts, agent, eseq) pages back: only events older than that one.
         """
         where, params = ["1"], []
         if agents is not None:
@@ -119,6 +129,9 @@ class StoreReader:
         if until_ts is not None:
             where.append("ts < ?")
             params.append(until_ts)
+        if before is not None:
+            where.append("(ts, agent, eseq) < (?, ?, ?)")
+            params.extend(before)
         limit = max(1, min(int(limit), EVENTS_MAX_LIMIT))
         rows = self._query(
             "SELECT agent, eseq, kind, source, ts, received_ts, replayed, fields, unplanned FROM events "
@@ -167,44 +180,71 @@ class StoreReader:
     # --- alarms -------------------------------------------------------------
 
     def alarms(self, *, include_closed: bool = False, limit: int = 500) -> list[dict[str, Any]]:
-        """Active alarms (all of them), plus the newest closed ones when asked, newest first."""
-        active = self._query(f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE state = 'active' ORDER BY raised_ts DESC, id DESC")
-        rows = list(active)
+        """For the alarms page: the newest active alarms, plus the newest closed ones when asked, newest first.
+        Each card carries the newest CARD_TRAIL_STEPS steps of its trail."""
+        limit = max(1, min(limit, EVENTS_MAX_LIMIT))
+        rows = list(self._query(f"{_ALARM_SELECT} WHERE state = 'active' ORDER BY raised_ts DESC, id DESC LIMIT ?", (limit,)))
         if include_closed:
-            rows += self._query(
-                f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE state != 'active' ORDER BY raised_ts DESC, id DESC LIMIT ?",
-                (max(1, min(limit, EVENTS_MAX_LIMIT)),))
-        alarms = [dict(row) for row in rows]
-        self._attach_trails(alarms)
+            rows += self._query(f"{_ALARM_SELECT} WHERE state != 'active' ORDER BY raised_ts DESC, id DESC LIMIT ?", (limit,))
+        alarms = [self._alarm(row) for row in rows]
+        self._attach_trails(alarms, newest=CARD_TRAIL_STEPS)
+        return alarms
+
+    def alarm_page(self, *, include_closed: bool, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """For /api/alarms: up to ``limit`` alarms older than ``before_id``, newest first, each with the last step of its trail."""
+        where = ["1" if include_closed else "state = 'active'"]
+        params: list[Any] = []
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        rows = self._query(f"{_ALARM_SELECT} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                           [*params, max(1, min(limit, EVENTS_MAX_LIMIT))])
+        alarms = [self._alarm(row) for row in rows]
+        self._attach_trails(alarms, newest=1)
         return alarms
 
     def alarm(self, alarm_id: int) -> dict[str, Any] | None:
-        rows = self._query(f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE id = ?", (alarm_id,))
+        rows = self._query(f"{_ALARM_SELECT} WHERE id = ?", (alarm_id,))
         if not rows:
             return None
-        alarm = dict(rows[0])
+        alarm = self._alarm(rows[0])
         self._attach_trails([alarm])
         return alarm
 
-    def _attach_trails(self, alarms: list[dict[str, Any]]) -> None:
-        """The escalation trail of each alarm, as ``trail``: the steps in time order."""
+    @staticmethod
+    def _alarm(row: sqlite3.Row) -> dict[str, Any]:
+        alarm = dict(row)
+        alarm["replayed"] = bool(alarm.get("replayed"))
+        return alarm
+
+    def _attach_trails(self, alarms: list[dict[str, Any]], *, newest: int | None = None) -> None:
+        """The escalation trail of each alarm, as ``trail``: the steps in time order (only the
+        ``newest`` ones when given), and ``trail_length``, how many steps there are in all."""
         if not alarms:
             return
         by_id = {a["id"]: a for a in alarms}
         for alarm in alarms:
             alarm["trail"] = []
+            alarm["trail_length"] = 0
         ids = list(by_id)
+        keep = "" if newest is None else "WHERE n <= ?"
         for start in range(0, len(ids), 500):  # SQLite's parameter limit
             chunk = ids[start:start + 500]
+            # Only the newest steps leave the database: a flapping loop may have thousands.
             for step in self._query(
-                f"SELECT alarm_id, ts, unit, tier, action FROM alarm_steps WHERE alarm_id IN ({','.join('?' * len(chunk))}) "
-                "ORDER BY ts, rowid", chunk):
-                by_id[step["alarm_id"]]["trail"].append(
-                    {"ts": step["ts"], "unit": step["unit"], "tier": step["tier"], "action": step["action"]})
-        self._attach_notify_and_snapshots(by_id)
+                "SELECT alarm_id, ts, unit, tier, action, total FROM ("
+                "SELECT alarm_id, ts, unit, tier, action, rowid AS r, count(*) OVER (PARTITION BY alarm_id) AS total, "
+                "row_number() OVER (PARTITION BY alarm_id ORDER BY ts DESC, rowid DESC) AS n "
+                f"FROM alarm_steps WHERE alarm_id IN ({','.join('?' * len(chunk))})) {keep} ORDER BY ts, r",
+                    [*chunk, *(() if newest is None else (newest,))]):
+                alarm = by_id[step["alarm_id"]]
+                alarm["trail_length"] = step["total"]
+                alarm["trail"].append({"ts": step["ts"], "unit": step["unit"], "tier": step["tier"], "action": step["action"]})
+        self._attach_notify_and_snapshots(by_id, newest=newest)
 
-    def _attach_notify_and_snapshots(self, by_id: dict[int, dict[str, Any]]) -> None:
-        """Issue 14: each delivery attempt joins the trail; ``snapshots`` counts the pictures kept."""
+    def _attach_notify_and_snapshots(self, by_id: dict[int, dict[str, Any]], *, newest: int | None = None) -> None:
+        """Issue 14: each delivery attempt joins the trail; ``snapshots`` counts the pictures kept.
+        ``newest``: keep only that many of the trail's last steps (the list's cards and /api/alarms)."""
         try:
             with closing(self._connect()) as db:
                 attempts = outbox.trail(db, list(by_id))
@@ -216,8 +256,11 @@ class StoreReader:
         for item in attempts:
             alarm = by_id[item.pop("alarm_id")]
             alarm["trail"].append({"unit": None, "tier": None, **item})
+            alarm["trail_length"] += 1
         for alarm_id, alarm in by_id.items():
             alarm["trail"].sort(key=lambda s: s["ts"])  # stable: the steps keep their order
+            if newest is not None:
+                del alarm["trail"][:-newest]
             alarm["snapshot_numbers"] = held.get(alarm_id, [])
             alarm["snapshots"] = len(alarm["snapshot_numbers"])
 

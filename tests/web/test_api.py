@@ -234,7 +234,9 @@ def test_events_filters_and_bad_parameters(client: TestClient, world: World) -> 
     assert [e["eseq"] for e in limited] == [5, 6]  # the newest two, oldest first
     for params, message in (
         ({"kind": "bogus"}, "kind: expected one of alarm, restore, tamper, panic, scan, fault, output, got 'bogus'"),
-        ({"limit": "0"}, "limit: expected 1..10000, got 0"),
+        ({"limit": "0"}, "limit: expected 1..1000, got 0"),
+        ({"limit": "1001"}, "limit: expected 1..1000, got 1001"),
+        ({"before": "not-a-cursor"}, "before: expected a cursor from a previous page's Link header"),
         ({"since": "yesterday"}, "since: expected an integer, got 'yesterday'"),
         ({"agent": "x" * 500}, "agent: expected a short printable value"),
     ):

@@ -368,7 +368,7 @@
   }
   // After a gap in the stream, what was missed is fetched rather than guessed.
   async function resync() {
-    const r = await fetch("/api/alarms", { credentials: "same-origin" });
+    const r = await fetch("/api/alarms?limit=1000", { credentials: "same-origin" });
     if (r.status === 401) { location.reload(); return; }
     if (!r.ok) return;
     const alarms = await r.json();
