@@ -22,6 +22,7 @@ from central.report import render_csv
 from central.web import WebError
 from central.web.auth import json_error, user_of
 from central.web.csrf import csrf_protected
+from central.web.live import MAX_STREAMS
 from central.web.reader import EVENTS_MAX_LIMIT
 from central.web.views import AckRefused, Dashboard
 
@@ -316,8 +317,18 @@ async def api_completion(request: Request) -> Response:
 
 async def api_stream(request: Request) -> Response:
     hub = request.app.state.hub
+    if hub.client_count >= MAX_STREAMS:
+        return JSONResponse({"error": "too many live streams"}, status_code=503, headers={"Retry-After": "10"})
     scope = await run_in_threadpool(lambda: _scope(request))
-    return StreamingResponse(hub.stream(scope), media_type="text/event-stream",
+    session = request.scope.get("session_obj")
+    users = request.app.state.users
+    name = user_of(request).name
+
+    def still_valid() -> bool:
+        user = users.session_user(session.sid) if session is not None and session.sid else None
+        return user is not None and user.name == name
+
+    return StreamingResponse(hub.stream(scope, still_valid=still_valid), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

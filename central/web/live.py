@@ -26,6 +26,10 @@ from central.web.scope import Scope
 _LOGGER = logging.getLogger(__name__)
 
 CLIENT_QUEUE_MAX = 1000
+# Streams at once. With one stream per browser (live-worker.js) this is a
+# hundred control-room browsers; past it a stream is refused (503) so live
+# streams can never take every connection (guard.py cannot evict a stream).
+MAX_STREAMS = 100
 NOTICE_QUEUE_MAX = 10_000
 KEEPALIVE_S = 10.0  # also how soon a vanished browser is noticed (the write fails)
 RETRY_MS = 2000  # EventSource's reconnect delay
@@ -130,8 +134,13 @@ class LiveHub:
                 client.queue.get_nowait()
             client.queue.put_nowait(_RESYNC)
 
-    async def stream(self, scope: Scope) -> AsyncIterator[bytes]:
-        """The SSE byte stream of one browser."""
+    async def stream(self, scope: Scope, *, still_valid: Callable[[], bool] | None = None) -> AsyncIterator[bytes]:
+        """The SSE byte stream of one browser.
+
+        ``still_valid`` is asked (on a worker thread) at each keepalive: a
+        session ended by logout, or by its account being disabled, ends its
+        stream within KEEPALIVE_S.
+        """
         client = _Client(scope)
         self._clients.add(client)
         try:
@@ -141,6 +150,8 @@ class LiveHub:
                 try:
                     item = await asyncio.wait_for(client.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
+                    if still_valid is not None and not await to_thread.run_sync(still_valid):
+                        return
                     yield b": keepalive\n\n"
                     continue
                 if item is _CLOSE:
