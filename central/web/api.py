@@ -23,7 +23,7 @@ from central.web import WebError
 from central.web.auth import json_error, user_of
 from central.web.csrf import csrf_protected
 from central.web.live import MAX_STREAMS
-from central.web.reader import EVENTS_MAX_LIMIT
+from central.store.dashboard import EVENTS_MAX_LIMIT
 from central.web.views import AckRefused, Dashboard
 
 _LOGGER = logging.getLogger(__name__)

@@ -26,7 +26,7 @@ from central.web.live import LiveHub
 from central.web.notices import NoticeShaper
 from central.web.pages import Renderer, make_environment, page_routes
 from central.web.ports import AlarmActions, CompletionReports, PlanSource
-from central.web.reader import StoreReader
+from central.store.dashboard import StoreReader
 from central.web.users import UserBook
 from central.web.views import Dashboard
 

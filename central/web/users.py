@@ -22,7 +22,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from central.web import UserError
-from central.web.accounts_sql import AccountStore, UserRow
+from central.store.users import AccountStore, UserRow
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ from central.completion import RoundStatus, judge, slots_for
 from central.plan.model import TIERS, Order, Plan, Route
 from central.report import CompletionReport
 from central.web.ports import AlarmActions, CompletionReports, PlanSource
-from central.web.reader import StoreReader
+from central.store.dashboard import StoreReader
 from central.web.scope import Scope
 
 _LOGGER = logging.getLogger(__name__)

@@ -1,10 +1,11 @@
-"""Read-only queries on central's store file for the dashboard.
+"""The dashboard's read-only queries (moved here from central/web/reader.py).
 
 The web never writes the tables of ingest or the alarm book; it reads them
-with its own read-only SQLite connections (WAL lets it read while ingest
-writes) using the schema in docs/architecture.md, and shapes rows into the
-objects of DESIGN.md's "Machine-readable output". Writes go through their
-owners (``AlarmActions.acknowledge``).
+with short read-only connections of the store's policy (WAL lets it read
+while ingest writes) and shapes rows into the objects of DESIGN.md's
+"Machine-readable output". Writes go through their owners
+(``AlarmActions.acknowledge``). Every list is bounded: at most
+EVENTS_MAX_LIMIT rows, and trails cut to their newest steps in SQL.
 
 Each call opens a short connection, so any thread may call; the dashboard
 runs these on uvicorn's thread pool, never on its event loop.
@@ -21,10 +22,11 @@ from typing import Any, Iterable, Sequence
 
 from central.store import notifications as outbox  # issue 14: delivery attempts in the trail
 from central.store import snapshots as album  # issue 14: snapshots kept with alarms
+from central.store import sqlite
+from central.store.errors import StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
-SQLITE_BUSY_TIMEOUT_S = 5.0
 EVENTS_DEFAULT_LIMIT = 200
 # No list answers more rows than this at once (DESIGN.md: ?limit= at most 1000);
 # one events query once answered 95 MB and took central to 621 MB.
@@ -35,9 +37,8 @@ CARD_TRAIL_STEPS = 10
 _EVENT_CORE_KEYS = ("agent", "eseq", "kind", "source", "ts", "received_ts", "replayed")
 _ALARM_KEYS = ("id", "agent", "source", "kind", "unit", "state", "raised_ts", "acked_by", "acked_ts", "escalated_to")
 # Whether the event that raised the alarm came late from the agent's outbox.
-# (With the store's epochs, add ``AND e.epoch = alarms.event_epoch``.)
 _ALARM_SELECT = (f"SELECT {', '.join(_ALARM_KEYS)}, (SELECT max(e.replayed) FROM events e WHERE e.agent = alarms.agent "
-                 "AND e.eseq = alarms.event_eseq) AS replayed FROM alarms")
+                 "AND e.epoch = coalesce(alarms.event_epoch, '') AND e.eseq = alarms.event_eseq) AS replayed FROM alarms")
 
 
 def _json_object(text: Any) -> dict[str, Any]:
@@ -56,7 +57,7 @@ class StoreReader:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+        db = sqlite.connect(self.path, readonly=True)
         db.row_factory = sqlite3.Row
         return db
 
@@ -64,6 +65,8 @@ class StoreReader:
         try:
             with closing(self._connect()) as db:
                 return db.execute(sql, params).fetchall()
+        except StoreError:
+            return []  # no store file yet: a fresh install has nothing to show
         except sqlite3.OperationalError as exc:
             # Before ingest or the alarm book has made its tables (a fresh
             # install), there is simply nothing to show yet.
@@ -249,6 +252,8 @@ class StoreReader:
             with closing(self._connect()) as db:
                 attempts = outbox.trail(db, list(by_id))
                 held = album.numbers(db, list(by_id))
+        except StoreError:
+            attempts, held = [], {}
         except sqlite3.OperationalError as exc:
             if "no such table" not in str(exc) and "unable to open" not in str(exc):
                 raise  # before the store is made (or migrated to version 3) there is nothing to show
@@ -269,6 +274,8 @@ class StoreReader:
         try:
             with closing(self._connect()) as db:
                 return album.jpeg(db, alarm_id, n)
+        except StoreError:
+            return None
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) or "unable to open" in str(exc):
                 return None
