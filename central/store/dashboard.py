@@ -115,7 +115,8 @@ class StoreReader:
         ``by_time`` asks for the order in which they happened (the event log).
         ``before`` (ts, agent, eseq) pages back: only events older than that one.
         """
-        where, params = ["1"], []
+        where: list[str] = ["1"]
+        params: list[Any] = []
         if agents is not None:
             names = sorted(set(agents))
             if not names:

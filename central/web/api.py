@@ -19,11 +19,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from central.report import render_csv
+from central.store.dashboard import EVENTS_MAX_LIMIT
 from central.web import WebError
 from central.web.auth import json_error, user_of
 from central.web.csrf import csrf_protected
 from central.web.live import MAX_STREAMS
-from central.store.dashboard import EVENTS_MAX_LIMIT
 from central.web.views import AckRefused, Dashboard
 
 _LOGGER = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def cursor_param(request: Request, shape: Sequence[type]) -> list[Any] | None:
     if not isinstance(value, list) or len(value) != len(shape):
         raise bad
     for item, kind in zip(value, shape):
-        if type(item) is not kind or (kind is int and not 0 <= item < 2**63):
+        if type(item) is not kind or (isinstance(item, int) and not 0 <= item < 2**63):
             raise bad
     return value
 

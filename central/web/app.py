@@ -17,16 +17,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.bus import Bus
+from central.store.dashboard import StoreReader
 from central.web.admin import admin_routes
 from central.web.api import api_routes
 from central.web.auth import SESSION_MAX_AGE_S, LoginGate, SessionCodec, load_secret
 from central.web.guard import BodyLimit, ClientAddress, ResponseCap
-from central.web.logins import LoginThrottle, PasswordGate
 from central.web.live import LiveHub
+from central.web.logins import LoginThrottle, PasswordGate
 from central.web.notices import NoticeShaper
 from central.web.pages import Renderer, make_environment, page_routes
 from central.web.ports import AlarmActions, CompletionReports, PlanSource
-from central.store.dashboard import StoreReader
 from central.web.users import UserBook
 from central.web.views import Dashboard
 

@@ -77,7 +77,7 @@ class SessionCodec:
         if len(value) > 4096:
             return None
         try:
-            data = self._serializer.loads(value, max_age=self.max_age_s)
+            data = self._serializer.loads(value, max_age=int(self.max_age_s))
         except BadSignature:
             return None
         if not isinstance(data, dict):

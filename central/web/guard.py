@@ -22,8 +22,8 @@ import ipaddress
 import logging
 from typing import Any, Iterable
 
-from uvicorn.protocols.http.h11_impl import H11Protocol
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 _LOGGER = logging.getLogger(__name__)
 

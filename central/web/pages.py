@@ -18,12 +18,19 @@ from starlette.routing import Route
 
 from central.plan.model import TIERS
 from central.web.api import EVENT_KINDS, BadParam, ascii_id, date_param, param
-from central.web.auth import (Session, client_address, clear_session_cookie, safe_next,
-                              session_for_anonymous, set_session_cookie, user_of)
+from central.web.auth import (
+    Session,
+    clear_session_cookie,
+    client_address,
+    safe_next,
+    session_for_anonymous,
+    set_session_cookie,
+    user_of,
+)
 from central.web.chart import completion_chart
 from central.web.csrf import csrf_protected
-from central.web.logins import GateBusy, LoginThrottle, PasswordGate
 from central.web.i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate
+from central.web.logins import GateBusy, LoginThrottle, PasswordGate
 from central.web.views import HISTORY_DAYS, AckRefused, Dashboard
 
 _LOGGER = logging.getLogger(__name__)
@@ -131,6 +138,7 @@ async def login_submit(request: Request) -> Response:
     gate: PasswordGate = request.app.state.password_gate
     address = client_address(request)
     t = translator(request)
+    response: Response
     # Throttled before any hashing: a refused try costs no argon2 memory or CPU.
     wait = throttle.retry_after(name, address)
     if wait > 0:

@@ -48,7 +48,7 @@ class WebServer:
     def __init__(self, app: Starlette, listen: str, *, max_connections: int | None = None) -> None:
         self.app = app
         web = getattr(getattr(app.state, "config", None), "web", None)
-        self.max_connections = max_connections or getattr(web, "max_connections", DEFAULT_MAX_CONNECTIONS)
+        self.max_connections: int = max_connections or int(getattr(web, "max_connections", DEFAULT_MAX_CONNECTIONS))
         self.stats = ConnectionStats()
         app.state.connection_stats = self.stats
         self.log_budget = LogBudget()

@@ -21,8 +21,8 @@ from typing import Callable, TextIO
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
-from central.web import UserError
 from central.store.users import AccountStore, UserRow
+from central.web import UserError
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from central.cameras.address import public_address
 from central.completion import RoundStatus, judge, slots_for
 from central.plan.model import TIERS, Order, Plan, Route
 from central.report import CompletionReport
-from central.web.ports import AlarmActions, CompletionReports, PlanSource
 from central.store.dashboard import StoreReader
+from central.web.ports import AlarmActions, CompletionReports, PlanSource
 from central.web.scope import Scope
 
 _LOGGER = logging.getLogger(__name__)
@@ -316,7 +316,8 @@ class Dashboard:
         latest_before = -1
         for cp in route.checkpoints:
             hit = first.get(cp)
-            member = plan.member_by_tag.get(hit[1])[1].name if hit and hit[1] in plan.member_by_tag else None
+            holder = plan.member_by_tag.get(hit[1]) if hit else None
+            member = holder[1].name if holder else None
             # Out of order: scanned before a checkpoint the route puts earlier.
             out_of_order = bool(hit and route.order is not Order.ANY and hit[0] < latest_before)
             if hit and route.order is Order.STRICT:

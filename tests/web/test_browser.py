@@ -220,7 +220,8 @@ def test_ten_tabs_share_one_stream_all_live_and_each_can_acknowledge(world: Worl
         # Acknowledge from this tab: the card on an alarms page, the banner on any other.
         button = f"#alarm-{alarm_id} .ack-btn" if tab.url.rstrip("/") == server.url else "#banner-ack .ack-btn"
         tab.click(button, timeout=APPEAR_TIMEOUT_MS)
-        wait_until(lambda: world.alarm_row(alarm_id)["state"] != "active", timeout=5, message=f"ack of {alarm_id} from tab {n}")
+        wait_until(lambda alarm_id=alarm_id: world.alarm_row(alarm_id)["state"] != "active", timeout=5,
+                   message=f"ack of {alarm_id} from tab {n}")
         assert world.alarm_row(alarm_id)["acked_by"] == "duty"
         for other in tabs:
             other.wait_for_function(f"() => window.gpLive.seen['{alarm_id}:resolved']", timeout=APPEAR_TIMEOUT_MS)

@@ -205,7 +205,7 @@ def test_a_failing_notice_is_logged_and_the_stream_goes_on(caplog: pytest.LogCap
 
 
 def test_a_stream_ends_once_its_session_has_ended(monkeypatch: pytest.MonkeyPatch) -> None:
-    import central.web.live as live
+    from central.web import live
 
     monkeypatch.setattr(live, "KEEPALIVE_S", 0.05)
     valid = [True]

@@ -120,8 +120,9 @@ def test_every_route_stays_under_a_megabyte_with_the_largest_events_and_many_ala
 def test_an_answer_past_the_backstop_is_refused_whole() -> None:
     import asyncio
 
-    from central.web.guard import ResponseCap
     from starlette.responses import Response
+
+    from central.web.guard import ResponseCap
 
     sent: list[dict[str, Any]] = []
 
@@ -139,3 +140,25 @@ def test_an_answer_past_the_backstop_is_refused_whole() -> None:
     asyncio.run(run())
     assert sent[0]["status"] == 500
     assert b"too large" in sent[1]["body"] and len(sent) == 2
+
+
+def test_replayed_alarms_unknown_kinds_and_quiet_pills_are_shown_as_such(client: TestClient, world: World) -> None:
+    import sqlite3
+    from contextlib import closing
+
+    world.set_presence("school-9-gate-1", "online")
+    world.set_presence("school-3-gate-1", "online")
+    late = world.raise_alarm("school-9-gate-1", "office-panic", replayed=True)
+    odd = world.raise_alarm("school-9-gate-1", "east-wall", kind="tamper")
+    with closing(sqlite3.connect(world.config.store.path)) as db, db:
+        db.execute("UPDATE alarms SET kind = 'smoke' WHERE id = ?", (odd,))  # a kind from a newer central
+    assert client.get(f"/api/alarms/{late}").json()["replayed"] is True
+    page = client.get("/").text
+    assert 'class="pill warn tag-replayed"' in page.split(f'id="alarm-{late}"', 1)[1].split("</article>", 1)[0]
+    card = page.split(f'id="alarm-{odd}"', 1)[0].rsplit("<article", 1)[1]
+    assert "kind-unknown" in card
+    assert "Unknown kind: smoke" in page
+    assert "AGENT-OFFLINE" not in page and ">agent-offline<" not in page
+    # Nothing offline: the "0 offline" pill is grey, not red.
+    assert '<span class="pill" id="sum-offline">0 offline</span>' in page
+    assert '<span class="pill good" id="sum-online">2 online</span>' in page

@@ -12,11 +12,17 @@ from starlette.requests import Request
 
 from central.plan.parse import parse_plan_bytes
 from central.web import WebError
-from central.web.logins import LoginThrottle
 from central.web.auth import Session, SessionCodec, load_secret, safe_next
 from central.web.chart import completion_chart
 from central.web.csrf import same_origin
-from central.web.i18n import Translator, CATALOGS, JS_KEYS, negotiate, parse_accept_language
+from central.web.i18n import (
+    CATALOGS,
+    JS_KEYS,
+    Translator,
+    negotiate,
+    parse_accept_language,
+)
+from central.web.logins import LoginThrottle
 from central.web.scope import Scope
 from central.web.server import WebServer, parse_listen
 from tests.web.conftest import PLAN, World
