@@ -13,6 +13,11 @@ argon2id check takes ``memory_cost`` KiB (docs/security.md) and a core.
 * :class:`PasswordGate`: at most ``concurrency`` checks hash at once and at
   most ``queue`` wait; anyone past that is told "busy" (503) at once, so a
   burst costs a fixed amount of memory however large it is.
+
+Concurrent tries count too: a (name, address) pair may have one check under
+way and an address ``ADDRESS_IN_FLIGHT``; more at the same moment answer 429
+before the gate. So a burst from one address takes at most two places of the
+gate and the night shift's desk still finds one free.
 """
 
 from __future__ import annotations
@@ -32,8 +37,9 @@ BACKOFF_MAX_S = 300.0
 ADDRESS_FREE_TRIES = 30  # one desk's address may serve a whole shift's typos
 FORGET_AFTER_S = 3600.0  # a pair with no failure for an hour starts afresh
 MAX_ENTRIES = 10_000  # pairs and addresses remembered; the oldest are forgotten first
+ADDRESS_IN_FLIGHT = 2  # checks under way for one address at a time
 PASSWORD_CHECKS_AT_ONCE = 2
-PASSWORD_CHECKS_WAITING = 8
+PASSWORD_CHECKS_WAITING = 32  # a waiting try holds a socket and a coroutine, no hash: at most 32 x 0.13 s / 2 = 2 s of wait here
 
 
 @dataclass(slots=True)
@@ -53,6 +59,7 @@ class LoginThrottle:
         self._clock = clock
         self._lock = threading.Lock()
         self._entries: OrderedDict[tuple[str, str], _Failures] = OrderedDict()
+        self._in_flight: dict[tuple[str, str], int] = {}
 
     @staticmethod
     def _keys(name: str, address: str) -> tuple[tuple[str, str], tuple[str, str]]:
@@ -72,6 +79,26 @@ class LoginThrottle:
             self._forget(now)
             return max(self._wait(self._entries.get(pair), self.free_tries, now),
                        self._wait(self._entries.get(addr), self.address_free_tries, now))
+
+    def begin(self, name: str, address: str) -> bool:
+        """Reserve a check for this try; False when the pair, or the address, already has its share under way.
+        Every True must be followed by :meth:`end`."""
+        pair, addr = self._keys(name, address)
+        with self._lock:
+            if self._in_flight.get(pair, 0) >= 1 or self._in_flight.get(addr, 0) >= ADDRESS_IN_FLIGHT:
+                return False
+            for key in (pair, addr):
+                self._in_flight[key] = self._in_flight.get(key, 0) + 1
+            return True
+
+    def end(self, name: str, address: str) -> None:
+        with self._lock:
+            for key in self._keys(name, address):
+                left = self._in_flight.get(key, 0) - 1
+                if left > 0:
+                    self._in_flight[key] = left
+                else:
+                    self._in_flight.pop(key, None)
 
     def failed(self, name: str, address: str) -> None:
         now = self._clock()

@@ -135,19 +135,31 @@ async def login_submit(request: Request) -> Response:
     name, password = str(form.get("name", ""))[:128], str(form.get("password", ""))
     target = safe_next(str(form.get("next", "/")))
     throttle: LoginThrottle = request.app.state.throttle
-    gate: PasswordGate = request.app.state.password_gate
     address = client_address(request)
     t = translator(request)
-    response: Response
     # Throttled before any hashing: a refused try costs no argon2 memory or CPU.
     wait = throttle.retry_after(name, address)
-    if wait > 0:
-        _LOGGER.warning("login for %r from %s refused: too many failures", name, address)
-        response = renderer(request).render(request, "login.html", {
-            "next": target, "name": name, "error": t("Too many failed logins; try again in {s} s.", s=int(wait) + 1)},
-            status=429)
-        response.headers["Retry-After"] = str(int(wait) + 1)
-        return response
+    if wait == 0:
+        if throttle.begin(name, address):
+            try:
+                return await _check_password(request, name, password, target, address)
+            finally:
+                throttle.end(name, address)
+        wait = 1.0  # this name from this address (or too much from this address) is being checked right now
+    _LOGGER.warning("login for %r from %s refused: too many failures or tries at once", name, address)
+    response = renderer(request).render(request, "login.html", {
+        "next": target, "name": name, "error": t("Too many failed logins; try again in {s} s.", s=int(wait) + 1)},
+        status=429)
+    response.headers["Retry-After"] = str(int(wait) + 1)
+    return response
+
+
+async def _check_password(request: Request, name: str, password: str, target: str, address: str) -> Response:
+    """The argon2 check inside the gate, then the session: what login_submit does once the throttle let it through."""
+    throttle: LoginThrottle = request.app.state.throttle
+    gate: PasswordGate = request.app.state.password_gate
+    t = translator(request)
+    response: Response
     try:
         user = await gate.run(lambda: request.app.state.users.verify(name, password))
     except GateBusy:

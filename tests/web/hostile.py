@@ -119,7 +119,8 @@ def running_central(root: Path, *, nofile: int = UNIT_NOFILE, extra_web: str = "
         config = root / "central.toml"
         config.write_text(
             f'timezone = "Asia/Shanghai"\ndata_dir = "{data}"\n[store]\nurl = "sqlite:///{data}/central.db"\n'
-            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n[web]\nlisten = "127.0.0.1:{port}"\n{extra_web}')
+            f'[mqtt]\nhost = "127.0.0.1"\nport = {broker.port}\n[web]\nlisten = "127.0.0.1:{port}"\n'
+        f'trusted_proxies = ["127.0.0.1"]\n{extra_web}')
         plan = root / "plan.toml"
         plan.write_text(PLAN)
         for args, stdin in ((("plan", "import", str(plan)), None),
@@ -147,7 +148,10 @@ def running_central(root: Path, *, nofile: int = UNIT_NOFILE, extra_web: str = "
         broker.kill()
 
 
-def _wrong_login(port: int, results: list[int], start: threading.Event) -> None:
+def _login(port: int, results: list[int], start: threading.Event, *, password: str | None = None,
+           forwarded_for: str = "198.51.100.66", took: list[float] | None = None) -> None:
+    """One login through the form; ``password`` None: a wrong one. Central trusts X-Forwarded-For from
+    loopback here (``web.trusted_proxies``), so each client can be given an address of its own."""
     try:
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         conn.request("GET", "/login")
@@ -157,12 +161,15 @@ def _wrong_login(port: int, results: list[int], start: threading.Event) -> None:
         match = _CSRF_RE.search(page)
         token = match.group(1) if match else ""
         start.wait(30)
-        body = f"name=duty&password=wrong-{threading.get_ident()}&csrf={token}&next=/"
+        body = f"name=duty&password={password or f'wrong-{threading.get_ident()}'}&csrf={token}&next=/"
+        began = time.monotonic()
         conn.request("POST", "/login", body=body, headers={
-            "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie})
+            "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie, "X-Forwarded-For": forwarded_for})
         resp = conn.getresponse()
         resp.read()
         results.append(resp.status)
+        if took is not None:
+            took.append(time.monotonic() - began)
         conn.close()
     except OSError:
         results.append(-1)
@@ -173,17 +180,24 @@ class Figures:
     peak_rss_mb: float
     alarm_latency_s: float
     statuses: dict[str, int] = field(default_factory=dict)
+    desk_login: tuple[int, float] | None = None  # the right password from another address meanwhile: status, seconds
     healthz_s: float | None = None
     log_growth_mb: float | None = None
     held: int | None = None
 
 
-def login_burst(central: RunningCentral, logins: int = 40) -> Figures:
-    """``logins`` concurrent wrong-password logins for one name; a panic raised meanwhile."""
+def login_burst(central: RunningCentral, logins: int = 40, *, addresses: int = 1) -> Figures:
+    """``logins`` concurrent wrong-password logins for one name from ``addresses`` addresses; meanwhile a
+    panic is raised and the same name logs in with the right password from another desk."""
     results: list[int] = []
+    desk: list[int] = []
+    desk_took: list[float] = []
     start = threading.Event()
-    threads = [threading.Thread(target=_wrong_login, args=(central.port, results, start), daemon=True)
-               for _ in range(logins)]
+    threads = [threading.Thread(target=_login, args=(central.port, results, start), daemon=True,
+                                kwargs={"forwarded_for": f"198.51.100.{n % addresses + 1}"})
+               for n in range(logins)]
+    threads.append(threading.Thread(target=_login, args=(central.port, desk, start), daemon=True,
+                                    kwargs={"password": PASSWORD, "forwarded_for": "10.0.0.7", "took": desk_took}))
     for t in threads:
         t.start()
     stop = threading.Event()
@@ -201,7 +215,7 @@ def login_burst(central: RunningCentral, logins: int = 40) -> Figures:
     statuses: dict[str, int] = {}
     for status in results:
         statuses[str(status)] = statuses.get(str(status), 0) + 1
-    return Figures(max(central.samples), latency, statuses)
+    return Figures(max(central.samples), latency, statuses, desk_login=(desk[0], desk_took[0]) if desk_took else None)
 
 
 def idle_hold(central: RunningCentral, connections: int = 1100, hold_s: float = 20.0) -> Figures:
@@ -266,6 +280,8 @@ def main() -> int:
     with running_central(args.root / "burst", nofile=args.nofile) as central:
         base = rss_mb(central.pid)[0]
         out["login_burst"] = {"rss_before_mb": round(base, 1), **login_burst(central).__dict__}
+    with running_central(args.root / "burst-spread", nofile=args.nofile) as central:
+        out["login_burst_40_addresses"] = login_burst(central, addresses=40).__dict__
     with running_central(args.root / "hold", nofile=args.nofile) as central:
         out["idle_hold"] = idle_hold(central, hold_s=args.hold_s).__dict__
     json.dump(out, sys.stdout, indent=1)
