@@ -43,12 +43,13 @@ class ConnectionStats:
     """Counters the guarded protocol keeps (shown on /healthz)."""
 
     def __init__(self) -> None:
+        self.open = 0
         self.evicted = 0
         self.refused = 0
         self.head_timeouts = 0
 
     def to_json(self) -> dict[str, int]:
-        return {"evicted": self.evicted, "refused": self.refused, "head_timeouts": self.head_timeouts}
+        return {"open": self.open, "evicted": self.evicted, "refused": self.refused, "head_timeouts": self.head_timeouts}
 
 
 class GuardedH11Protocol(H11Protocol):
@@ -62,6 +63,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: Any) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self.stats.open += 1
         self._idle_since = self.loop.time()
         self._head_timer = self.loop.call_later(HEAD_TIMEOUT_S, self._head_deadline)
         if len(self.connections) > self.max_connections:
@@ -96,6 +98,7 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.stats.open -= 1
         self._head_timer.cancel()
         super().connection_lost(exc)
 
