@@ -258,3 +258,13 @@ def test_cards_stay_put_panics_first_then_by_time_raised(world: World, server: W
     banner = page.query_selector("#banner").bounding_box()
     assert banner["y"] >= nav["y"] + nav["height"]
     assert page.errors == []
+
+
+def test_without_shared_worker_each_tab_streams_on_its_own(world: World, server: WebServer, chromium: Any) -> None:
+    """Chrome on Android has no SharedWorker: the page falls back to its own EventSource."""
+    chromium.add_init_script("window.gpNoSharedWorker = true")
+    page = log_in(chromium, server, "duty")
+    assert page.evaluate("window.gpLive.shared") is False
+    alarm_id = world.raise_alarm("school-9-gate-1", "office-panic")
+    page.wait_for_selector(f"#active-list #alarm-{alarm_id}", timeout=APPEAR_TIMEOUT_MS)
+    assert page.errors == []

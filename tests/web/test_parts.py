@@ -219,3 +219,16 @@ def test_server_starts_on_a_free_port_and_stops(world: World) -> None:
         server.stop()
     with pytest.raises(httpx2.ConnectError):
         httpx2.get(f"http://127.0.0.1:{server.port}/healthz")
+
+
+def test_web_config_names_trusted_proxies_and_the_connection_cap() -> None:
+    from central.config import ConfigError, parse_config
+
+    base = 'timezone = "UTC"\ndata_dir = "/tmp/gp"\n[web]\n'
+    config = parse_config(base + 'trusted_proxies = ["10.0.0.5", "10.0.1.0/24", "::1"]\nmax_connections = 64\n')
+    assert (config.web.trusted_proxies, config.web.max_connections) == (("10.0.0.5", "10.0.1.0/24", "::1"), 64)
+    assert (parse_config(base).web.trusted_proxies, parse_config(base).web.max_connections) == ((), 256)
+    with pytest.raises(ConfigError, match=r"web.trusted_proxies: 'proxy.lan' is not an IP address or network"):
+        parse_config(base + 'trusted_proxies = ["proxy.lan"]\n')
+    with pytest.raises(ConfigError, match="web.max_connections: must be 16 to 4096"):
+        parse_config(base + "max_connections = 5\n")

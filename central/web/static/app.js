@@ -342,7 +342,19 @@
     const worker = new SharedWorker("/static/live-worker.js?v=" + (cfg.asset || ""), { name: "gridpatrol-live" });
     const port = worker.port;
     live.shared = true;
+    // A worker that never answers (a browser that blocks it, a broken script)
+    // must not leave the tab deaf: fall back to a stream of the tab's own.
+    let heard = false;
+    const fallback = setTimeout(() => {
+      if (heard) return;
+      port.close();
+      live.shared = false;
+      connect();
+    }, 10000);
+    worker.onerror = () => { if (!heard) { clearTimeout(fallback); port.close(); live.shared = false; connect(); } };
     port.onmessage = (m) => {
+      heard = true;
+      clearTimeout(fallback);
       const msg = m.data || {};
       if (msg.type === "status") onStatus(msg.on);
       else if (msg.type === "resync") location.reload();
