@@ -31,6 +31,8 @@ EVENTS_DEFAULT_LIMIT = 200
 # No list answers more rows than this at once (DESIGN.md: ?limit= at most 1000);
 # one events query once answered 95 MB and took central to 621 MB.
 EVENTS_MAX_LIMIT = 1000
+# ... and no more than this of their stored JSON, read from SQLite row by row.
+EVENTS_MAX_BYTES = 1024 * 1024
 # Steps of an escalation trail shown on a card: the newest ones; the alarm's own route has them all.
 CARD_TRAIL_STEPS = 10
 # The kind's own keys live in events.fields; these are never taken from it.
@@ -74,6 +76,27 @@ class StoreReader:
                 return []
             raise
 
+    def _query_bounded(self, sql: str, params: Sequence[Any]) -> tuple[list[sqlite3.Row], bool]:
+        """Rows until their ``fields`` pass EVENTS_MAX_BYTES: a thousand of the largest events an agent
+        can send would be 64 MB, and eight worker threads each holding that is more than a Pi has.
+        The first row is always kept; True: cut short, the caller's cursor continues after the last one."""
+        out: list[sqlite3.Row] = []
+        size = 0
+        try:
+            with closing(self._connect()) as db:
+                for row in db.execute(sql, params):
+                    size += len(row["fields"] or "")
+                    if out and size > EVENTS_MAX_BYTES:
+                        return out, True
+                    out.append(row)
+        except StoreError:
+            return [], False
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return [], False
+            raise
+        return out, False
+
     # --- agents -------------------------------------------------------------
 
     def agents(self) -> list[dict[str, Any]]:
@@ -109,7 +132,15 @@ class StoreReader:
                since_ts: int | None = None, until_ts: int | None = None,
                limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False,
                before: tuple[int, str, int] | None = None) -> list[dict[str, Any]]:
-        """The newest ``limit`` matching events (by ts), returned oldest first.
+        """:meth:`events_page` without its "more" flag."""
+        return self.events_page(agents=agents, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
+                                limit=limit, by_time=by_time, before=before)[0]
+
+    def events_page(self, *, agents: Iterable[str] | None = None, kind: str | None = None, source: str | None = None,
+                    since_ts: int | None = None, until_ts: int | None = None,
+                    limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False,
+                    before: tuple[int, str, int] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """The newest ``limit`` matching events (by ts), returned oldest first, and whether there may be more.
 
         Oldest first means DESIGN.md's order, by agent then eseq, unless
         ``by_time`` asks for the order in which they happened (the event log).
@@ -120,7 +151,7 @@ class StoreReader:
         if agents is not None:
             names = sorted(set(agents))
             if not names:
-                return []
+                return [], False
             where.append(f"agent IN ({','.join('?' * len(names))})")
             params.extend(names)
         for column, value in (("kind", kind), ("source", source)):
@@ -137,13 +168,13 @@ class StoreReader:
             where.append("(ts, agent, eseq) < (?, ?, ?)")
             params.extend(before)
         limit = max(1, min(int(limit), EVENTS_MAX_LIMIT))
-        rows = self._query(
+        rows, cut = self._query_bounded(
             "SELECT agent, eseq, kind, source, ts, received_ts, replayed, fields, unplanned FROM events "
             f"WHERE {' AND '.join(where)} ORDER BY ts DESC, agent DESC, eseq DESC LIMIT ?", [*params, limit])
         events = [self._event(row) for row in reversed(rows)]
         if not by_time:
             events.sort(key=lambda e: (e["agent"], e["eseq"]))
-        return events
+        return events, cut or len(rows) >= limit
 
     def scans(self, agents: Iterable[str], lo_ms: int, hi_ms: int) -> list[tuple[int, str, str, str]]:
         """``(ts_est, agent, reader, tag)`` of scans that happened in ``[lo, hi)``, by time.

@@ -272,10 +272,10 @@ async def api_events(request: Request) -> Response:
     filters = event_filters(request)
     before = cursor_param(request, (int, str, int))
     d = dashboard(request)
-    events = await run_in_threadpool(lambda: d.events(_scope(request), **filters, by_time=True,
-                                                      before=tuple(before) if before else None))
+    events, more = await run_in_threadpool(lambda: d.events_page(_scope(request), **filters, by_time=True,
+                                                                 before=tuple(before) if before else None))
     newest_first = list(reversed(events))
-    return paged(request, newest_first, full=len(events) >= filters["limit"],
+    return paged(request, newest_first, full=more,
                  cursor_of=lambda e: [e["ts"], e["agent"], e["eseq"]],
                  order=lambda kept: sorted(kept, key=lambda e: (e["agent"], e["eseq"])))
 

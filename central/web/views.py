@@ -161,9 +161,14 @@ class Dashboard:
 
     # --- events -------------------------------------------------------------
 
-    def events(self, scope: Scope, *, agent: str | None = None, kind: str | None = None, source: str | None = None,
-               since_ts: int | None = None, until_ts: int | None = None, limit: int = 200,
-               by_time: bool = False, before: tuple[int, str, int] | None = None) -> list[dict[str, Any]]:
+    def events(self, scope: Scope, **filters: Any) -> list[dict[str, Any]]:
+        """:meth:`events_page` without its "more" flag."""
+        return self.events_page(scope, **filters)[0]
+
+    def events_page(self, scope: Scope, *, agent: str | None = None, kind: str | None = None, source: str | None = None,
+                    since_ts: int | None = None, until_ts: int | None = None, limit: int = 200,
+                    by_time: bool = False, before: tuple[int, str, int] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """The scope's newest ``limit`` matching events older than ``before``; True when there may be more."""
         known = [a["agent"] for a in self.reader.agents()]
         plan = scope.plan
         if plan is not None:
@@ -171,8 +176,8 @@ class Dashboard:
         visible = scope.agent_filter(known)
         if agent is not None:
             visible = [a for a in visible if a == agent]
-        return self.reader.events(agents=visible, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
-                                  limit=limit, by_time=by_time, before=before)
+        return self.reader.events_page(agents=visible, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
+                                       limit=limit, by_time=by_time, before=before)
 
     # --- completion ---------------------------------------------------------
 

@@ -261,6 +261,84 @@ def idle_hold(central: RunningCentral, connections: int = 1100, hold_s: float = 
     return Figures(max(central.samples), latency, healthz_s=max(health), log_growth_mb=growth, held=held)
 
 
+def _session_cookie(port: int) -> str:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    conn.request("GET", "/login")
+    resp = conn.getresponse()
+    page = resp.read().decode()
+    cookie = resp.getheader("set-cookie", "").split(";", 1)[0]
+    match = _CSRF_RE.search(page)
+    body = f"name=duty&password={PASSWORD}&csrf={match.group(1) if match else ''}&next=/"
+    conn.request("POST", "/login", body=body, headers={
+        "Content-Type": "application/x-www-form-urlencoded", "Cookie": cookie, "X-Forwarded-For": "10.0.0.7"})
+    resp = conn.getresponse()
+    resp.read()
+    conn.close()
+    assert resp.status == 303, resp.status
+    return resp.getheader("set-cookie", "").split(";", 1)[0]
+
+
+def request_flood(central: RunningCentral, clients: int = 50, seconds: float = 10.0,
+                  paths: tuple[str, ...] = ("/api/events?limit=1000", "/", "/api/alarms?all=1&limit=1000")) -> Figures:
+    """``clients`` logged-in clients asking for the largest lists as fast as they can; a panic meanwhile."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="hostile-flood")
+    client.connect("127.0.0.1", central.broker.port)
+    client.loop_start()
+    try:
+        for n in range(300):  # something to read: large events (a 512-character detail, 200 free keys of 64)
+            central._eseq += 1
+            event = Event(eseq=central._eseq, boot_id="boot-hostile", kind=EventKind.FAULT, source=f"gate-{n}",
+                          ts=int(time.time() * 1000), mono_ms=1000 + central._eseq, clock_synced=True,
+                          fields={"code": "x", "detail": "界" * 512,
+                                  **{f"n{k}": "界" * 64 for k in range(200)}})
+            client.publish(topics.evt(AGENT), event.to_payload(), qos=1).wait_for_publish(10)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    last = f"gate-{299}"
+
+    def stored() -> bool:
+        with closing(sqlite3.connect(f"file:{central.store}?mode=ro", uri=True, timeout=5)) as db:
+            return db.execute("SELECT count(*) FROM events WHERE source = ?", (last,)).fetchone()[0] > 0
+
+    wait_until(stored, timeout=60, message="the large events stored")
+    cookie = _session_cookie(central.port)
+    stop = threading.Event()
+    statuses: dict[str, int] = {}
+    lock = threading.Lock()
+
+    def hammer(n: int) -> None:
+        while not stop.is_set():
+            try:
+                status, _ = central.get(paths[n % len(paths)], timeout=30, headers={"Cookie": cookie})
+            except OSError:
+                status = -1
+            with lock:
+                statuses[str(status)] = statuses.get(str(status), 0) + 1
+
+    threads = [threading.Thread(target=hammer, args=(n,), daemon=True) for n in range(clients)]
+    sampler_stop = threading.Event()
+    sampler = central.sample_rss(sampler_stop)
+    try:
+        for t in threads:
+            t.start()
+        time.sleep(seconds / 2)
+        latency = central.raise_panic("flood-panic")
+        health_t0 = time.monotonic()
+        central.get("/healthz", timeout=30)
+        health = time.monotonic() - health_t0
+        time.sleep(seconds / 2)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+        sampler_stop.set()
+        sampler.join()
+    return Figures(max(central.samples), latency, statuses, healthz_s=health)
+
+
 def _still_open(s: socket.socket) -> bool:
     try:
         return s.recv(1, socket.MSG_PEEK) != b""
@@ -282,6 +360,8 @@ def main() -> int:
         out["login_burst"] = {"rss_before_mb": round(base, 1), **login_burst(central).__dict__}
     with running_central(args.root / "burst-spread", nofile=args.nofile) as central:
         out["login_burst_40_addresses"] = login_burst(central, addresses=40).__dict__
+    with running_central(args.root / "flood", nofile=args.nofile) as central:
+        out["request_flood"] = request_flood(central).__dict__
     with running_central(args.root / "hold", nofile=args.nofile) as central:
         out["idle_hold"] = idle_hold(central, hold_s=args.hold_s).__dict__
     json.dump(out, sys.stdout, indent=1)

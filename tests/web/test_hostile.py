@@ -16,6 +16,7 @@ from tests.web.hostile import (
     UNIT_NOFILE,
     idle_hold,
     login_burst,
+    request_flood,
     rss_mb,
     running_central,
 )
@@ -51,3 +52,14 @@ def test_eleven_hundred_idle_connections_leave_healthz_ingest_and_the_log_alone(
         assert figures.alarm_latency_s < 2.0, figures
         assert figures.log_growth_mb is not None and figures.log_growth_mb < 5.0, figures
         assert figures.peak_rss_mb < 400, figures
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+def test_fifty_clients_asking_for_the_largest_lists_leave_ingest_alone(tmp_path: Path) -> None:
+    with running_central(tmp_path, nofile=UNIT_NOFILE) as central:
+        figures = request_flood(central, clients=50, seconds=10)
+        assert figures.alarm_latency_s < 2.0, figures
+        assert figures.healthz_s is not None and figures.healthz_s < 2.0, figures
+        assert figures.peak_rss_mb < 400, figures
+        assert set(figures.statuses) == {"200"}, figures
