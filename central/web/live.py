@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 
 from central.bus import Bus, Notice
 from central.web.scope import Scope
@@ -78,6 +78,7 @@ class LiveHub:
         self._pump_task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ids = itertools.count(1)
+        self._pump_limiter: CapacityLimiter | None = None  # made on the loop, in start()
         self.dropped_notices = 0
 
     @property
@@ -86,6 +87,7 @@ class LiveHub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._pump_limiter = CapacityLimiter(1)
         self._notices = asyncio.Queue(NOTICE_QUEUE_MAX)
         self._pump_task = asyncio.create_task(self._pump(), name="gridpatrol-live-pump")
         self._unsubscribe = self._bus.subscribe(self._on_notice)
@@ -114,7 +116,9 @@ class LiveHub:
         assert self._notices is not None
         while (notice := await self._notices.get()) is not None:
             try:
-                messages = await to_thread.run_sync(self._prepare, notice)
+                # A thread of its own: a flood of page requests holding the shared
+                # workers must not hold up a new alarm on its way to the desks.
+                messages = await to_thread.run_sync(self._prepare, notice, limiter=self._pump_limiter)
             except Exception:
                 _LOGGER.exception("could not prepare a live %s notice", notice.topic)
                 continue
