@@ -88,5 +88,5 @@ async def user_action(request: Request) -> Response:
 def admin_routes() -> list[Route]:
     return [
         Route("/users", users_page),
-        Route("/users/{name}/{action}", user_action, methods=["POST"]),
+        Route("/users/{name:path}/{action}", user_action, methods=["POST"]),  # a name may hold "/"
     ]

@@ -146,4 +146,7 @@ def test_an_administrator_manages_accounts_in_the_dashboard_and_no_one_else_can(
         assert "error=" in r.headers["location"] and world.users.get("duty") is not None
         desk.post("/users/wang/remove", data={"csrf": token})
         assert world.users.get("wang") is None
+        world.users.add("night/desk", "fengze", "a long passphrase")  # any printable name, "/" too
+        r = desk.post("/users/night%2Fdesk/disable", data={"csrf": token}, follow_redirects=False)
+        assert r.headers["location"] == "/users?done=disable" and world.users.get("night/desk").disabled
         assert desk.post("/users/lin/disable").status_code == 403  # no token, no change

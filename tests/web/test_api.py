@@ -125,7 +125,7 @@ def test_unknown_user_gets_the_same_answer_as_a_wrong_password(client: TestClien
 def test_every_post_route_is_csrf_protected(app) -> None:  # type: ignore[no-untyped-def]
     posts = [r for r in app.routes if isinstance(r, Route) and "POST" in (r.methods or ())]
     assert {r.path for r in posts} == {"/login", "/logout", "/api/alarms/{alarm_id}/ack", "/alarms/{alarm_id}/ack",
-                                       "/users/{name}/{action}"}
+                                       "/users/{name:path}/{action}"}
     for route in posts:
         assert getattr(route.endpoint, "csrf_protected", False), route.path
 
