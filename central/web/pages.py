@@ -7,7 +7,7 @@ import logging
 from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -17,7 +17,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from central.plan.model import TIERS
-from central.web.api import EVENT_KINDS, BadParam, ascii_id, date_param, param
+from central.web.api import EVENT_KINDS, BadParam, ascii_id, cursor_param, date_param, encode_cursor, param
 from central.web.auth import (
     Session,
     clear_session_cookie,
@@ -340,14 +340,22 @@ async def events_page(request: Request) -> Response:
         f = {"agent": param(request, "agent"), "kind": kind, "source": param(request, "source")}
         since, f["since_date"] = _day_ms(request, "since_date", d.tz, end=False)
         until, f["until_date"] = _day_ms(request, "until_date", d.tz, end=True)
+        before = cursor_param(request, (int, str, int))
     except BadParam as exc:
-        error, f, since, until = str(exc), {}, None, None
+        error, f, since, until, before = str(exc), {}, None, None, None
 
     def build() -> dict[str, Any]:
         scope = _scope(request)
         agents = d.agents(scope)
-        events = d.events(scope, agent=f.get("agent"), kind=f.get("kind"), source=f.get("source"),
-                          since_ts=since, until_ts=until, limit=EVENT_PAGE_LIMIT, by_time=True)
+        events, more = d.events_page(scope, agent=f.get("agent"), kind=f.get("kind"), source=f.get("source"),
+                                     since_ts=since, until_ts=until, limit=EVENT_PAGE_LIMIT, by_time=True,
+                                     before=tuple(before) if before else None)
+        older = None
+        if more and events:
+            oldest = events[0]
+            query = [(k, v) for k, v in request.query_params.multi_items() if k != "before"]
+            query.append(("before", encode_cursor([oldest["ts"], oldest["agent"], oldest["eseq"]])))
+            older = "/events?" + urlencode(query)
         members = {tag: m.name for tag, (_, m) in scope.plan.member_by_tag.items()} if scope.plan else {}
         for e in events:
             details = " ".join(f"{k}={v}" for k, v in e.items() if k not in _DETAIL_SKIP)
@@ -357,7 +365,7 @@ async def events_page(request: Request) -> Response:
                 e["details"] += f" ({members[e['tag']]})"
         return {**_common(d, scope, "events"), "events": list(reversed(events)), "f": f, "kinds": EVENT_KINDS,
                 "agent_choices": agents, "agent_names": {a["agent"]: a["name"] for a in agents},
-                "live": until is None, "error": error}
+                "live": until is None and before is None, "error": error, "older": older}
 
     return renderer(request).render(request, "events.html", await run_in_threadpool(build))
 

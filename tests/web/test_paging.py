@@ -162,3 +162,19 @@ def test_replayed_alarms_unknown_kinds_and_quiet_pills_are_shown_as_such(client:
     # Nothing offline: the "0 offline" pill is grey, not red.
     assert '<span class="pill" id="sum-offline">0 offline</span>' in page
     assert '<span class="pill good" id="sum-online">2 online</span>' in page
+
+
+def test_the_events_page_links_to_older_events(client: TestClient, world: World) -> None:
+    import re
+
+    from central.web.pages import EVENT_PAGE_LIMIT
+
+    for i in range(EVENT_PAGE_LIMIT + 5):
+        world.store_event("school-9-gate-1", "scan", "gate-1", ts=1_700_000_000_000 + i * 1000, tag="67003B51C6")
+    first = client.get("/events").text
+    assert first.count('<tr class="k-scan') == EVENT_PAGE_LIMIT
+    link = re.search(r'id="older" href="([^"]+)"', first)
+    assert link is not None
+    older = client.get(link.group(1).replace("&amp;", "&")).text
+    assert older.count('<tr class="k-scan') == 5 and 'id="older"' not in older
+    assert 'data-live=""' in older  # a page of the past does not take live rows
