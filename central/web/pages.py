@@ -17,7 +17,15 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from central.plan.model import TIERS
-from central.web.api import EVENT_KINDS, BadParam, ascii_id, cursor_param, date_param, encode_cursor, param
+from central.web.api import (
+    EVENT_KINDS,
+    BadParam,
+    ascii_id,
+    cursor_param,
+    date_param,
+    encode_cursor,
+    param,
+)
 from central.web.auth import (
     Session,
     clear_session_cookie,

@@ -9,7 +9,7 @@ from typing import Iterator
 import pytest
 from starlette.testclient import TestClient
 
-import central.web.guard as guard
+from central.web import guard
 from central.web.server import WebServer
 from tests.support import wait_until
 from tests.web.conftest import World
