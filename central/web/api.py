@@ -242,12 +242,13 @@ async def api_snapshot(request: Request) -> Response:
     """GET /api/alarms/<id>/snapshots/<n>: a JPEG kept with the alarm (issue 14), never fetched from the camera here."""
     alarm_id = _alarm_id(request)
     raw = request.path_params["n"]
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+    n = ascii_id(raw) if len(raw) <= 9 else None
+    if not n:
         raise BadParam(f"snapshot number: expected 1, 2, ..., got {raw[:32]!r}")
     d = dashboard(request)
-    jpeg = await run_in_threadpool(lambda: d.snapshot(_scope(request), alarm_id, int(raw)))
+    jpeg = await run_in_threadpool(lambda: d.snapshot(_scope(request), alarm_id, n))
     if jpeg is None:
-        return json_error(f"alarm {alarm_id} has no snapshot {int(raw)}", 404)
+        return json_error(f"alarm {alarm_id} has no snapshot {n}", 404)
     return Response(jpeg, media_type="image/jpeg")  # no-store (SecurityHeaders): control-room PCs are shared
 
 

@@ -441,7 +441,8 @@ async def alarm_page(request: Request) -> Response:
 
     def build() -> dict[str, Any] | None:
         scope = _scope(request)
-        alarm = d.alarm(scope, int(raw)) if raw.isdigit() and len(raw) <= 18 else None
+        alarm_id = ascii_id(raw)
+        alarm = d.alarm(scope, alarm_id) if alarm_id is not None else None
         return None if alarm is None else {**_common(d, scope, "alarm"), "a": alarm}
 
     ctx = await run_in_threadpool(build)

@@ -92,6 +92,8 @@ def test_no_alarm_id_answers_500(client: TestClient, raw: str) -> None:
     ident = quote(raw, safe="")
     token = client.get("/").text.split('name="csrf" value="', 1)[1].split('"', 1)[0]
     for method, path in (("GET", f"/api/alarms/{ident}"), ("GET", f"/fragments/alarm/{ident}"),
+                         ("GET", f"/alarms/{ident}"), ("GET", f"/api/alarms/1/snapshots/{ident}"),
+                         ("GET", f"/api/alarms/{ident}/snapshots/1"),
                          ("POST", f"/api/alarms/{ident}/ack"), ("POST", f"/alarms/{ident}/ack"),
                          ("GET", f"/routes/{ident}"), ("GET", f"/api/events?before={ident}"),
                          ("GET", f"/api/alarms?before={ident}"), ("GET", f"/api/agents?before={ident}"),
