@@ -16,7 +16,16 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridpatrol.tomlconfig import Table, non_negative, not_empty, one_of, opt_path, parse_toml, positive, read_bytes
+from gridpatrol.tomlconfig import (
+    Table,
+    non_negative,
+    not_empty,
+    one_of,
+    opt_path,
+    parse_toml,
+    positive,
+    read_bytes,
+)
 from gridpatrol.tomlconfig import port as port_number
 
 DEFAULT_CLIENT_ID = "gridpatrol-central"
