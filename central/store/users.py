@@ -1,8 +1,8 @@
 """Staff accounts and their dashboard sessions: the ``users`` and ``sessions`` tables.
 
 - ``users``: name, unit (the scope), argon2 hash, created, ``disabled``
-  (schema version 3). A disabled account cannot log in and has no sessions.
-- ``sessions`` (version 3): one row per logged-in browser. The cookie
+  (schema version 4). A disabled account cannot log in and has no sessions.
+- ``sessions`` (version 4): one row per logged-in browser. The cookie
   carries a random session id; the table keeps only its SHA-256, so a copy
   of the store opens no one's session. Logout deletes the row, so the cookie
   never works again; disabling, removing or a new password deletes all of a
