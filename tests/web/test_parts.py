@@ -232,3 +232,24 @@ def test_web_config_names_trusted_proxies_and_the_connection_cap() -> None:
         parse_config(base + 'trusted_proxies = ["proxy.lan"]\n')
     with pytest.raises(ConfigError, match="web.max_connections: must be 16 to 4096"):
         parse_config(base + "max_connections = 5\n")
+
+
+def test_log_budget_lets_ten_of_a_kind_through_a_minute_then_counts_the_rest() -> None:
+    import logging
+
+    from central.web.logbudget import LogBudget
+
+    clock = Clock()
+    budget = LogBudget(per_window=10, window_s=60, clock=clock)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)
+
+    passed = [budget.filter(record("socket.accept() out of system resource")) for _ in range(1000)]
+    assert passed.count(True) == 10 and budget.suppressed == 990
+    assert budget.filter(record("another message"))  # each message has its own budget
+    clock.now += 60
+    first = record("socket.accept() out of system resource")
+    assert budget.filter(first)
+    assert first.getMessage() == ("socket.accept() out of system resource "
+                                  "[990 more like this left out of the log in the last 60 s]")
