@@ -63,3 +63,13 @@ def test_fifty_clients_asking_for_the_largest_lists_leave_ingest_alone(tmp_path:
         assert figures.healthz_s is not None and figures.healthz_s < 2.0, figures
         assert figures.peak_rss_mb < 400, figures
         assert set(figures.statuses) == {"200"}, figures
+
+
+def test_the_checks_run_central_under_the_units_own_limits() -> None:
+    from tests.support import REPO
+
+    unit = (REPO / "systemd" / "gridpatrol-central.service").read_text().splitlines()
+    settings = dict(line.split("=", 1) for line in unit if line.startswith(("LimitNOFILE=", "MemoryMax=", "MemoryHigh=")))
+    assert int(settings["LimitNOFILE"]) == UNIT_NOFILE
+    # The checks' 400 MB bound sits under the unit's ceilings, so passing them means the unit never kills central.
+    assert settings["MemoryHigh"] == "384M" and settings["MemoryMax"] == "512M"
