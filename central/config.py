@@ -10,12 +10,22 @@ never import each other.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridpatrol.tomlconfig import Table, non_negative, not_empty, one_of, opt_path, parse_toml, positive, read_bytes
+from gridpatrol.tomlconfig import (
+    Table,
+    non_negative,
+    not_empty,
+    one_of,
+    opt_path,
+    parse_toml,
+    positive,
+    read_bytes,
+)
 from gridpatrol.tomlconfig import port as port_number
 
 DEFAULT_CLIENT_ID = "gridpatrol-central"
@@ -72,6 +82,10 @@ class WebConfig:
     session_max_age_s: int = 12 * 3600  # one control-room shift
     cookie_secure: bool = False  # True once the dashboard is served over HTTPS
     public_url: str | None = None  # how people reach the dashboard: links in notifications (docs/notify.md)
+    # Addresses (or networks) of reverse proxies whose X-Forwarded-For and
+    # X-Forwarded-Proto are believed; nobody else's are (docs/web.md).
+    trusted_proxies: tuple[str, ...] = ()
+    max_connections: int = 256  # open browser connections; past it the idlest goes, else 503 (docs/web.md)
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +173,15 @@ def split_listen(value: str) -> tuple[str, int]:
     if not 0 < port < 65536:
         raise ValueError(f"port {port} is out of range (1 to 65535)")
     return host, port
+
+
+def _networks(value: list[object]) -> str | None:
+    for item in value:
+        try:
+            ipaddress.ip_network(item if isinstance(item, str) else "?", strict=False)
+        except ValueError:
+            return f"{item!r} is not an IP address or network (10.0.0.5, 10.0.0.0/24, ::1)"
+    return None
 
 
 def _listen(value: str) -> str | None:
@@ -253,6 +276,9 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
         session_max_age_s=t.get("session_max_age_s", int, 12 * 3600, check=positive),
         cookie_secure=t.get("cookie_secure", bool, False),
         public_url=t.get("public_url", str, None, check=_public_url),
+        trusted_proxies=tuple(t.get("trusted_proxies", list, [], check=_networks)),
+        max_connections=t.get("max_connections", int, 256,
+                              check=lambda v: None if 16 <= v <= 4096 else "must be 16 to 4096"),
     )
     t.done()
 

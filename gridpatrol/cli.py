@@ -117,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--unit", required=True, metavar="UNIT")
     config(sp)
     sp.set_defaults(func=_target("central.web.users:run_users_add"))
+    sp = users.add_parser("list", help="staff accounts: name, unit, disabled")
+    sp.add_argument("--json", action="store_true")
+    config(sp)
+    sp.set_defaults(func=_target("central.web.users:run_users_list"))
+    for verb, what in (("disable", "no more logins; ends the user's sessions"), ("enable", "allow logins again"),
+                       ("remove", "delete the account and its sessions"),
+                       ("passwd", "a new password from the terminal or stdin; ends the user's sessions")):
+        sp = users.add_parser(verb, help=what)
+        sp.add_argument("name", metavar="NAME")
+        config(sp)
+        sp.set_defaults(func=_target(f"central.web.users:run_users_{verb}"))
 
     pki = sub.add_parser("pki", help="certificates for agents, central, broker").add_subparsers(dest="pki_command", required=True, parser_class=_Parser)
     sp = pki.add_parser("init")

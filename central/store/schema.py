@@ -217,7 +217,27 @@ def _v3(conn: sqlite3.Connection) -> None:
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3)
+# -- version 4: accounts that can be disabled, and dashboard sessions kept server-side (issue 12) --
+
+_V4 = """
+ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE sessions(
+    id_hash TEXT PRIMARY KEY,       -- SHA-256 of the session id in the cookie
+    user TEXT NOT NULL,
+    created_ts INTEGER NOT NULL,
+    expires_ts INTEGER NOT NULL
+);
+CREATE INDEX sessions_user ON sessions(user)
+"""
+
+
+def _v4(conn: sqlite3.Connection) -> None:
+    for statement in _V4.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
 VERSION = len(MIGRATIONS)
 
 

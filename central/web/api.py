@@ -6,9 +6,12 @@ Query parameters are outside input: a bad one is a 400 that names it.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
+import json
 import logging
-from typing import Any
+from typing import Any, Callable, Sequence
+from urllib.parse import urlencode
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -16,10 +19,11 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from central.report import render_csv
+from central.store.dashboard import EVENTS_MAX_LIMIT
 from central.web import WebError
 from central.web.auth import json_error, user_of
 from central.web.csrf import csrf_protected
-from central.web.reader import EVENTS_MAX_LIMIT
+from central.web.live import MAX_STREAMS
 from central.web.views import AckRefused, Dashboard
 
 _LOGGER = logging.getLogger(__name__)
@@ -29,6 +33,12 @@ MAX_PARAM_CHARS = 128
 # Nights the dashboard will talk about; beyond these a date is a typo (and
 # date arithmetic at year 1 or 9999 would overflow).
 DATE_MIN, DATE_MAX = dt.date(2000, 1, 1), dt.date(2099, 12, 31)
+DEFAULT_LIMIT = 200
+# No list answer is larger than this: a page ends early (with its cursor) when
+# its items would pass it. One event is at most a 64 KiB wire message, so the
+# first item always fits.
+MAX_LIST_BYTES = 1024 * 1024
+MAX_CURSOR_CHARS = 512
 
 
 class BadParam(WebError, ValueError):
@@ -86,8 +96,70 @@ def event_filters(request: Request) -> dict[str, Any]:
     return {
         "agent": param(request, "agent"), "kind": kind, "source": param(request, "source"),
         "since_ts": int_param(request, "since"), "until_ts": int_param(request, "until"),
-        "limit": int_param(request, "limit", lo=1, hi=EVENTS_MAX_LIMIT) or 500,
+        "limit": limit_param(request),
     }
+
+
+def limit_param(request: Request) -> int:
+    """``?limit=``: 1 to 1000, 200 when absent."""
+    return int_param(request, "limit", lo=1, hi=EVENTS_MAX_LIMIT) or DEFAULT_LIMIT
+
+
+def encode_cursor(value: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(value), separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def cursor_param(request: Request, shape: Sequence[type]) -> list[Any] | None:
+    """``?before=``: a cursor a previous page gave (opaque to clients), checked against ``shape``."""
+    raw = request.query_params.get("before")
+    if not raw:
+        return None
+    bad = BadParam("before: expected a cursor from a previous page's Link header")
+    if len(raw) > MAX_CURSOR_CHARS or not raw.isascii():
+        raise bad
+    try:
+        value = json.loads(base64.urlsafe_b64decode(raw + "=" * (-len(raw) % 4)))
+    except ValueError:
+        raise bad from None
+    if not isinstance(value, list) or len(value) != len(shape):
+        raise bad
+    for item, kind in zip(value, shape):
+        if type(item) is not kind or (isinstance(item, int) and not 0 <= item < 2**63):
+            raise bad
+    return value
+
+
+def paged(request: Request, items: Sequence[dict[str, Any]], *, full: bool, cursor_of: Callable[[dict[str, Any]], Sequence[Any]],
+          order: Callable[[list[dict[str, Any]]], list[dict[str, Any]]] | None = None) -> Response:
+    """A JSON list page: ``items`` in paging order (the next page follows the last), cut at MAX_LIST_BYTES.
+
+    ``full``: the query hit its limit, so there may be more. The next page's
+    URL is in ``Link: <...>; rel="next"`` and its cursor in ``X-Next-Before``.
+    ``order`` puts the kept items in the order the answer shows them.
+    """
+    kept: list[dict[str, Any]] = []
+    encoded: list[bytes] = []
+    size = 2
+    cut = False
+    for item in items:
+        body = json.dumps(item, ensure_ascii=False, separators=(",", ":")).encode()
+        if kept and size + len(body) + 1 > MAX_LIST_BYTES:
+            cut = True
+            break
+        kept.append(item)
+        encoded.append(body)
+        size += len(body) + 1
+    headers = {}
+    if kept and (cut or full):
+        cursor = encode_cursor(cursor_of(kept[-1]))
+        query = [(k, v) for k, v in request.query_params.multi_items() if k != "before"] + [("before", cursor)]
+        headers["Link"] = f'<{request.url.path}?{urlencode(query)}>; rel="next"'
+        headers["X-Next-Before"] = cursor
+    if order is not None:
+        shown = order(kept)
+        index = {id(item): body for item, body in zip(kept, encoded)}
+        encoded = [index[id(item)] for item in shown]
+    return Response(b"[" + b",".join(encoded) + b"]", media_type="application/json", headers=headers)
 
 
 def bad_params(endpoint):  # type: ignore[no-untyped-def]
@@ -108,17 +180,37 @@ def _scope(request: Request):  # type: ignore[no-untyped-def]
     return dashboard(request).scope(user_of(request).unit)
 
 
+def _offset_page(request: Request, items: list[dict[str, Any]]) -> Response:
+    """Paging of a list built whole in memory from the plan (agents, units): the cursor is a position."""
+    limit = limit_param(request)
+    start = (cursor_param(request, (int,)) or [0])[0]
+    window = items[start:start + limit]
+    for n, item in enumerate(window):
+        item["_pos"] = start + n + 1
+    response = paged(request, window, full=start + limit < len(items), cursor_of=lambda item: [item["_pos"]])
+    for item in window:
+        del item["_pos"]
+    return response
+
+
 @bad_params
 async def api_agents(request: Request) -> Response:
     d = dashboard(request)
-    return JSONResponse(await run_in_threadpool(lambda: d.agents(_scope(request))))
+    cursor_param(request, (int,))
+    agents = await run_in_threadpool(lambda: d.agents(_scope(request)))
+    return _offset_page(request, agents)
 
 
 @bad_params
 async def api_alarms(request: Request) -> Response:
+    """Newest first; each with only the last step of its trail (the alarm's own route has all of it)."""
     d = dashboard(request)
     include_closed = bool_param(request, "all")
-    return JSONResponse(await run_in_threadpool(lambda: d.alarms(_scope(request), include_closed=include_closed)))
+    limit = limit_param(request)
+    before = cursor_param(request, (int,))
+    alarms, full = await run_in_threadpool(lambda: d.alarm_page(_scope(request), include_closed=include_closed,
+                                                                 before_id=before[0] if before else None, limit=limit))
+    return paged(request, alarms, full=full, cursor_of=lambda a: [a["id"]])
 
 
 @bad_params
@@ -129,11 +221,20 @@ async def api_alarm(request: Request) -> Response:
     return JSONResponse(alarm) if alarm else json_error(f"alarm {alarm_id} not found", 404)
 
 
+def ascii_id(raw: str) -> int | None:
+    """An id from a URL: ASCII digits only. ``str.isdigit`` also says yes to "²" and "٣",
+    which ``int`` then refuses (or reads as Arabic-Indic digits): that answered 500."""
+    if not 1 <= len(raw) <= 18 or not raw.isascii() or not raw.isdigit():
+        return None
+    return int(raw)
+
+
 def _alarm_id(request: Request) -> int:
     raw = request.path_params["alarm_id"]
-    if not raw.isdigit() or len(raw) > 18:
+    number = ascii_id(raw)
+    if number is None:
         raise BadParam(f"alarm id: expected a number, got {raw[:32]!r}")
-    return int(raw)
+    return number
 
 
 @bad_params
@@ -141,12 +242,13 @@ async def api_snapshot(request: Request) -> Response:
     """GET /api/alarms/<id>/snapshots/<n>: a JPEG kept with the alarm (issue 14), never fetched from the camera here."""
     alarm_id = _alarm_id(request)
     raw = request.path_params["n"]
-    if not raw.isdigit() or len(raw) > 9 or int(raw) < 1:
+    n = ascii_id(raw) if len(raw) <= 9 else None
+    if not n:
         raise BadParam(f"snapshot number: expected 1, 2, ..., got {raw[:32]!r}")
     d = dashboard(request)
-    jpeg = await run_in_threadpool(lambda: d.snapshot(_scope(request), alarm_id, int(raw)))
+    jpeg = await run_in_threadpool(lambda: d.snapshot(_scope(request), alarm_id, n))
     if jpeg is None:
-        return json_error(f"alarm {alarm_id} has no snapshot {int(raw)}", 404)
+        return json_error(f"alarm {alarm_id} has no snapshot {n}", 404)
     return Response(jpeg, media_type="image/jpeg")  # no-store (SecurityHeaders): control-room PCs are shared
 
 
@@ -167,9 +269,16 @@ async def api_ack(request: Request) -> Response:
 
 @bad_params
 async def api_events(request: Request) -> Response:
+    """DESIGN.md's order (by agent, then eseq) within a page; pages go back in time."""
     filters = event_filters(request)
+    before = cursor_param(request, (int, str, int))
     d = dashboard(request)
-    return JSONResponse(await run_in_threadpool(lambda: d.events(_scope(request), **filters)))
+    events, more = await run_in_threadpool(lambda: d.events_page(_scope(request), **filters, by_time=True,
+                                                                 before=tuple(before) if before else None))
+    newest_first = list(reversed(events))
+    return paged(request, newest_first, full=more,
+                 cursor_of=lambda e: [e["ts"], e["agent"], e["eseq"]],
+                 order=lambda kept: sorted(kept, key=lambda e: (e["agent"], e["eseq"])))
 
 
 @bad_params
@@ -180,7 +289,8 @@ async def api_units(request: Request) -> Response:
     def build() -> list[dict[str, Any]]:
         return d.units_tree(_scope(request), date or d.tonight())
 
-    return JSONResponse(await run_in_threadpool(build))
+    cursor_param(request, (int,))
+    return _offset_page(request, await run_in_threadpool(build))
 
 
 @bad_params
@@ -208,8 +318,18 @@ async def api_completion(request: Request) -> Response:
 
 async def api_stream(request: Request) -> Response:
     hub = request.app.state.hub
+    if hub.client_count >= MAX_STREAMS:
+        return JSONResponse({"error": "too many live streams"}, status_code=503, headers={"Retry-After": "10"})
     scope = await run_in_threadpool(lambda: _scope(request))
-    return StreamingResponse(hub.stream(scope), media_type="text/event-stream",
+    session = request.scope.get("session_obj")
+    users = request.app.state.users
+    name = user_of(request).name
+
+    def still_valid() -> bool:
+        user = users.session_user(session.sid) if session is not None and session.sid else None
+        return user is not None and user.name == name
+
+    return StreamingResponse(hub.stream(scope, still_valid=still_valid), media_type="text/event-stream",
                              headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 
 

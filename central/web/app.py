@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, AsyncIterator, Callable
 
+from anyio import to_thread
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.routing import Mount
@@ -16,13 +17,16 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.bus import Bus
+from central.store.dashboard import StoreReader
+from central.web.admin import admin_routes
 from central.web.api import api_routes
-from central.web.auth import SESSION_MAX_AGE_S, LoginGate, LoginLimiter, SessionCodec, load_secret
+from central.web.auth import SESSION_MAX_AGE_S, LoginGate, SessionCodec, load_secret
+from central.web.guard import BodyLimit, ClientAddress, ResponseCap
 from central.web.live import LiveHub
+from central.web.logins import LoginThrottle, PasswordGate
 from central.web.notices import NoticeShaper
 from central.web.pages import Renderer, make_environment, page_routes
 from central.web.ports import AlarmActions, CompletionReports, PlanSource
-from central.web.reader import StoreReader
 from central.web.users import UserBook
 from central.web.views import Dashboard
 
@@ -30,6 +34,8 @@ _LOGGER = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).with_name("static")
 SECRET_FILE = "web-secret"
+# Worker threads for the dashboard's blocking calls (store reads, password checks).
+WEB_THREADS = 8
 # Everything the pages use is served from here: no CDN, no inline script.
 SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
@@ -76,12 +82,13 @@ def _asset_version() -> str:
 
 def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: AlarmActions,
               report: CompletionReports | None, clock: Callable[[], float] = time.time,
-              users: UserBook | None = None, limiter: LoginLimiter | None = None) -> Starlette:
+              users: UserBook | None = None, throttle: LoginThrottle | None = None,
+              gate: PasswordGate | None = None) -> Starlette:
     """The dashboard for ``config`` (a CentralConfig: ``data_dir``, ``timezone``, ``web``).
 
     ``store`` needs only its ``path`` (the web reads it read-only); ``plan``
     gives the plan in force, ``alarms`` acknowledges, ``report`` builds the
-    completion report. ``users`` and ``limiter`` default to the real ones.
+    completion report. ``users``, ``throttle`` and ``gate`` default to the real ones.
     """
     store_path = Path(store.path)
     users = users or UserBook(store_path)
@@ -95,6 +102,10 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        # Every blocking call of the dashboard (store reads, password checks,
+        # the live pump) shares these threads: a flood of requests waits for
+        # one of them instead of each holding its own thread and query result.
+        to_thread.current_default_thread_limiter().total_tokens = WEB_THREADS
         await hub.start()
         try:
             yield
@@ -102,15 +113,18 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
             await hub.stop()
 
     app = Starlette(
-        routes=[*api_routes(), *page_routes(), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
-        middleware=[Middleware(SecurityHeaders), Middleware(LoginGate, codec=codec, users=users)],
+        routes=[*api_routes(), *page_routes(), *admin_routes(), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
+        middleware=[Middleware(ClientAddress, trusted=getattr(web, "trusted_proxies", ())), Middleware(BodyLimit), Middleware(ResponseCap),
+                    Middleware(SecurityHeaders), Middleware(LoginGate, codec=codec, users=users)],
         lifespan=lifespan,
     )
     app.state.dashboard = dashboard
     app.state.renderer = Renderer(make_environment(_asset_version(), dashboard.tz), dashboard)
     app.state.codec = codec
     app.state.users = users
-    app.state.limiter = limiter or LoginLimiter()
+    app.state.throttle = throttle or LoginThrottle()
+    app.state.password_gate = gate or PasswordGate()
+    app.state.config = config
     app.state.hub = hub
     app.state.clock = clock
     app.state.force_secure_cookie = bool(getattr(web, "cookie_secure", False))

@@ -1,11 +1,13 @@
-"""Sessions in signed cookies, the login gate and a simple login rate limit.
+"""Sessions in signed cookies, and the login gate.
 
 A session is a small signed JSON object in one cookie (itsdangerous, HMAC
 SHA-1 over a per-installation secret): the user name, the CSRF token bound to
-it, and when it was issued. The cookie is HttpOnly and SameSite=Strict, and
-Secure whenever the request came over https. Nothing about the session is kept
-server-side, so a restart of central does not log the control room out; a
-deleted account is refused at once, because every request looks the user up.
+it, when it was issued and, once logged in, a random session id. The cookie is
+HttpOnly and SameSite=Strict, and Secure whenever the request came over https.
+A logged-in session also lives server-side (the ``sessions`` table, by the
+hash of its id): every request looks it up, so logout, disabling, removing an
+account or a new password ends it for good, and a restart of central does not.
+An anonymous session (the login page's CSRF token) is only the cookie.
 """
 
 from __future__ import annotations
@@ -13,12 +15,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import threading
-import time
-from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import quote
 
 from itsdangerous import BadSignature, URLSafeTimedSerializer
@@ -34,9 +33,6 @@ SESSION_COOKIE = "gp_session"
 # A night shift and its hand-over; after that the desk logs in again.
 SESSION_MAX_AGE_S = 14 * 3600
 SECRET_BYTES = 32
-LOGIN_USER_FAILURES = 5  # failed logins per name ...
-LOGIN_IP_FAILURES = 20  # ... and per address (a desk shares one) ...
-LOGIN_WINDOW_S = 300.0  # ... within this many seconds before the next try waits
 PUBLIC_PATHS = frozenset({"/healthz", "/login", "/lang"})
 PUBLIC_PREFIXES = ("/static/",)
 
@@ -61,10 +57,11 @@ class Session:
     user: str | None
     csrf: str
     issued_ts: float
+    sid: str | None = None  # the server-side session's id; None for an anonymous session
 
     @classmethod
-    def fresh(cls, user: str | None, now: float) -> Session:
-        return cls(user, secrets.token_urlsafe(32), now)
+    def fresh(cls, user: str | None, now: float, sid: str | None = None) -> Session:
+        return cls(user, secrets.token_urlsafe(32), now, sid)
 
 
 class SessionCodec:
@@ -73,22 +70,24 @@ class SessionCodec:
         self.max_age_s = max_age_s
 
     def dumps(self, session: Session) -> str:
-        return self._serializer.dumps({"u": session.user, "c": session.csrf, "i": session.issued_ts})
+        return self._serializer.dumps({"u": session.user, "c": session.csrf, "i": session.issued_ts, "s": session.sid})
 
     def loads(self, value: str) -> Session | None:
         """None for anything not signed by us, expired or malformed."""
         if len(value) > 4096:
             return None
         try:
-            data = self._serializer.loads(value, max_age=self.max_age_s)
+            data = self._serializer.loads(value, max_age=int(self.max_age_s))
         except BadSignature:
             return None
         if not isinstance(data, dict):
             return None
-        user, csrf, issued = data.get("u"), data.get("c"), data.get("i")
+        user, csrf, issued, sid = data.get("u"), data.get("c"), data.get("i"), data.get("s")
         if not (user is None or isinstance(user, str)) or not isinstance(csrf, str) or not isinstance(issued, (int, float)):
             return None
-        return Session(user, csrf, float(issued))
+        if not (sid is None or isinstance(sid, str)):
+            return None
+        return Session(user, csrf, float(issued), sid)
 
 
 def is_https(conn: HTTPConnection) -> bool:
@@ -108,57 +107,6 @@ def set_session_cookie(response: Response, conn: HTTPConnection, codec: SessionC
 
 def clear_session_cookie(response: Response, conn: HTTPConnection) -> None:
     response.delete_cookie(SESSION_COOKIE, path="/", httponly=True, samesite="strict", secure=is_https(conn))
-
-
-class LoginLimiter:
-    """Failed logins counted per key (``user:NAME``, ``ip:ADDR``) in a sliding window."""
-
-    def __init__(self, *, user_failures: int = LOGIN_USER_FAILURES, ip_failures: int = LOGIN_IP_FAILURES,
-                 window_s: float = LOGIN_WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
-        self._limits = {"user": user_failures, "ip": ip_failures}
-        self._window_s = window_s
-        self._clock = clock
-        self._lock = threading.Lock()
-        self._failures: dict[str, deque[float]] = {}
-
-    @staticmethod
-    def keys(name: str, address: str) -> tuple[str, str]:
-        return f"user:{name[:128]}", f"ip:{address}"
-
-    def _prune(self, key: str, now: float) -> deque[float]:
-        times = self._failures.get(key, deque())
-        while times and times[0] <= now - self._window_s:
-            times.popleft()
-        if not times:
-            self._failures.pop(key, None)
-        return times
-
-    def retry_after(self, keys: tuple[str, ...]) -> float:
-        """Seconds to wait before another try is heard; 0 when one may try now."""
-        now = self._clock()
-        wait = 0.0
-        with self._lock:
-            for key in keys:
-                times = self._prune(key, now)
-                if len(times) >= self._limits[key.split(":", 1)[0]]:
-                    wait = max(wait, times[0] + self._window_s - now)
-        return wait
-
-    def failed(self, keys: tuple[str, ...]) -> None:
-        now = self._clock()
-        with self._lock:
-            for key in keys:
-                self._failures.setdefault(key, deque()).append(now)
-                # Bound memory against a spray of names: the limit is all we need to remember.
-                times = self._failures[key]
-                while len(times) > self._limits[key.split(":", 1)[0]]:
-                    times.popleft()
-            if len(self._failures) > 100_000:
-                self._failures.clear()
-
-    def succeeded(self, user_key: str) -> None:
-        with self._lock:
-            self._failures.pop(user_key, None)
 
 
 class LoginGate:
@@ -182,8 +130,11 @@ class LoginGate:
         raw = conn.cookies.get(SESSION_COOKIE)
         session = self.codec.loads(raw) if raw else None
         user: User | None = None
-        if session is not None and session.user is not None:
-            user = self.users.get(session.user)
+        if session is not None and session.user is not None and session.sid is not None:
+            # One indexed lookup: the session is live and its user enabled (logout, disable, remove end it).
+            user = self.users.session_user(session.sid)
+            if user is not None and user.name != session.user:
+                user = None
         scope["session_obj"] = session
         scope["user_obj"] = user
         path: str = scope["path"]
@@ -218,6 +169,7 @@ def user_of(conn: HTTPConnection) -> User:
 
 
 def client_address(conn: HTTPConnection) -> str:
+    """The peer, or the client a trusted proxy names (guard.ClientAddress has set it)."""
     return conn.client.host if conn.client else "unknown"
 
 

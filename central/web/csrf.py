@@ -51,7 +51,7 @@ async def presented_token(request: Request) -> str | None:
     ctype = request.headers.get("content-type", "")
     if ctype.startswith(("application/x-www-form-urlencoded", "multipart/form-data")):
         length = request.headers.get("content-length")
-        if length is None or not length.isdigit() or int(length) > MAX_FORM_BYTES:
+        if length is None or not length.isascii() or not length.isdigit() or int(length) > MAX_FORM_BYTES:
             return None
         form = await request.form(max_files=0, max_fields=32)
         value = form.get(CSRF_FIELD)

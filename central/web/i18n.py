@@ -28,6 +28,7 @@ _ZH: dict[str, str] = {
     "Password": "密码",
     "Wrong name or password.": "用户名或密码错误。",
     "Too many failed logins; try again in {s} s.": "登录失败次数过多，请 {s} 秒后再试。",
+    "Busy; try again in a few seconds.": "系统繁忙，请几秒后再试。",
     "Active alarms": "未处理告警",
     "No active alarms.": "当前没有未处理的告警。",
     "Recent alarms": "近期告警",
@@ -152,6 +153,27 @@ _ZH: dict[str, str] = {
     "Snapshot {n}": "抓拍 {n}",
     "Video stream": "视频流",
     "Camera {id}": "摄像机 {id}",
+    "kind-panic": "紧急求助",
+    "kind-alarm": "入侵告警",
+    "kind-tamper": "防拆告警",
+    "kind-agent-offline": "终端离线",
+    "kind-agent-flapping": "终端频繁掉线",
+    "kind-suspicious": "可疑报文",
+    "Unknown kind: {kind}": "未知类型：{kind}",
+    "Sent late by the agent from its outbox: it happened while the link was down.": "终端在断线期间发生、事后从待发队列补发。",
+    "Users": "用户",
+    "Only an administrator (a user of the plan's top unit) may manage accounts.": "只有管理员（计划顶级单位的用户）可以管理账号。",
+    "You cannot do that to your own account.": "不能对自己的账号执行此操作。",
+    "Done.": "已完成。",
+    "Actions": "操作",
+    "you": "本人",
+    "disabled": "已停用",
+    "enabled": "已启用",
+    "Enable": "启用",
+    "Disable": "停用",
+    "Remove": "删除",
+    "New password": "新密码",
+    "Set password": "设置密码",
 }
 
 _EN: dict[str, str] = {
@@ -161,6 +183,13 @@ _EN: dict[str, str] = {
     "restore-step": "restore",
     "notify-sent": "notified",
     "notify-failed": "notify failed",
+    # Alarm kinds as people say them; the raw names (agent-offline) are for machines.
+    "kind-panic": "Panic button",
+    "kind-alarm": "Intrusion",
+    "kind-tamper": "Tamper alarm",
+    "kind-agent-offline": "Agent offline",
+    "kind-agent-flapping": "Agent flapping",
+    "kind-suspicious": "Suspicious message",
 }
 
 CATALOGS: dict[str, dict[str, str]] = {"en": _EN, "zh-CN": _ZH}
@@ -172,6 +201,8 @@ JS_KEYS = (
     "acknowledged", "resolved", "alarm", "restore", "tamper", "panic", "scan", "fault", "output",
     "agent-offline", "agent-flapping", "suspicious", "escalated to {unit}", "not escalated", "No active alarms.", "{n} active", "Silence 5 min",
     "synced", "not synced", "{n} s ago", "{n} min ago", "{n} h ago", "{n} d ago",
+    "kind-panic", "kind-alarm", "kind-tamper", "kind-agent-offline", "kind-agent-flapping", "kind-suspicious",
+    "Unknown kind: {kind}",
 )
 
 

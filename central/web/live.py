@@ -18,7 +18,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
-from anyio import to_thread
+from anyio import CapacityLimiter, to_thread
 
 from central.bus import Bus, Notice
 from central.web.scope import Scope
@@ -26,6 +26,10 @@ from central.web.scope import Scope
 _LOGGER = logging.getLogger(__name__)
 
 CLIENT_QUEUE_MAX = 1000
+# Streams at once. With one stream per browser (live-worker.js) this is a
+# hundred control-room browsers; past it a stream is refused (503) so live
+# streams can never take every connection (guard.py cannot evict a stream).
+MAX_STREAMS = 100
 NOTICE_QUEUE_MAX = 10_000
 KEEPALIVE_S = 10.0  # also how soon a vanished browser is noticed (the write fails)
 RETRY_MS = 2000  # EventSource's reconnect delay
@@ -74,6 +78,7 @@ class LiveHub:
         self._pump_task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ids = itertools.count(1)
+        self._pump_limiter: CapacityLimiter | None = None  # made on the loop, in start()
         self.dropped_notices = 0
 
     @property
@@ -82,6 +87,7 @@ class LiveHub:
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        self._pump_limiter = CapacityLimiter(1)
         self._notices = asyncio.Queue(NOTICE_QUEUE_MAX)
         self._pump_task = asyncio.create_task(self._pump(), name="gridpatrol-live-pump")
         self._unsubscribe = self._bus.subscribe(self._on_notice)
@@ -110,7 +116,9 @@ class LiveHub:
         assert self._notices is not None
         while (notice := await self._notices.get()) is not None:
             try:
-                messages = await to_thread.run_sync(self._prepare, notice)
+                # A thread of its own: a flood of page requests holding the shared
+                # workers must not hold up a new alarm on its way to the desks.
+                messages = await to_thread.run_sync(self._prepare, notice, limiter=self._pump_limiter)
             except Exception:
                 _LOGGER.exception("could not prepare a live %s notice", notice.topic)
                 continue
@@ -130,8 +138,13 @@ class LiveHub:
                 client.queue.get_nowait()
             client.queue.put_nowait(_RESYNC)
 
-    async def stream(self, scope: Scope) -> AsyncIterator[bytes]:
-        """The SSE byte stream of one browser."""
+    async def stream(self, scope: Scope, *, still_valid: Callable[[], bool] | None = None) -> AsyncIterator[bytes]:
+        """The SSE byte stream of one browser.
+
+        ``still_valid`` is asked (on a worker thread) at each keepalive: a
+        session ended by logout, or by its account being disabled, ends its
+        stream within KEEPALIVE_S.
+        """
         client = _Client(scope)
         self._clients.add(client)
         try:
@@ -141,6 +154,8 @@ class LiveHub:
                 try:
                     item = await asyncio.wait_for(client.queue.get(), KEEPALIVE_S)
                 except TimeoutError:
+                    if still_valid is not None and not await to_thread.run_sync(still_valid):
+                        return
                     yield b": keepalive\n\n"
                     continue
                 if item is _CLOSE:

@@ -7,7 +7,7 @@ import logging
 from html import escape
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -17,18 +17,35 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from central.plan.model import TIERS
-from central.web.api import EVENT_KINDS, BadParam, date_param, param
-from central.web.auth import (LoginLimiter, Session, client_address, clear_session_cookie, safe_next,
-                              session_for_anonymous, set_session_cookie, user_of)
+from central.web.api import (
+    EVENT_KINDS,
+    BadParam,
+    ascii_id,
+    cursor_param,
+    date_param,
+    encode_cursor,
+    param,
+)
+from central.web.auth import (
+    Session,
+    clear_session_cookie,
+    client_address,
+    safe_next,
+    session_for_anonymous,
+    set_session_cookie,
+    user_of,
+)
 from central.web.chart import completion_chart
 from central.web.csrf import csrf_protected
 from central.web.i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate
+from central.web.logins import GateBusy, LoginThrottle, PasswordGate
 from central.web.views import HISTORY_DAYS, AckRefused, Dashboard
 
 _LOGGER = logging.getLogger(__name__)
 
 TEMPLATES_DIR = Path(__file__).with_name("templates")
 EVENT_PAGE_LIMIT = 300
+DETAILS_MAX_CHARS = 300  # 300 rows of at most this: the events page stays under a megabyte
 LANG_COOKIE_MAX_AGE_S = 365 * 24 * 3600
 _DETAIL_SKIP = {"agent", "eseq", "kind", "source", "ts", "received_ts", "replayed", "unplanned"}
 
@@ -87,7 +104,9 @@ class Renderer:
                                 "csrf": session.csrf if session else ""}
         if user is not None:
             base["scope_name"] = self.dashboard.unit_name(self.dashboard.plan(), user.unit)
+            base["is_admin"] = self.dashboard.scope(user.unit).is_top
             base["js_config"] = {"lang": t.lang, "tz": self.dashboard.tz.key, "csrf": base["csrf"],
+                                 "asset": self.env.globals.get("asset_version", ""),
                                  "page": context.get("page", ""), "i18n": t.js_catalog(),
                                  "active": [a["id"] for a in context.get("_active", ())]}
         html = self.env.get_template(name).render({**base, **context})
@@ -123,33 +142,62 @@ async def login_submit(request: Request) -> Response:
     form = await request.form(max_files=0, max_fields=8)
     name, password = str(form.get("name", ""))[:128], str(form.get("password", ""))
     target = safe_next(str(form.get("next", "/")))
-    limiter: LoginLimiter = request.app.state.limiter
-    keys = limiter.keys(name, client_address(request))
+    throttle: LoginThrottle = request.app.state.throttle
+    address = client_address(request)
     t = translator(request)
-    wait = limiter.retry_after(keys)
-    if wait > 0:
-        _LOGGER.warning("login for %r from %s refused: too many failures", name, client_address(request))
+    # Throttled before any hashing: a refused try costs no argon2 memory or CPU.
+    wait = throttle.retry_after(name, address)
+    if wait == 0:
+        if throttle.begin(name, address):
+            try:
+                return await _check_password(request, name, password, target, address)
+            finally:
+                throttle.end(name, address)
+        wait = 1.0  # this name from this address (or too much from this address) is being checked right now
+    _LOGGER.warning("login for %r from %s refused: too many failures or tries at once", name, address)
+    response = renderer(request).render(request, "login.html", {
+        "next": target, "name": name, "error": t("Too many failed logins; try again in {s} s.", s=int(wait) + 1)},
+        status=429)
+    response.headers["Retry-After"] = str(int(wait) + 1)
+    return response
+
+
+async def _check_password(request: Request, name: str, password: str, target: str, address: str) -> Response:
+    """The argon2 check inside the gate, then the session: what login_submit does once the throttle let it through."""
+    throttle: LoginThrottle = request.app.state.throttle
+    gate: PasswordGate = request.app.state.password_gate
+    t = translator(request)
+    response: Response
+    try:
+        user = await gate.run(lambda: request.app.state.users.verify(name, password))
+    except GateBusy:
+        _LOGGER.warning("login for %r from %s refused: too many password checks under way", name, address)
         response = renderer(request).render(request, "login.html", {
-            "next": target, "name": name, "error": t("Too many failed logins; try again in {s} s.", s=int(wait) + 1)},
-            status=429)
-        response.headers["Retry-After"] = str(int(wait) + 1)
+            "next": target, "name": name, "error": t("Busy; try again in a few seconds.")}, status=503)
+        response.headers["Retry-After"] = "2"
         return response
-    user = await run_in_threadpool(request.app.state.users.verify, name, password)
     if user is None:
-        limiter.failed(keys)
-        _LOGGER.warning("failed login for %r from %s", name, client_address(request))
+        throttle.failed(name, address)
+        _LOGGER.warning("failed login for %r from %s", name, address)
         return renderer(request).render(request, "login.html", {
             "next": target, "name": name, "error": t("Wrong name or password.")}, status=401)
-    limiter.succeeded(keys[0])
-    _LOGGER.info("%s logged in from %s", user.name, client_address(request))
+    throttle.succeeded(name, address)
+    _LOGGER.info("%s logged in from %s", user.name, address)
     # A new token at login: a token planted before it (session fixation) is worthless after.
     response = RedirectResponse(target, status_code=303)
-    set_session_cookie(response, request, request.app.state.codec, Session.fresh(user.name, request.app.state.clock()))
+    codec = request.app.state.codec
+    sid = await run_in_threadpool(request.app.state.users.start_session, user.name, codec.max_age_s)
+    set_session_cookie(response, request, codec, Session.fresh(user.name, request.app.state.clock(), sid))
     return response
 
 
 @csrf_protected
 async def logout(request: Request) -> Response:
+    """Ends the session server-side: the cookie, even if kept or copied, never works again."""
+    session = request.scope.get("session_obj")
+    if session is not None and session.sid is not None:
+        await run_in_threadpool(request.app.state.users.end_session, session.sid)
+        _LOGGER.info("%s logged out", session.user)
     response = RedirectResponse("/login", status_code=303)
     clear_session_cookie(response, request)
     return response
@@ -184,7 +232,7 @@ async def alarms_page(request: Request) -> Response:
         plan = scope.plan
         day_ago = int((d.clock() - 86400) * 1000)
         scans = d.events(scope, kind="scan", since_ts=day_ago, limit=20, by_time=True)
-        return {**ctx, "active": ctx["_active"],
+        return {**ctx, "active": sorted(ctx["_active"], key=card_order),
                 "recent": [a for a in everything if a["state"] != "active"][:30],
                 "down": [a for a in agents if a["state"] != "online"][:50],
                 "counts": _counts(agents), "scans": list(reversed(scans)),
@@ -193,6 +241,12 @@ async def alarms_page(request: Request) -> Response:
                 "no_plan": plan is None}
 
     return renderer(request).render(request, "alarms.html", await run_in_threadpool(build))
+
+
+def card_order(alarm: dict[str, Any]) -> tuple[int, int, int]:
+    """Where an active card stands: panics first, then by the time raised, oldest first.
+    A new alarm or an escalation never moves a card that is already shown (app.js keeps the same order)."""
+    return (0 if alarm.get("kind") == "panic" else 1, int(alarm.get("raised_ts") or 0), int(alarm.get("id") or 0))
 
 
 def _counts(agents: list[dict[str, Any]]) -> dict[str, int]:
@@ -294,22 +348,32 @@ async def events_page(request: Request) -> Response:
         f = {"agent": param(request, "agent"), "kind": kind, "source": param(request, "source")}
         since, f["since_date"] = _day_ms(request, "since_date", d.tz, end=False)
         until, f["until_date"] = _day_ms(request, "until_date", d.tz, end=True)
+        before = cursor_param(request, (int, str, int))
     except BadParam as exc:
-        error, f, since, until = str(exc), {}, None, None
+        error, f, since, until, before = str(exc), {}, None, None, None
 
     def build() -> dict[str, Any]:
         scope = _scope(request)
         agents = d.agents(scope)
-        events = d.events(scope, agent=f.get("agent"), kind=f.get("kind"), source=f.get("source"),
-                          since_ts=since, until_ts=until, limit=EVENT_PAGE_LIMIT, by_time=True)
+        events, more = d.events_page(scope, agent=f.get("agent"), kind=f.get("kind"), source=f.get("source"),
+                                     since_ts=since, until_ts=until, limit=EVENT_PAGE_LIMIT, by_time=True,
+                                     before=tuple(before) if before else None)
+        older = None
+        if more and events:
+            oldest = events[0]
+            query = [(k, v) for k, v in request.query_params.multi_items() if k != "before"]
+            query.append(("before", encode_cursor([oldest["ts"], oldest["agent"], oldest["eseq"]])))
+            older = "/events?" + urlencode(query)
         members = {tag: m.name for tag, (_, m) in scope.plan.member_by_tag.items()} if scope.plan else {}
         for e in events:
-            e["details"] = " ".join(f"{k}={v}" for k, v in e.items() if k not in _DETAIL_SKIP)
+            details = " ".join(f"{k}={v}" for k, v in e.items() if k not in _DETAIL_SKIP)
+            # A row shows the start; the event's whole text is one click away in the API.
+            e["details"] = details if len(details) <= DETAILS_MAX_CHARS else details[:DETAILS_MAX_CHARS] + "…"
             if e.get("tag") in members:
                 e["details"] += f" ({members[e['tag']]})"
         return {**_common(d, scope, "events"), "events": list(reversed(events)), "f": f, "kinds": EVENT_KINDS,
                 "agent_choices": agents, "agent_names": {a["agent"]: a["name"] for a in agents},
-                "live": until is None, "error": error}
+                "live": until is None and before is None, "error": error, "older": older}
 
     return renderer(request).render(request, "events.html", await run_in_threadpool(build))
 
@@ -362,8 +426,9 @@ async def alarm_fragment(request: Request) -> Response:
     raw = request.path_params["alarm_id"]
     d: Dashboard = request.app.state.dashboard
     alarm = None
-    if raw.isdigit() and len(raw) <= 18:
-        alarm = await run_in_threadpool(lambda: d.alarm(_scope(request), int(raw)))
+    alarm_id = ascii_id(raw)
+    if alarm_id is not None:
+        alarm = await run_in_threadpool(lambda: d.alarm(_scope(request), alarm_id))
     if alarm is None:
         return HTMLResponse(translator(request)("Not found."), status_code=404)
     return renderer(request).render(request, "alarm_fragment.html", {"a": alarm})
@@ -376,7 +441,8 @@ async def alarm_page(request: Request) -> Response:
 
     def build() -> dict[str, Any] | None:
         scope = _scope(request)
-        alarm = d.alarm(scope, int(raw)) if raw.isdigit() and len(raw) <= 18 else None
+        alarm_id = ascii_id(raw)
+        alarm = d.alarm(scope, alarm_id) if alarm_id is not None else None
         return None if alarm is None else {**_common(d, scope, "alarm"), "a": alarm}
 
     ctx = await run_in_threadpool(build)
@@ -391,9 +457,12 @@ async def ack_form(request: Request) -> Response:
     raw = request.path_params["alarm_id"]
     d: Dashboard = request.app.state.dashboard
     user = user_of(request)
-    if raw.isdigit() and len(raw) <= 18:
+    alarm_id = ascii_id(raw)
+    if alarm_id is None:
+        return HTMLResponse(translator(request)("Not found."), status_code=404)
+    if alarm_id is not None:
         try:
-            await run_in_threadpool(lambda: d.acknowledge(d.scope(user.unit), int(raw), user.name))
+            await run_in_threadpool(lambda: d.acknowledge(d.scope(user.unit), alarm_id, user.name))
         except AckRefused as exc:
             if exc.status == 404:
                 return HTMLResponse(translator(request)("Not found."), status_code=404)

@@ -1,6 +1,6 @@
 """What the dashboard needs from the rest of central, as narrow protocols.
 
-The web reads the store itself (reader.py); for everything else it holds
+The web reads the store through central.store.dashboard; for everything else it holds
 these. central's app object wires the real things (wiring.py adapts them).
 """
 

@@ -1,47 +1,50 @@
 """Staff accounts: a ``users`` table in central's SQLite store file.
 
 Each account has a scope, a unit of the plan: its holder sees that unit and
-everything below it. Passwords are stored as argon2id hashes (argon2-cffi's
-RFC 9106 defaults); the clear password never reaches argv, a log or the store.
+everything below it. Passwords are stored as argon2id hashes (parameters
+below, chosen for the host); the clear password never reaches argv, a log or the store.
 """
 
 from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import logging
-import sqlite3
+import secrets
 import sys
 import time
 import unicodedata
-from contextlib import closing
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, TextIO
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from central.store.users import AccountStore, UserRow
 from central.web import UserError
 
 _LOGGER = logging.getLogger(__name__)
 
-USERS_SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS users("
-    "name TEXT PRIMARY KEY, unit TEXT NOT NULL, pw_hash TEXT NOT NULL, created_ts INTEGER NOT NULL)"
-)
 NAME_MAX_CHARS = 64
 PASSWORD_MIN_CHARS = 8
 # argon2 would hash a megabyte happily; a login form has no business sending one.
 PASSWORD_MAX_CHARS = 1024
-SQLITE_BUSY_TIMEOUT_S = 5.0
+# argon2id for a small host (docs/security.md): 32 MiB and 4 passes take 0.13 s
+# on the reference 2-core x86 host and about 0.5 s on a Raspberry Pi 4; at most
+# PASSWORD_CHECKS_AT_ONCE (2) run at once, so logins can never hold more than
+# 64 MiB. RFC 9106's low-memory profile (64 MiB, 4 lanes) needed 2.2 GB for a
+# burst of 40 before checks were bounded, and more than a small host can spare.
+ARGON2_TIME_COST = 4
+ARGON2_MEMORY_KIB = 32 * 1024
+ARGON2_PARALLELISM = 1
 
 
-@dataclass(slots=True, frozen=True)
-class User:
-    name: str
-    unit: str
-    created_ts: int
+def production_hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=ARGON2_TIME_COST, memory_cost=ARGON2_MEMORY_KIB, parallelism=ARGON2_PARALLELISM)
+
+
+User = UserRow
 
 
 def check_name(name: str) -> str:
@@ -63,18 +66,17 @@ def check_password(password: str) -> str:
 
 
 class UserBook:
-    """The ``users`` table. Each call opens its own short connection, so any thread may call."""
+    """Staff accounts and their sessions: the policy (names, passwords, hashing) over :class:`AccountStore`.
+
+    Any thread may call; each call is a short transaction of its own.
+    """
 
     def __init__(self, path: Path | str, *, hasher: PasswordHasher | None = None, clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
-        self._hasher = hasher or PasswordHasher()
+        self._hasher = hasher or production_hasher()
         self._clock = clock
         self._dummy: str | None = None
-        with closing(self._connect()) as db, db:
-            db.execute(USERS_SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        return sqlite3.connect(self.path, timeout=SQLITE_BUSY_TIMEOUT_S)
+        self.accounts = AccountStore(self.path)
 
     def _dummy_hash(self) -> str:
         """Verifying against this when the name is unknown keeps the answer time
@@ -87,45 +89,71 @@ class UserBook:
         check_name(name)
         check_password(password)
         user = User(name, unit, int(self._clock() * 1000))
-        pw_hash = self._hasher.hash(password)
-        try:
-            with closing(self._connect()) as db, db:
-                db.execute(
-                    "INSERT INTO users(name, unit, pw_hash, created_ts) VALUES (?, ?, ?, ?)",
-                    (user.name, user.unit, pw_hash, user.created_ts),
-                )
-        except sqlite3.IntegrityError:
-            raise UserError(f"user {name!r} already exists") from None
+        if not self.accounts.insert_user(user, self._hasher.hash(password)):
+            raise UserError(f"user {name!r} already exists")
         return user
 
     def get(self, name: str) -> User | None:
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT name, unit, created_ts FROM users WHERE name = ?", (name,)).fetchone()
-        return User(*row) if row else None
+        """The account, disabled or not."""
+        return self.accounts.user(name)
 
     def names(self) -> list[str]:
-        with closing(self._connect()) as db:
-            return [r[0] for r in db.execute("SELECT name FROM users ORDER BY name")]
+        return [u.name for u in self.accounts.users()]
+
+    def list(self) -> list[User]:
+        return self.accounts.users()
 
     def verify(self, name: str, password: str) -> User | None:
-        """The user when the password is right, else None. Slow on purpose (argon2)."""
+        """The user when the password is right and the account enabled, else None. Slow on purpose (argon2)."""
         if len(password) > PASSWORD_MAX_CHARS:
             return None
-        with closing(self._connect()) as db:
-            row = db.execute("SELECT name, unit, created_ts, pw_hash FROM users WHERE name = ?", (name,)).fetchone()
-        pw_hash = row[3] if row else self._dummy_hash()
+        found = self.accounts.user_and_hash(name)
+        pw_hash = found[1] if found else self._dummy_hash()
         try:
             self._hasher.verify(pw_hash, password)
         except (VerificationError, InvalidHashError):
             return None
-        if row is None:
+        if found is None or found[0].disabled:
             return None
         if self._hasher.check_needs_rehash(pw_hash):
-            # Parameters were raised since this hash was made: upgrade it now
-            # that we hold the clear password, once.
-            with closing(self._connect()) as db, db:
-                db.execute("UPDATE users SET pw_hash = ? WHERE name = ?", (self._hasher.hash(password), name))
-        return User(row[0], row[1], row[2])
+            # Parameters changed since this hash was made: re-hash now that we
+            # hold the clear password, once.
+            self.accounts.set_hash(name, self._hasher.hash(password), end_sessions=False)
+        return found[0]
+
+    def _must_exist(self, name: str, done: bool) -> None:
+        if not done:
+            raise UserError(f"user {name!r}: no such user")
+
+    def disable(self, name: str) -> None:
+        """No more logins, and every open session of the user ends now."""
+        self._must_exist(name, self.accounts.set_disabled(name, True))
+
+    def enable(self, name: str) -> None:
+        self._must_exist(name, self.accounts.set_disabled(name, False))
+
+    def remove(self, name: str) -> None:
+        self._must_exist(name, self.accounts.delete_user(name))
+
+    def set_password(self, name: str, password: str) -> None:
+        """A new password; the user's open sessions end (whoever knew the old one is out)."""
+        check_password(password)
+        self._must_exist(name, self.accounts.set_hash(name, self._hasher.hash(password), end_sessions=True))
+
+    # --- sessions ------------------------------------------------------------
+
+    def start_session(self, name: str, max_age_s: float) -> str:
+        """A new session id for a user who just logged in (the cookie carries it)."""
+        session_id = secrets.token_urlsafe(32)
+        now_ms = int(self._clock() * 1000)
+        self.accounts.insert_session(session_id, name, now_ms, now_ms + int(max_age_s * 1000))
+        return session_id
+
+    def session_user(self, session_id: str) -> User | None:
+        return self.accounts.session_user(session_id, int(self._clock() * 1000))
+
+    def end_session(self, session_id: str) -> None:
+        self.accounts.delete_session(session_id)
 
 
 def read_password(*, stdin: TextIO | None = None, prompt: Callable[[str], str] = getpass.getpass) -> str:
@@ -156,4 +184,58 @@ def run_users_add(args: argparse.Namespace) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     user = UserBook(path).add(args.name, args.unit, password)
     print(f"user {user.name} added, scope {user.unit}")
+    return 0
+
+
+def _book(args: argparse.Namespace) -> UserBook:
+    from central.web.wiring import load_central_config, store_path_of
+
+    path = store_path_of(load_central_config(args.config))
+    if not path.exists():
+        raise UserError(f"store {path} does not exist yet: no users (add one with `gridpatrol users add`)")
+    return UserBook(path)
+
+
+def run_users_list(args: argparse.Namespace) -> int:
+    """``gridpatrol users list [--json]``: name, unit, disabled."""
+    users = _book(args).list()
+    if args.json:
+        json.dump([{"name": u.name, "unit": u.unit, "disabled": u.disabled} for u in users], sys.stdout, ensure_ascii=False)
+        sys.stdout.write("\n")
+        return 0
+    if not users:
+        print("no users")
+        return 0
+    width = max(4, *(len(u.name) for u in users))
+    print(f"{'NAME'.ljust(width)}  {'UNIT'}  STATE")
+    for u in users:
+        print(f"{u.name.ljust(width)}  {u.unit}  {'disabled' if u.disabled else 'enabled'}")
+    return 0
+
+
+def run_users_disable(args: argparse.Namespace) -> int:
+    _book(args).disable(args.name)
+    print(f"user {args.name} disabled; their sessions are ended")
+    return 0
+
+
+def run_users_enable(args: argparse.Namespace) -> int:
+    _book(args).enable(args.name)
+    print(f"user {args.name} enabled")
+    return 0
+
+
+def run_users_remove(args: argparse.Namespace) -> int:
+    _book(args).remove(args.name)
+    print(f"user {args.name} removed")
+    return 0
+
+
+def run_users_passwd(args: argparse.Namespace) -> int:
+    """A new password from the terminal (twice) or stdin; the user's sessions end."""
+    book = _book(args)
+    if book.get(args.name) is None:
+        raise UserError(f"user {args.name!r}: no such user")
+    book.set_password(args.name, check_password(read_password()))
+    print(f"password of {args.name} changed; their sessions are ended")
     return 0

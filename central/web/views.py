@@ -19,8 +19,8 @@ from central.cameras.address import public_address
 from central.completion import RoundStatus, judge, slots_for
 from central.plan.model import TIERS, Order, Plan, Route
 from central.report import CompletionReport
+from central.store.dashboard import StoreReader
 from central.web.ports import AlarmActions, CompletionReports, PlanSource
-from central.web.reader import StoreReader
 from central.web.scope import Scope
 
 _LOGGER = logging.getLogger(__name__)
@@ -94,6 +94,28 @@ class Dashboard:
     def alarms(self, scope: Scope, *, include_closed: bool = False) -> list[dict[str, Any]]:
         return [self._decorate(scope, a) for a in self.reader.alarms(include_closed=include_closed) if scope.sees_alarm(a)]
 
+    def alarm_page(self, scope: Scope, *, include_closed: bool, before_id: int | None,
+                   limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` visible alarms older than ``before_id``, newest first; True when there may be more.
+
+        The store is read in batches of ``limit`` and cut to the scope here,
+        so a community desk still gets whole pages; at most 20 batches are read
+        for one page, which then ends short with its cursor.
+        """
+        out: list[dict[str, Any]] = []
+        cursor = before_id
+        for _ in range(20):
+            rows = self.reader.alarm_page(include_closed=include_closed, before_id=cursor, limit=limit)
+            for row in rows:
+                if scope.sees_alarm(row):
+                    out.append(self._decorate(scope, row))
+                    if len(out) == limit:
+                        return out, True
+            if len(rows) < limit:
+                return out, False
+            cursor = rows[-1]["id"]
+        return out, True
+
     def alarm(self, scope: Scope, alarm_id: int) -> dict[str, Any] | None:
         alarm = self.reader.alarm(alarm_id)
         if alarm is None or not scope.sees_alarm(alarm):
@@ -139,9 +161,14 @@ class Dashboard:
 
     # --- events -------------------------------------------------------------
 
-    def events(self, scope: Scope, *, agent: str | None = None, kind: str | None = None, source: str | None = None,
-               since_ts: int | None = None, until_ts: int | None = None, limit: int = 500,
-               by_time: bool = False) -> list[dict[str, Any]]:
+    def events(self, scope: Scope, **filters: Any) -> list[dict[str, Any]]:
+        """:meth:`events_page` without its "more" flag."""
+        return self.events_page(scope, **filters)[0]
+
+    def events_page(self, scope: Scope, *, agent: str | None = None, kind: str | None = None, source: str | None = None,
+                    since_ts: int | None = None, until_ts: int | None = None, limit: int = 200,
+                    by_time: bool = False, before: tuple[int, str, int] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """The scope's newest ``limit`` matching events older than ``before``; True when there may be more."""
         known = [a["agent"] for a in self.reader.agents()]
         plan = scope.plan
         if plan is not None:
@@ -149,8 +176,8 @@ class Dashboard:
         visible = scope.agent_filter(known)
         if agent is not None:
             visible = [a for a in visible if a == agent]
-        return self.reader.events(agents=visible, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
-                                  limit=limit, by_time=by_time)
+        return self.reader.events_page(agents=visible, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
+                                       limit=limit, by_time=by_time, before=before)
 
     # --- completion ---------------------------------------------------------
 
@@ -294,7 +321,8 @@ class Dashboard:
         latest_before = -1
         for cp in route.checkpoints:
             hit = first.get(cp)
-            member = plan.member_by_tag.get(hit[1])[1].name if hit and hit[1] in plan.member_by_tag else None
+            holder = plan.member_by_tag.get(hit[1]) if hit else None
+            member = holder[1].name if holder else None
             # Out of order: scanned before a checkpoint the route puts earlier.
             out_of_order = bool(hit and route.order is not Order.ANY and hit[0] < latest_before)
             if hit and route.order is Order.STRICT:

@@ -27,7 +27,7 @@ from central.store.notifications import StepFact
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import Store, notifications
-from central.web.reader import StoreReader
+from central.store.dashboard import StoreReader
 from tests.central.http_fakes import Receiver
 from tests.support import free_port, wait_until
 from tests.web.conftest import PLAN

@@ -18,7 +18,7 @@ from central.app import Central
 from central.config import parse_config
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
-from central.web.reader import StoreReader
+from central.store.dashboard import StoreReader
 from tests.central.http_fakes import Receiver
 from tests.support import Broker, free_port, wait_until
 from tests.web.conftest import PLAN

@@ -28,7 +28,7 @@ from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import AgentRow, Store, StoredEvent
 from central.web.app import build_app
-from central.web.auth import LoginLimiter
+from central.web.logins import LoginThrottle
 from central.web.server import WebServer
 from central.web.users import UserBook
 from central.web.wiring import StoreCompletionReports
@@ -93,12 +93,13 @@ class World:
     def now_ms(self) -> int:
         return int(time.time() * 1000)
 
-    def store_event(self, agent: str, kind: str, source: str, *, ts: int | None = None, **fields: Any) -> StoredEvent:
+    def store_event(self, agent: str, kind: str, source: str, *, ts: int | None = None, replayed: bool = False,
+                    **fields: Any) -> StoredEvent:
         """Commit one event and hand it to the listeners, as ingest does after its batch commit."""
         counter = self._eseq.setdefault(agent, itertools.count(1))
         ts = self.now_ms() if ts is None else ts
         event = StoredEvent(agent=agent, eseq=next(counter), kind=kind, source=source, ts=ts, ts_est=ts,
-                            ts_estimated=False, received_ts=self.now_ms(), replayed=False, fields=fields,
+                            ts_estimated=False, received_ts=self.now_ms(), replayed=replayed, fields=fields,
                             boot_id="boot-1", mono_ms=1000, clock_synced=True)
         conn = self.store.connect()
         try:
@@ -110,8 +111,8 @@ class World:
         BusBridge(self.bus).events_stored([event])
         return event
 
-    def raise_alarm(self, agent: str, source: str, kind: str = "panic") -> int:
-        self.store_event(agent, kind, source)
+    def raise_alarm(self, agent: str, source: str, kind: str = "panic", *, replayed: bool = False) -> int:
+        self.store_event(agent, kind, source, replayed=replayed)
         conn = self.store.connect(readonly=True)
         try:
             row = conn.execute("SELECT max(id) FROM alarms WHERE agent = ? AND source = ?", (agent, source)).fetchone()
@@ -177,7 +178,7 @@ def world(tmp_path: Path) -> Iterator[World]:
 @pytest.fixture
 def server(world: World) -> Iterator[WebServer]:
     """The dashboard on a free port; login limits loose enough for many logins in one test."""
-    srv = WebServer(world.build_app(limiter=LoginLimiter(user_failures=50, ip_failures=500)), "127.0.0.1:0")
+    srv = WebServer(world.build_app(throttle=LoginThrottle(free_tries=50, address_free_tries=500)), "127.0.0.1:0")
     srv.start()
     try:
         yield srv

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from central.web.auth import SESSION_COOKIE, LoginLimiter
+from central.web.auth import SESSION_COOKIE
+from central.web.logins import LoginThrottle
 from tests.web.conftest import PASSWORD, World
 
 BASE = "http://testserver"
@@ -23,7 +24,7 @@ API = ["/api/agents", "/api/alarms", "/api/alarms/1", "/api/events", "/api/units
 
 @pytest.fixture
 def app(world: World):  # type: ignore[no-untyped-def]
-    return world.build_app(limiter=LoginLimiter(user_failures=3, ip_failures=100))
+    return world.build_app(throttle=LoginThrottle(free_tries=3, address_free_tries=100))
 
 
 @pytest.fixture
@@ -123,7 +124,8 @@ def test_unknown_user_gets_the_same_answer_as_a_wrong_password(client: TestClien
 
 def test_every_post_route_is_csrf_protected(app) -> None:  # type: ignore[no-untyped-def]
     posts = [r for r in app.routes if isinstance(r, Route) and "POST" in (r.methods or ())]
-    assert {r.path for r in posts} == {"/login", "/logout", "/api/alarms/{alarm_id}/ack", "/alarms/{alarm_id}/ack"}
+    assert {r.path for r in posts} == {"/login", "/logout", "/api/alarms/{alarm_id}/ack", "/alarms/{alarm_id}/ack",
+                                       "/users/{name:path}/{action}"}
     for route in posts:
         assert getattr(route.endpoint, "csrf_protected", False), route.path
 
@@ -232,7 +234,9 @@ def test_events_filters_and_bad_parameters(client: TestClient, world: World) -> 
     assert [e["eseq"] for e in limited] == [5, 6]  # the newest two, oldest first
     for params, message in (
         ({"kind": "bogus"}, "kind: expected one of alarm, restore, tamper, panic, scan, fault, output, got 'bogus'"),
-        ({"limit": "0"}, "limit: expected 1..10000, got 0"),
+        ({"limit": "0"}, "limit: expected 1..1000, got 0"),
+        ({"limit": "1001"}, "limit: expected 1..1000, got 1001"),
+        ({"before": "not-a-cursor"}, "before: expected a cursor from a previous page's Link header"),
         ({"since": "yesterday"}, "since: expected an integer, got 'yesterday'"),
         ({"agent": "x" * 500}, "agent: expected a short printable value"),
     ):

@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from central.web.server import WebServer
+from tests.support import wait_until
 from tests.web.conftest import PASSWORD, World, screenshot
 
 APPEAR_TIMEOUT_MS = 5000
@@ -47,7 +48,7 @@ def test_alarm_appears_live_and_is_acknowledged(world: World, server: WebServer,
     assert page.evaluate("window.__noReload") is True, "the page reloaded"
     assert seen - raised < APPEAR_TIMEOUT_MS / 1000
     assert page.is_visible("#banner")
-    assert page.inner_text("#banner-text") == "panic · office-panic · 第九中学东门 · 城洲第一网格"
+    assert page.inner_text("#banner-text") == "Panic button · office-panic · 第九中学东门 · 城洲第一网格"
     assert page.inner_text("#alarm-count") == "1"
     assert page.evaluate("window.gpLive.beeps") == 1
     assert page.inner_text(f"#alarm-{alarm_id} .trail").startswith(dt.datetime.fromtimestamp(raised, ZoneInfo("Asia/Shanghai")).strftime("%H:%M"))
@@ -192,3 +193,78 @@ def test_screenshots_of_every_page(world: World, server: WebServer, chromium: An
         assert p.errors == []
     finally:
         phone.close()
+
+
+TABS = ["/", "/agents", "/units", "/events", "/report", "/routes/night-loop", "/", "/agents", "/events", "/"]
+
+
+def test_ten_tabs_share_one_stream_all_live_and_each_can_acknowledge(world: World, server: WebServer,
+                                                                      chromium: Any) -> None:
+    """Browsers allow six connections per host: with a stream per tab, the sixth tab broke Acknowledge."""
+    first = log_in(chromium, server, "duty")
+    tabs = [first]
+    for path in TABS[1:]:
+        tab = chromium.new_page()
+        tab.errors = []
+        tab.on("pageerror", lambda exc, tab=tab: tab.errors.append(str(exc)))
+        tab.goto(server.url + path)
+        tab.wait_for_selector("#live.on", timeout=APPEAR_TIMEOUT_MS)
+        tabs.append(tab)
+    assert len(tabs) == 10
+    assert all(tab.evaluate("window.gpLive.shared") for tab in tabs)
+    assert server.app.state.hub.client_count == 1  # one stream for the whole browser
+    for n, tab in enumerate(tabs):
+        alarm_id = world.raise_alarm("school-9-gate-1", f"panic-{n}")
+        for other in tabs:  # every tab hears of it live, without a reload
+            other.wait_for_function(f"() => window.gpLive.seen['{alarm_id}:active']", timeout=APPEAR_TIMEOUT_MS)
+        # Acknowledge from this tab: the card on an alarms page, the banner on any other.
+        button = f"#alarm-{alarm_id} .ack-btn" if tab.url.rstrip("/") == server.url else "#banner-ack .ack-btn"
+        tab.click(button, timeout=APPEAR_TIMEOUT_MS)
+        wait_until(lambda alarm_id=alarm_id: world.alarm_row(alarm_id)["state"] != "active", timeout=5,
+                   message=f"ack of {alarm_id} from tab {n}")
+        assert world.alarm_row(alarm_id)["acked_by"] == "duty"
+        for other in tabs:
+            other.wait_for_function(f"() => window.gpLive.seen['{alarm_id}:resolved']", timeout=APPEAR_TIMEOUT_MS)
+        assert all(other.inner_text("#alarm-count") == "0" for other in tabs)
+    # An eleventh tab still loads at once: connections are left for pages.
+    extra = chromium.new_page()
+    extra.goto(server.url + "/agents", timeout=APPEAR_TIMEOUT_MS)
+    extra.wait_for_selector("#live.on", timeout=APPEAR_TIMEOUT_MS)
+    assert [e for tab in tabs for e in tab.errors] == []
+
+
+def test_cards_stay_put_panics_first_then_by_time_raised(world: World, server: WebServer, chromium: Any) -> None:
+    intrusion = world.raise_alarm("school-9-gate-1", "north-fence", kind="alarm")
+    page = log_in(chromium, server, "duty")
+    panic = world.raise_alarm("school-9-gate-1", "office-panic", kind="panic")
+    later = world.raise_alarm("school-3-gate-1", "east-wall", kind="tamper")
+    page.wait_for_selector(f"#active-list #alarm-{later}", timeout=APPEAR_TIMEOUT_MS)
+    order = page.eval_on_selector_all("#active-list .alarm", "cards => cards.map(c => Number(c.dataset.id))")
+    assert order == [panic, intrusion, later]
+    # Escalations update the cards where they stand.
+    world.alarms.tick(time.time() + 10_000)
+    page.wait_for_function(f"() => [{panic}, {intrusion}, {later}].every(id => "
+                           "document.querySelector('#alarm-' + id + ' .trail').textContent.includes('escalate'))",
+                           timeout=APPEAR_TIMEOUT_MS)
+    order = page.eval_on_selector_all("#active-list .alarm", "cards => cards.map(c => Number(c.dataset.id))")
+    assert order == [panic, intrusion, later]
+    world.raise_alarm("school-9-gate-1", "office-panic-2", kind="panic")
+    page.wait_for_function("() => document.querySelectorAll('#active-list .alarm').length === 4", timeout=APPEAR_TIMEOUT_MS)
+    order = page.eval_on_selector_all("#active-list .alarm", "cards => cards.map(c => c.dataset.kind)")
+    assert order == ["panic", "panic", "alarm", "tamper"]
+    assert page.inner_text(f"#alarm-{intrusion} .kind") == "Intrusion"
+    # The banner sits below the navigation, never over it.
+    nav = page.query_selector("nav.nav").bounding_box()
+    banner = page.query_selector("#banner").bounding_box()
+    assert banner["y"] >= nav["y"] + nav["height"]
+    assert page.errors == []
+
+
+def test_without_shared_worker_each_tab_streams_on_its_own(world: World, server: WebServer, chromium: Any) -> None:
+    """Chrome on Android has no SharedWorker: the page falls back to its own EventSource."""
+    chromium.add_init_script("window.gpNoSharedWorker = true")
+    page = log_in(chromium, server, "duty")
+    assert page.evaluate("window.gpLive.shared") is False
+    alarm_id = world.raise_alarm("school-9-gate-1", "office-panic")
+    page.wait_for_selector(f"#active-list #alarm-{alarm_id}", timeout=APPEAR_TIMEOUT_MS)
+    assert page.errors == []

@@ -202,3 +202,24 @@ def test_a_failing_notice_is_logged_and_the_stream_goes_on(caplog: pytest.LogCap
     frame = run_loop(scenario())
     assert frame.endswith(b'event: event\ndata: {"good":1}\n\n')
     assert [r.getMessage() for r in caplog.records if r.exc_info] == ["could not prepare a live event notice"]
+
+
+def test_a_stream_ends_once_its_session_has_ended(monkeypatch: pytest.MonkeyPatch) -> None:
+    from central.web import live
+
+    monkeypatch.setattr(live, "KEEPALIVE_S", 0.05)
+    valid = [True]
+
+    async def scenario() -> list[bytes]:
+        hub = LiveHub(Bus(), lambda n: [])
+        await hub.start()
+        stream = hub.stream(Scope("x", frozenset(), False, None), still_valid=lambda: valid[0])
+        frames = [await stream.__anext__(), await stream.__anext__(), await stream.__anext__()]  # ..., a keepalive
+        valid[0] = False  # logged out, or the account disabled
+        frames += [frame async for frame in stream]
+        await hub.stop()
+        return frames
+
+    frames = run_loop(scenario())  # returns at all: the stream ended by itself
+    assert frames[2] == b": keepalive\n\n"
+    assert frames[3:] == []  # nothing more once the session is gone

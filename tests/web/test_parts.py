@@ -12,10 +12,17 @@ from starlette.requests import Request
 
 from central.plan.parse import parse_plan_bytes
 from central.web import WebError
-from central.web.auth import LoginLimiter, Session, SessionCodec, load_secret, safe_next
+from central.web.auth import Session, SessionCodec, load_secret, safe_next
 from central.web.chart import completion_chart
 from central.web.csrf import same_origin
-from central.web.i18n import CATALOGS, JS_KEYS, negotiate, parse_accept_language
+from central.web.i18n import (
+    CATALOGS,
+    JS_KEYS,
+    Translator,
+    negotiate,
+    parse_accept_language,
+)
+from central.web.logins import LoginThrottle
 from central.web.scope import Scope
 from central.web.server import WebServer, parse_listen
 from tests.web.conftest import PLAN, World
@@ -63,24 +70,28 @@ def test_secret_file_is_private_and_kept(tmp_path: Path) -> None:
         load_secret(tmp_path / "short")
 
 
-def test_login_limiter_window() -> None:
+def test_login_throttle_backs_off_per_name_and_address() -> None:
     clock = Clock()
-    limiter = LoginLimiter(user_failures=2, ip_failures=3, window_s=60, clock=clock)
-    keys = limiter.keys("duty", "10.0.0.1")
-    limiter.failed(keys)
-    assert limiter.retry_after(keys) == 0
-    clock.now += 10
-    limiter.failed(keys)
-    assert limiter.retry_after(keys) == pytest.approx(50)
-    clock.now += 51
-    assert limiter.retry_after(keys) == 0  # the first failure has left the window
-    limiter.failed(keys)
-    limiter.succeeded(keys[0])
-    assert limiter.retry_after(keys) == 0
-    # The address limit covers a spray over many names.
-    for name in ("a", "b", "c"):
-        limiter.failed(limiter.keys(name, "10.0.0.2"))
-    assert limiter.retry_after(limiter.keys("d", "10.0.0.2")) == pytest.approx(60)
+    throttle = LoginThrottle(free_tries=2, address_free_tries=20, base_s=2, max_s=30, clock=clock)
+    for _ in range(2):
+        assert throttle.retry_after("duty", "10.0.0.1") == 0
+        throttle.failed("duty", "10.0.0.1")
+    waits = []
+    for _ in range(6):
+        waits.append(throttle.retry_after("duty", "10.0.0.1"))
+        clock.now += waits[-1]
+        throttle.failed("duty", "10.0.0.1")
+    assert waits == [2, 4, 8, 16, 30, 30]  # doubling, then capped
+    # The same name from another desk is never held up by it.
+    assert throttle.retry_after("duty", "10.0.0.9") == 0
+    throttle.succeeded("duty", "10.0.0.1")
+    assert throttle.retry_after("duty", "10.0.0.1") == 0
+    # An address spraying names is slowed on its own count, and only it.
+    throttle = LoginThrottle(free_tries=2, address_free_tries=5, base_s=2, max_s=30, clock=clock)
+    for name in "abcde":
+        throttle.failed(name, "10.0.0.2")
+    assert throttle.retry_after("f", "10.0.0.2") == pytest.approx(2)
+    assert throttle.retry_after("f", "10.0.0.3") == 0
 
 
 @pytest.mark.parametrize("target, expected", [
@@ -114,6 +125,15 @@ def test_accept_language_parser_takes_anything(header: str) -> None:
     tags = parse_accept_language(header)
     assert all(isinstance(t, str) and t for t in tags)
     assert negotiate(header, None) in ("en", "zh-CN")
+
+
+def test_every_alarm_kind_has_a_name_for_people_in_both_languages() -> None:
+    from central.alarms import AlarmKind
+
+    for kind in AlarmKind:
+        for lang in ("en", "zh-CN"):
+            name = Translator(lang)(f"kind-{kind}")
+            assert name != f"kind-{kind}" and name.lower() != str(kind), (lang, kind)
 
 
 def test_every_script_string_is_translated() -> None:
@@ -199,3 +219,37 @@ def test_server_starts_on_a_free_port_and_stops(world: World) -> None:
         server.stop()
     with pytest.raises(httpx2.ConnectError):
         httpx2.get(f"http://127.0.0.1:{server.port}/healthz")
+
+
+def test_web_config_names_trusted_proxies_and_the_connection_cap() -> None:
+    from central.config import ConfigError, parse_config
+
+    base = 'timezone = "UTC"\ndata_dir = "/tmp/gp"\n[web]\n'
+    config = parse_config(base + 'trusted_proxies = ["10.0.0.5", "10.0.1.0/24", "::1"]\nmax_connections = 64\n')
+    assert (config.web.trusted_proxies, config.web.max_connections) == (("10.0.0.5", "10.0.1.0/24", "::1"), 64)
+    assert (parse_config(base).web.trusted_proxies, parse_config(base).web.max_connections) == ((), 256)
+    with pytest.raises(ConfigError, match=r"web.trusted_proxies: 'proxy.lan' is not an IP address or network"):
+        parse_config(base + 'trusted_proxies = ["proxy.lan"]\n')
+    with pytest.raises(ConfigError, match="web.max_connections: must be 16 to 4096"):
+        parse_config(base + "max_connections = 5\n")
+
+
+def test_log_budget_lets_ten_of_a_kind_through_a_minute_then_counts_the_rest() -> None:
+    import logging
+
+    from central.web.logbudget import LogBudget
+
+    clock = Clock()
+    budget = LogBudget(per_window=10, window_s=60, clock=clock)
+
+    def record(msg: str) -> logging.LogRecord:
+        return logging.LogRecord("asyncio", logging.ERROR, __file__, 1, msg, None, None)
+
+    passed = [budget.filter(record("socket.accept() out of system resource")) for _ in range(1000)]
+    assert passed.count(True) == 10 and budget.suppressed == 990
+    assert budget.filter(record("another message"))  # each message has its own budget
+    clock.now += 60
+    first = record("socket.accept() out of system resource")
+    assert budget.filter(first)
+    assert first.getMessage() == ("socket.accept() out of system resource "
+                                  "[990 more like this left out of the log in the last 60 s]")

@@ -107,14 +107,24 @@
     document.title = (activeIds.size ? "(" + activeIds.size + ") " : "") + document.title.replace(/^\(\d+\) /, "");
   }
 
+  const KINDS = ["panic", "alarm", "tamper", "agent-offline", "agent-flapping", "suspicious"];
+  function kindName(kind) {
+    return KINDS.includes(kind) ? t("kind-" + kind) : t("Unknown kind: {kind}", { kind: kind });
+  }
   const banner = document.getElementById("banner");
   let bannerAlarm = null;
   function showBanner(a) {
     if (!banner) return;
     bannerAlarm = a.id;
     document.getElementById("banner-text").textContent =
-      [t(a.kind), a.source, a.agent_name || a.agent, a.unit_name].filter(Boolean).join(" · ");
+      [kindName(a.kind), a.source, a.agent_name || a.agent, a.unit_name].filter(Boolean).join(" · ");
     document.getElementById("banner-go").href = "/#alarm-" + a.id;
+    const ack = document.getElementById("banner-ack");
+    if (ack) {
+      ack.dataset.id = a.id;
+      ack.action = "/alarms/" + a.id + "/ack";
+      ack.querySelector("button").disabled = false;
+    }
     banner.hidden = false;
     banner.style.animation = "none"; // restart the flashing for each new alarm
     void banner.offsetWidth;
@@ -129,6 +139,28 @@
     tpl.innerHTML = (await r.text()).trim();
     return tpl.content.firstElementChild;
   }
+  // Cards stay put: panics first, then by the time raised (oldest first), so
+  // a new alarm or an escalation never moves Acknowledge under the cursor.
+  function cardKey(card) {
+    return [card.dataset.kind === "panic" ? 0 : 1, Number(card.dataset.raised) || 0, Number(card.dataset.id) || 0];
+  }
+  function before(a, b) {
+    for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return a[i] < b[i];
+    return false;
+  }
+  function insertSorted(list, card, newestFirst) {
+    // Active: panics first, then oldest raised first. Recent: newest first.
+    const key = newestFirst ? [-Number(card.dataset.id)] : cardKey(card);
+    for (const other of list.children) {
+      if (!other.classList.contains("alarm")) continue;
+      const k = newestFirst ? [-Number(other.dataset.id)] : cardKey(other);
+      if (before(key, k)) {
+        list.insertBefore(card, other);
+        return;
+      }
+    }
+    list.append(card);
+  }
   async function placeAlarm(a) {
     const activeList = document.getElementById("active-list");
     const own = document.getElementById("alarm-page");
@@ -142,11 +174,11 @@
     const card = await fetchCard(a.id);
     if (!card) return;
     const old = document.getElementById("alarm-" + a.id);
-    if (old) old.remove();
-    if (a.state === "active") activeList.prepend(card);
+    const target = a.state === "active" ? activeList : document.getElementById("recent-list");
+    if (old && target && old.parentElement === target) old.replaceWith(card); // in place
     else {
-      const recent = document.getElementById("recent-list");
-      if (recent) recent.prepend(card);
+      if (old) old.remove();
+      if (target) insertSorted(target, card, target !== activeList);
     }
     refreshAgo(card);
     if (a.state === "active" && !old) {
@@ -281,6 +313,10 @@
   }
 
   // --- the stream ------------------------------------------------------------
+  // One stream per browser: a SharedWorker (live-worker.js) holds it for every
+  // tab, so ten tabs use one connection and leave the others for pages and
+  // Acknowledge. Where SharedWorker is missing (Android Chrome), each tab
+  // falls back to its own EventSource.
   const liveEl = document.getElementById("live");
   function showLive(on) {
     live.connected = on;
@@ -290,27 +326,61 @@
     label.textContent = on ? label.dataset.on : label.dataset.off;
   }
   let hadError = false;
+  const handlers = {
+    alarm: (a) => { live.messages++; onAlarm(a); },
+    agent: (a) => { live.messages++; onAgent(a); },
+    event: (e) => { live.messages++; onEvent(e); },
+    refresh: () => { if (["units", "report", "route"].includes(page)) softReload(); },
+  };
+  function onStatus(on) {
+    showLive(on);
+    if (on && hadError) resync();
+    hadError = hadError || !on;
+    if (on) hadError = false;
+  }
+  function connectShared() {
+    const worker = new SharedWorker("/static/live-worker.js?v=" + (cfg.asset || ""), { name: "gridpatrol-live" });
+    const port = worker.port;
+    live.shared = true;
+    // A worker that never answers (a browser that blocks it, a broken script)
+    // must not leave the tab deaf: fall back to a stream of the tab's own.
+    let heard = false;
+    const fallback = setTimeout(() => {
+      if (heard) return;
+      port.close();
+      live.shared = false;
+      connect();
+    }, 10000);
+    worker.onerror = () => { if (!heard) { clearTimeout(fallback); port.close(); live.shared = false; connect(); } };
+    port.onmessage = (m) => {
+      heard = true;
+      clearTimeout(fallback);
+      const msg = m.data || {};
+      if (msg.type === "status") onStatus(msg.on);
+      else if (msg.type === "resync") location.reload();
+      else if (msg.type === "closed") resync();
+      else if (msg.type === "pong") live.tabs = msg.tabs;
+      else if (handlers[msg.type]) handlers[msg.type](msg.data);
+    };
+    port.start();
+    port.postMessage({ type: "join", session: cfg.csrf });
+    window.addEventListener("pagehide", () => port.postMessage({ type: "leave" }));
+    live.ping = () => port.postMessage({ type: "ping" });
+  }
   function connect() {
     const es = new EventSource("/api/stream");
-    es.addEventListener("hello", () => {
-      showLive(true);
-      if (hadError) resync();
-      hadError = false;
-    });
-    es.addEventListener("alarm", (m) => { live.messages++; onAlarm(JSON.parse(m.data)); });
-    es.addEventListener("agent", (m) => { live.messages++; onAgent(JSON.parse(m.data)); });
-    es.addEventListener("event", (m) => { live.messages++; onEvent(JSON.parse(m.data)); });
-    es.addEventListener("refresh", () => { if (["units", "report", "route"].includes(page)) softReload(); });
+    live.shared = false;
+    es.addEventListener("hello", () => onStatus(true));
+    for (const name in handlers) es.addEventListener(name, (m) => handlers[name](JSON.parse(m.data)));
     es.addEventListener("resync", () => { es.close(); location.reload(); });
     es.onerror = () => {
-      showLive(false);
-      hadError = true;
+      onStatus(false);
       if (es.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
     };
   }
   // After a gap in the stream, what was missed is fetched rather than guessed.
   async function resync() {
-    const r = await fetch("/api/alarms", { credentials: "same-origin" });
+    const r = await fetch("/api/alarms?limit=1000", { credentials: "same-origin" });
     if (r.status === 401) { location.reload(); return; }
     if (!r.ok) return;
     const alarms = await r.json();
@@ -324,5 +394,7 @@
   showCount();
   refreshAgo();
   setInterval(refreshAgo, 5000);
-  connect();
+  if (window.SharedWorker && !window.gpNoSharedWorker) {
+    try { connectShared(); } catch (e) { connect(); }
+  } else connect();
 })();

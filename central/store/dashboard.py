@@ -1,10 +1,11 @@
-"""Read-only queries on central's store file for the dashboard.
+"""The dashboard's read-only queries (moved here from central/web/reader.py).
 
 The web never writes the tables of ingest or the alarm book; it reads them
-with its own read-only SQLite connections (WAL lets it read while ingest
-writes) using the schema in docs/architecture.md, and shapes rows into the
-objects of DESIGN.md's "Machine-readable output". Writes go through their
-owners (``AlarmActions.acknowledge``).
+with short read-only connections of the store's policy (WAL lets it read
+while ingest writes) and shapes rows into the objects of DESIGN.md's
+"Machine-readable output". Writes go through their owners
+(``AlarmActions.acknowledge``). Every list is bounded: at most
+EVENTS_MAX_LIMIT rows, and trails cut to their newest steps in SQL.
 
 Each call opens a short connection, so any thread may call; the dashboard
 runs these on uvicorn's thread pool, never on its event loop.
@@ -19,17 +20,29 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from central.store import notifications as outbox  # issue 14: delivery attempts in the trail
+from central.store import (
+    notifications as outbox,  # issue 14: delivery attempts in the trail
+)
 from central.store import snapshots as album  # issue 14: snapshots kept with alarms
+from central.store import sqlite
+from central.store.errors import StoreError
 
 _LOGGER = logging.getLogger(__name__)
 
-SQLITE_BUSY_TIMEOUT_S = 5.0
-EVENTS_DEFAULT_LIMIT = 500
-EVENTS_MAX_LIMIT = 10_000
+EVENTS_DEFAULT_LIMIT = 200
+# No list answers more rows than this at once (DESIGN.md: ?limit= at most 1000);
+# one events query once answered 95 MB and took central to 621 MB.
+EVENTS_MAX_LIMIT = 1000
+# ... and no more than this of their stored JSON, read from SQLite row by row.
+EVENTS_MAX_BYTES = 1024 * 1024
+# Steps of an escalation trail shown on a card: the newest ones; the alarm's own route has them all.
+CARD_TRAIL_STEPS = 10
 # The kind's own keys live in events.fields; these are never taken from it.
 _EVENT_CORE_KEYS = ("agent", "eseq", "kind", "source", "ts", "received_ts", "replayed")
 _ALARM_KEYS = ("id", "agent", "source", "kind", "unit", "state", "raised_ts", "acked_by", "acked_ts", "escalated_to")
+# Whether the event that raised the alarm came late from the agent's outbox.
+_ALARM_SELECT = (f"SELECT {', '.join(_ALARM_KEYS)}, (SELECT max(e.replayed) FROM events e WHERE e.agent = alarms.agent "
+                 "AND e.epoch = coalesce(alarms.event_epoch, '') AND e.eseq = alarms.event_eseq) AS replayed FROM alarms")
 
 
 def _json_object(text: Any) -> dict[str, Any]:
@@ -48,7 +61,7 @@ class StoreReader:
         self.path = Path(path)
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(f"{self.path.resolve().as_uri()}?mode=ro", uri=True, timeout=SQLITE_BUSY_TIMEOUT_S)
+        db = sqlite.connect(self.path, readonly=True)
         db.row_factory = sqlite3.Row
         return db
 
@@ -56,12 +69,35 @@ class StoreReader:
         try:
             with closing(self._connect()) as db:
                 return db.execute(sql, params).fetchall()
+        except StoreError:
+            return []  # no store file yet: a fresh install has nothing to show
         except sqlite3.OperationalError as exc:
             # Before ingest or the alarm book has made its tables (a fresh
             # install), there is simply nothing to show yet.
             if "no such table" in str(exc) or "unable to open" in str(exc):
                 return []
             raise
+
+    def _query_bounded(self, sql: str, params: Sequence[Any]) -> tuple[list[sqlite3.Row], bool]:
+        """Rows until their ``fields`` pass EVENTS_MAX_BYTES: a thousand of the largest events an agent
+        can send would be 64 MB, and eight worker threads each holding that is more than a Pi has.
+        The first row is always kept; True: cut short, the caller's cursor continues after the last one."""
+        out: list[sqlite3.Row] = []
+        size = 0
+        try:
+            with closing(self._connect()) as db:
+                for row in db.execute(sql, params):
+                    size += len(row["fields"] or "")
+                    if out and size > EVENTS_MAX_BYTES:
+                        return out, True
+                    out.append(row)
+        except StoreError:
+            return [], False
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):
+                return [], False
+            raise
+        return out, False
 
     # --- agents -------------------------------------------------------------
 
@@ -96,17 +132,28 @@ class StoreReader:
 
     def events(self, *, agents: Iterable[str] | None = None, kind: str | None = None, source: str | None = None,
                since_ts: int | None = None, until_ts: int | None = None,
-               limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False) -> list[dict[str, Any]]:
-        """The newest ``limit`` matching events (by ts), returned oldest first.
+               limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False,
+               before: tuple[int, str, int] | None = None) -> list[dict[str, Any]]:
+        """:meth:`events_page` without its "more" flag."""
+        return self.events_page(agents=agents, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
+                                limit=limit, by_time=by_time, before=before)[0]
+
+    def events_page(self, *, agents: Iterable[str] | None = None, kind: str | None = None, source: str | None = None,
+                    since_ts: int | None = None, until_ts: int | None = None,
+                    limit: int = EVENTS_DEFAULT_LIMIT, by_time: bool = False,
+                    before: tuple[int, str, int] | None = None) -> tuple[list[dict[str, Any]], bool]:
+        """The newest ``limit`` matching events (by ts), returned oldest first, and whether there may be more.
 
         Oldest first means DESIGN.md's order, by agent then eseq, unless
         ``by_time`` asks for the order in which they happened (the event log).
+        ``before`` (ts, agent, eseq) pages back: only events older than that one.
         """
-        where, params = ["1"], []
+        where: list[str] = ["1"]
+        params: list[Any] = []
         if agents is not None:
             names = sorted(set(agents))
             if not names:
-                return []
+                return [], False
             where.append(f"agent IN ({','.join('?' * len(names))})")
             params.extend(names)
         for column, value in (("kind", kind), ("source", source)):
@@ -119,14 +166,17 @@ class StoreReader:
         if until_ts is not None:
             where.append("ts < ?")
             params.append(until_ts)
+        if before is not None:
+            where.append("(ts, agent, eseq) < (?, ?, ?)")
+            params.extend(before)
         limit = max(1, min(int(limit), EVENTS_MAX_LIMIT))
-        rows = self._query(
+        rows, cut = self._query_bounded(
             "SELECT agent, eseq, kind, source, ts, received_ts, replayed, fields, unplanned FROM events "
             f"WHERE {' AND '.join(where)} ORDER BY ts DESC, agent DESC, eseq DESC LIMIT ?", [*params, limit])
         events = [self._event(row) for row in reversed(rows)]
         if not by_time:
             events.sort(key=lambda e: (e["agent"], e["eseq"]))
-        return events
+        return events, cut or len(rows) >= limit
 
     def scans(self, agents: Iterable[str], lo_ms: int, hi_ms: int) -> list[tuple[int, str, str, str]]:
         """``(ts_est, agent, reader, tag)`` of scans that happened in ``[lo, hi)``, by time.
@@ -167,48 +217,77 @@ class StoreReader:
     # --- alarms -------------------------------------------------------------
 
     def alarms(self, *, include_closed: bool = False, limit: int = 500) -> list[dict[str, Any]]:
-        """Active alarms (all of them), plus the newest closed ones when asked, newest first."""
-        active = self._query(f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE state = 'active' ORDER BY raised_ts DESC, id DESC")
-        rows = list(active)
+        """For the alarms page: the newest active alarms, plus the newest closed ones when asked, newest first.
+        Each card carries the newest CARD_TRAIL_STEPS steps of its trail."""
+        limit = max(1, min(limit, EVENTS_MAX_LIMIT))
+        rows = list(self._query(f"{_ALARM_SELECT} WHERE state = 'active' ORDER BY raised_ts DESC, id DESC LIMIT ?", (limit,)))
         if include_closed:
-            rows += self._query(
-                f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE state != 'active' ORDER BY raised_ts DESC, id DESC LIMIT ?",
-                (max(1, min(limit, EVENTS_MAX_LIMIT)),))
-        alarms = [dict(row) for row in rows]
-        self._attach_trails(alarms)
+            rows += self._query(f"{_ALARM_SELECT} WHERE state != 'active' ORDER BY raised_ts DESC, id DESC LIMIT ?", (limit,))
+        alarms = [self._alarm(row) for row in rows]
+        self._attach_trails(alarms, newest=CARD_TRAIL_STEPS)
+        return alarms
+
+    def alarm_page(self, *, include_closed: bool, before_id: int | None, limit: int) -> list[dict[str, Any]]:
+        """For /api/alarms: up to ``limit`` alarms older than ``before_id``, newest first, each with the last step of its trail."""
+        where = ["1" if include_closed else "state = 'active'"]
+        params: list[Any] = []
+        if before_id is not None:
+            where.append("id < ?")
+            params.append(before_id)
+        rows = self._query(f"{_ALARM_SELECT} WHERE {' AND '.join(where)} ORDER BY id DESC LIMIT ?",
+                           [*params, max(1, min(limit, EVENTS_MAX_LIMIT))])
+        alarms = [self._alarm(row) for row in rows]
+        self._attach_trails(alarms, newest=1)
         return alarms
 
     def alarm(self, alarm_id: int) -> dict[str, Any] | None:
-        rows = self._query(f"SELECT {', '.join(_ALARM_KEYS)} FROM alarms WHERE id = ?", (alarm_id,))
+        rows = self._query(f"{_ALARM_SELECT} WHERE id = ?", (alarm_id,))
         if not rows:
             return None
-        alarm = dict(rows[0])
+        alarm = self._alarm(rows[0])
         self._attach_trails([alarm])
         return alarm
 
-    def _attach_trails(self, alarms: list[dict[str, Any]]) -> None:
-        """The escalation trail of each alarm, as ``trail``: the steps in time order."""
+    @staticmethod
+    def _alarm(row: sqlite3.Row) -> dict[str, Any]:
+        alarm = dict(row)
+        alarm["replayed"] = bool(alarm.get("replayed"))
+        return alarm
+
+    def _attach_trails(self, alarms: list[dict[str, Any]], *, newest: int | None = None) -> None:
+        """The escalation trail of each alarm, as ``trail``: the steps in time order (only the
+        ``newest`` ones when given), and ``trail_length``, how many steps there are in all."""
         if not alarms:
             return
         by_id = {a["id"]: a for a in alarms}
         for alarm in alarms:
             alarm["trail"] = []
+            alarm["trail_length"] = 0
         ids = list(by_id)
+        keep = "" if newest is None else "WHERE n <= ?"
         for start in range(0, len(ids), 500):  # SQLite's parameter limit
             chunk = ids[start:start + 500]
+            # Only the newest steps leave the database: a flapping loop may have thousands.
             for step in self._query(
-                f"SELECT alarm_id, ts, unit, tier, action FROM alarm_steps WHERE alarm_id IN ({','.join('?' * len(chunk))}) "
-                "ORDER BY ts, rowid", chunk):
-                by_id[step["alarm_id"]]["trail"].append(
-                    {"ts": step["ts"], "unit": step["unit"], "tier": step["tier"], "action": step["action"]})
-        self._attach_notify_and_snapshots(by_id)
+                "SELECT alarm_id, ts, unit, tier, action, total FROM ("
+                "SELECT alarm_id, ts, unit, tier, action, rowid AS r, count(*) OVER (PARTITION BY alarm_id) AS total, "
+                "row_number() OVER (PARTITION BY alarm_id ORDER BY ts DESC, rowid DESC) AS n "
+                f"FROM alarm_steps WHERE alarm_id IN ({','.join('?' * len(chunk))})) {keep} ORDER BY ts, r",
+                    [*chunk, *(() if newest is None else (newest,))]):
+                alarm = by_id[step["alarm_id"]]
+                alarm["trail_length"] = step["total"]
+                alarm["trail"].append({"ts": step["ts"], "unit": step["unit"], "tier": step["tier"], "action": step["action"]})
+        self._attach_notify_and_snapshots(by_id, newest=newest)
 
-    def _attach_notify_and_snapshots(self, by_id: dict[int, dict[str, Any]]) -> None:
-        """Issue 14: each delivery attempt joins the trail; ``snapshots`` counts the pictures kept."""
+    def _attach_notify_and_snapshots(self, by_id: dict[int, dict[str, Any]], *, newest: int | None = None) -> None:
+        """Issue 14: each delivery attempt joins the trail; ``snapshots`` counts the pictures kept.
+        ``newest``: keep only that many of the trail's last steps (the list's cards and /api/alarms)."""
         try:
             with closing(self._connect()) as db:
                 attempts = outbox.trail(db, list(by_id))
                 held = album.numbers(db, list(by_id))
+        except StoreError:
+            attempts, held = [], {}
         except sqlite3.OperationalError as exc:
             if "no such table" not in str(exc) and "unable to open" not in str(exc):
                 raise  # before the store is made (or migrated to version 3) there is nothing to show
@@ -216,8 +295,11 @@ class StoreReader:
         for item in attempts:
             alarm = by_id[item.pop("alarm_id")]
             alarm["trail"].append({"unit": None, "tier": None, **item})
+            alarm["trail_length"] += 1
         for alarm_id, alarm in by_id.items():
             alarm["trail"].sort(key=lambda s: s["ts"])  # stable: the steps keep their order
+            if newest is not None:
+                del alarm["trail"][:-newest]
             alarm["snapshot_numbers"] = held.get(alarm_id, [])
             alarm["snapshots"] = len(alarm["snapshot_numbers"])
 
@@ -226,6 +308,8 @@ class StoreReader:
         try:
             with closing(self._connect()) as db:
                 return album.jpeg(db, alarm_id, n)
+        except StoreError:
+            return None
         except sqlite3.OperationalError as exc:
             if "no such table" in str(exc) or "unable to open" in str(exc):
                 return None
