@@ -314,3 +314,14 @@ class StoreReader:
             if "no such table" in str(exc) or "unable to open" in str(exc):
                 return None
             raise
+
+    # --- quarantine -----------------------------------------------------------
+
+    def quarantined(self, *, before_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """Messages kept raw because they could not be stored, newest first (without the payload)."""
+        where, params = "", []
+        if before_id is not None:
+            where, params = " WHERE id < ?", [before_id]
+        rows = self._query("SELECT id, agent, topic, reason, received_ts, epoch, eseq FROM quarantine"
+                           f"{where} ORDER BY id DESC LIMIT ?", [*params, max(1, min(int(limit), 1000))])
+        return [dict(row) for row in rows]

@@ -268,6 +268,17 @@ async def api_ack(request: Request) -> Response:
 
 
 @bad_params
+async def api_quarantine(request: Request) -> Response:
+    """Newest first, without the payloads (``gridpatrol quarantine --json`` has them)."""
+    d = dashboard(request)
+    limit = limit_param(request)
+    before = cursor_param(request, (int,))
+    rows = await run_in_threadpool(lambda: d.quarantined(_scope(request), before_id=before[0] if before else None,
+                                                         limit=limit + 1))
+    return paged(request, rows[:limit], full=len(rows) > limit, cursor_of=lambda q: [q["id"]])
+
+
+@bad_params
 async def api_events(request: Request) -> Response:
     """DESIGN.md's order (by agent, then eseq) within a page; pages go back in time."""
     filters = event_filters(request)
@@ -346,6 +357,7 @@ def api_routes() -> list[Route]:
         Route("/api/alarms/{alarm_id}/ack", api_ack, methods=["POST"]),
         Route("/api/alarms/{alarm_id}/snapshots/{n}", api_snapshot),
         Route("/api/events", api_events),
+        Route("/api/quarantine", api_quarantine),
         Route("/api/units", api_units),
         Route("/api/completion", api_completion),
         Route("/api/stream", api_stream),

@@ -260,7 +260,8 @@ async def agents_page(request: Request) -> Response:
     def build() -> dict[str, Any]:
         scope = _scope(request)
         agents = d.agents(scope)
-        return {**_common(d, scope, "agents"), "agents": agents, "counts": _counts(agents)}
+        return {**_common(d, scope, "agents"), "agents": agents, "counts": _counts(agents),
+                "quarantine": d.quarantined(scope, limit=50)}
 
     return renderer(request).render(request, "agents.html", await run_in_threadpool(build))
 

@@ -70,6 +70,11 @@ class Dashboard:
 
     # --- agents -------------------------------------------------------------
 
+    def quarantined(self, scope: Scope, *, before_id: int | None = None, limit: int = 200) -> list[dict[str, Any]]:
+        """The quarantine rows of agents the scope sees (a row of no agent: the whole district's desk only)."""
+        rows = self.reader.quarantined(before_id=before_id, limit=limit)
+        return [r for r in rows if (scope.sees_agent(r["agent"]) if r["agent"] else scope.is_top)]
+
     def agents(self, scope: Scope) -> list[dict[str, Any]]:
         """Visible agents, the ones needing attention (offline, disconnected) on top."""
         plan = scope.plan

@@ -19,7 +19,8 @@ from tests.web.conftest import PASSWORD, World
 
 BASE = "http://testserver"
 PAGES = ["/", "/agents", "/units", "/events", "/report", "/routes/night-loop", "/fragments/alarm/1"]
-API = ["/api/agents", "/api/alarms", "/api/alarms/1", "/api/events", "/api/units", "/api/completion", "/api/stream"]
+API = ["/api/agents", "/api/alarms", "/api/alarms/1", "/api/events", "/api/units", "/api/completion", "/api/stream",
+       "/api/quarantine"]
 
 
 @pytest.fixture
