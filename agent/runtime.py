@@ -3,7 +3,7 @@
 :class:`Agent` builds everything from an :class:`~agent.config.AgentConfig`.
 Every event goes through :meth:`Agent.emit`, which stamps it (``ts``,
 ``mono_ms``, ``clock_synced``, ``boot_id``), commits it to the outbox, wakes
-the session, and applies the local reactions DESIGN.md asks for, broker or no
+the session, and applies the local reactions docs/reference.md asks for, broker or no
 broker: an alarm or tamper from a zone with a ``siren`` switches it on, a
 panic from a non-silent button with a ``siren`` too, and a panic lights the
 button's ``indicator`` until central's ``alarm-ack`` for that button. The

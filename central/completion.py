@@ -1,6 +1,6 @@
 """Rounds and their statuses, pure: slots from windows, scans in, a verdict out.
 
-DESIGN.md ("Patrol plan") defines the rules; this module is their one
+docs/reference.md ("Patrol plan") defines the rules; this module is their one
 implementation, shared by the report (a whole day from the store) and the
 live tracker (one round at a time as scans arrive). Times are UTC ms; local
 wall-clock times are turned into instants with the plan's ``zoneinfo`` zone.
@@ -125,7 +125,7 @@ class Round:
     plan_version: int = 0
 
     def to_json(self) -> dict[str, Any]:
-        """The keys DESIGN.md lists for a round of ``report completion --format json``."""
+        """The keys docs/reference.md lists for a round of ``report completion --format json``."""
         return {
             "route": self.slot.route,
             "unit": self.slot.unit,

@@ -1,4 +1,4 @@
-"""The ``gridpatrol`` command: one entry point, subcommands per DESIGN.md.
+"""The ``gridpatrol`` command: one entry point, subcommands per docs/reference.md.
 
 Exit status 0 on success, 2 for bad usage or bad input (one line naming the
 file, key or value at fault), 1 for other failures. Every ``ValueError`` raised

@@ -118,7 +118,7 @@ def build(n_agents: int, *, now: dt.datetime, minutes: float) -> District:
 
 
 def plan_toml(d: District) -> str:
-    """The patrol plan in DESIGN.md's TOML form."""
+    """The patrol plan in docs/reference.md's TOML form."""
     q = _quote
     lines = [f"timezone = {q(TIMEZONE)}", "", "unit = ["]
     lines.append(f'  {{ id = "fengze", tier = "district", name = {q("丰泽区 Fengze District")} }},')

@@ -2,7 +2,7 @@
 
 Pure composition of the store reader, the plan and the completion report;
 no HTTP here. Every method takes the :class:`Scope` and returns plain dicts
-with DESIGN.md's field names (plus display keys such as ``unit_name``).
+with docs/reference.md's field names (plus display keys such as ``unit_name``).
 """
 
 from __future__ import annotations
@@ -208,7 +208,7 @@ class Dashboard:
                        rounds=tuple(r for r in report.rounds if scope.sees_unit(r.slot.unit)))
 
     def report(self, scope: Scope, date: dt.date) -> dict[str, Any] | None:
-        """DESIGN.md's report JSON, cut to the scope, with each unit's ``name`` added."""
+        """docs/reference.md's report JSON, cut to the scope, with each unit's ``name`` added."""
         report = self.scoped_report(scope, date)
         if report is None:
             return None

@@ -7,7 +7,7 @@ dataclasses, no enum, no f-strings, ``struct`` only (with ``binascii`` used when
 it has ``crc_hqx``). Nothing here touches a port or a clock: callers hand in
 bytes and the time in milliseconds, and take bytes back to write.
 
-Wire format (DESIGN.md, "Microcontroller link"): each frame is
+Wire format (docs/reference.md, "Microcontroller link"): each frame is
 ``COBS(body + crc) + 0x00``; ``body`` is a msgpack map with ``t`` (type) and
 ``n`` (frame number, 0..65535, wrapping); ``crc`` is CRC-16/CCITT-FALSE of the
 body, two bytes big-endian.

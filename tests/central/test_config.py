@@ -1,4 +1,4 @@
-"""Central configuration: DESIGN.md's example reads, every mistake names its key."""
+"""Central configuration: docs/reference.md's example reads, every mistake names its key."""
 
 from __future__ import annotations
 

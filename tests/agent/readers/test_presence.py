@@ -1,4 +1,4 @@
-"""PresenceFilter: one presentation of a card is one scan (DESIGN.md, "For every reader")."""
+"""PresenceFilter: one presentation of a card is one scan (docs/reference.md, "For every reader")."""
 
 from __future__ import annotations
 

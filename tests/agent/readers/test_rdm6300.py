@@ -64,7 +64,7 @@ def test_clone_checksum_bytes_that_look_like_frame_marks() -> None:
 
 
 def test_design_md_card_in_both_forms_and_lower_case_digits() -> None:
-    tag = "67003B51C6"  # the member card of DESIGN.md's sample plan; checksum 0xCB
+    tag = "67003B51C6"  # the member card of docs/reference.md's sample plan; checksum 0xCB
     assert xor_of(tag) == 0xCB
     p = Rdm6300Parser()
     assert p.feed(genuine(tag) + clone(tag)) == [tag]

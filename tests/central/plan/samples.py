@@ -13,7 +13,7 @@ from central.plan.registry import _NEVER, PlanHistory, PlanVersion
 TZ = ZoneInfo("Asia/Shanghai")
 LIN, WU, ZHAO, STRANGER = "67003B51C6", "67003B51C7", "0A0B0C0D", "DEADBEEF01"
 
-# DESIGN.md's example, with the two checkpoints its route names and a second team.
+# docs/reference.md's example, with the two checkpoints its route names and a second team.
 DESIGN_PLAN = """
 timezone = "Asia/Shanghai"
 
