@@ -35,6 +35,6 @@ fi
 stamp=.venv/.gridpatrol-installed
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     .venv/bin/python -m pip install -q --upgrade pip >/dev/null
-    .venv/bin/python -m pip install -q -e ".[test]"
+    .venv/bin/python -m pip install -q -e ".[agent,central,pki,test]"
     touch "$stamp"
 fi
