@@ -10,7 +10,7 @@ from types import FrameType
 
 from agent.config import load_config
 from agent.runtime import Agent
-from gridpatrol.systemd import SystemdNotifier, supervise
+from gridpatrol.base.systemd import SystemdNotifier, supervise
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -12,8 +12,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridpatrol.tomlconfig import Table, non_negative, one_of, opt_path, parse_toml, positive, read_bytes
-from gridpatrol.tomlconfig import port as port_number
+from gridpatrol.base.tomlconfig import Table, non_negative, one_of, opt_path, parse_toml, positive, read_bytes
+from gridpatrol.base.tomlconfig import port as port_number
 from wire.topics import CENTRAL_ID, is_valid_agent_id
 
 NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?\Z")  # \Z: "$" would also match before a final newline

@@ -46,7 +46,7 @@ def run_central(args: argparse.Namespace) -> int:
     if getattr(args, "file", None) is not None:
         raise UsageError(f"central: unexpected {args.file!r} (only `central backup FILE` takes a file)")
     from central.app import Central  # paho and the rest only for the long-running command
-    from gridpatrol.systemd import SystemdNotifier, supervise
+    from gridpatrol.base.systemd import SystemdNotifier, supervise
 
     stop = threading.Event()
 

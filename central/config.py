@@ -4,7 +4,7 @@ Every mistake raises :class:`ConfigError` with one line naming the file and the
 key path at fault (``central.toml: store.url: ...``); the command line turns it
 into exit status 2. The reading rules are agent/config.py's (unknown keys are
 rejected, types are exact, a bool is never a number); the table reader is
-shared with it through gridpatrol/tomlconfig.py, since central and agent
+shared with it through gridpatrol/base/tomlconfig.py, since central and agent
 never import each other.
 """
 
@@ -16,17 +16,8 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gridpatrol.tomlconfig import (
-    Table,
-    non_negative,
-    not_empty,
-    one_of,
-    opt_path,
-    parse_toml,
-    positive,
-    read_bytes,
-)
-from gridpatrol.tomlconfig import port as port_number
+from gridpatrol.base.tomlconfig import Table, non_negative, not_empty, one_of, opt_path, parse_toml, positive, read_bytes
+from gridpatrol.base.tomlconfig import port as port_number
 
 DEFAULT_CLIENT_ID = "gridpatrol-central"
 # A week: long enough that a central down over a holiday weekend finds its

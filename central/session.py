@@ -26,7 +26,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from central.config import MqttConfig
-from gridpatrol.tcp import no_delay
+from gridpatrol.base.tcp import no_delay
 from wire import topics
 from wire.messages import CentralStatus, Command
 

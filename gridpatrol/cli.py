@@ -1,25 +1,22 @@
 """The ``gridpatrol`` command: one entry point, subcommands per docs/reference.md.
 
-Exit status 0 on success, 2 for bad usage or bad input (one line naming the
-file, key or value at fault), 1 for other failures. Every ``ValueError`` raised
-by one of our packages means bad input (``ConfigError``, ``PlanError``, ...).
+Subcommand modules are imported only when their command runs, so
+``gridpatrol agent`` never loads central's web stack on a Pi. How a command
+ends (exit status, a closed stdout) is gridpatrol/base/command.py's.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import sys
 from typing import Callable, Sequence
 
-_OUR_PACKAGES = ("agent", "central", "wire", "firmware_bridge", "gridpatrol")
-_LOGGER = logging.getLogger(__name__)
+from gridpatrol import __version__
+from gridpatrol.base.command import UsageParser, add_log_level, run_command, setup_logging
 
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse exits 2 too; keep it one line
-        self.exit(2, f"{self.prog}: error: {message}\n")
+TIERS = ("district", "street", "community", "grid")
+DEMO_AGENTS_MIN, DEMO_AGENTS_MAX = 4, 500
 
 
 def _target(spec: str) -> Callable[[argparse.Namespace], int]:
@@ -27,155 +24,170 @@ def _target(spec: str) -> Callable[[argparse.Namespace], int]:
 
     def run(args: argparse.Namespace) -> int:
         module_name, _, func = spec.partition(":")
-        return getattr(importlib.import_module(module_name), func)(args)
+        return int(getattr(importlib.import_module(module_name), func)(args) or 0)
 
     return run
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="gridpatrol", description="Safety hardware of a district on one live picture.")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING or ERROR (default INFO)")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+def _demo_agents(text: str) -> int:
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not DEMO_AGENTS_MIN <= n <= DEMO_AGENTS_MAX:
+        raise argparse.ArgumentTypeError(f"{n} is out of range ({DEMO_AGENTS_MIN} to {DEMO_AGENTS_MAX})")
+    return n
 
-    def cmd(name: str, target: str, help: str, **kw: object) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help, **kw)
-        sp.set_defaults(func=_target(target))
+
+def _positive_minutes(text: str) -> float:
+    try:
+        m = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not m > 0:
+        raise argparse.ArgumentTypeError(f"{text} is not more than 0")
+    return m
+
+
+def _config(sp: argparse.ArgumentParser, *, required: bool = True) -> None:
+    kw: dict[str, object] = {"required": True} if required else {"default": argparse.SUPPRESS}
+    sp.add_argument("--config", metavar="FILE", help="central's TOML configuration file", **kw)  # type: ignore[arg-type]
+
+
+def _json(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument("--json", action="store_true", help="print one JSON document on stdout instead of a table")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = UsageParser(prog="gridpatrol", description="Safety hardware of a district on one live picture.",
+                    epilog="Every command, key and field: docs/reference.md. COMMAND --help describes one command.")
+    p.add_argument("--version", action="version", version=f"gridpatrol {__version__}")
+    add_log_level(p)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND", parser_class=UsageParser)
+
+    def cmd(parent: argparse._SubParsersAction[UsageParser], name: str, target: str | None, help: str) -> UsageParser:
+        sp = parent.add_parser(name, help=help, description=help)
+        if target is not None:
+            sp.set_defaults(func=_target(target))
         return sp
 
-    def config(sp: argparse.ArgumentParser, required: bool = True) -> None:
-        sp.add_argument("--config", required=required, metavar="FILE", help="TOML configuration file")
+    sp = cmd(sub, "agent", "agent.cli:run_agent", "run one edge agent")
+    sp.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML configuration file")
 
-    sp = cmd("agent", "agent.cli:run_agent", "run one edge agent")
-    config(sp)
-
-    sp = cmd("central", "central.cli:run_central", "run the collector and the web dashboard; or migrate or back up"
-             " its store")
+    sp = cmd(sub, "central", "central.cli:run_central", "run the collector and the web dashboard; or migrate or back up its store")
     sp.add_argument("action", nargs="?", choices=["migrate", "backup"],
                     help="migrate: bring the store's schema to this version; backup FILE: a consistent copy of the"
                          " store while central runs")
     sp.add_argument("file", nargs="?", metavar="FILE", help="with backup: where the copy goes")
-    config(sp)
+    _config(sp)
 
-    sp = cmd("quarantine", "central.cli:run_quarantine", "list messages central could not store, kept raw")
-    config(sp)
-    sp.add_argument("--json", action="store_true", help="print one JSON document")
+    sp = cmd(sub, "quarantine", "central.cli:run_quarantine", "list messages central could not store, kept raw, with the reason")
+    _config(sp)
+    _json(sp)
 
-    plan = sub.add_parser("plan", help="the patrol plan").add_subparsers(dest="plan_command", required=True, parser_class=_Parser)
-    sp = plan.add_parser("import", help="check a plan file and store it as a new version")
-    sp.add_argument("plan_file", metavar="PLAN.toml")
-    config(sp)
-    sp.set_defaults(func=_target("central.plan_cli:run_plan_import"))
-    sp = plan.add_parser("show", help="print the plan in force")
-    config(sp)
-    sp.add_argument("--json", action="store_true")
-    sp.set_defaults(func=_target("central.plan_cli:run_plan_show"))
+    plan = cmd(sub, "plan", None, "the patrol plan").add_subparsers(
+        dest="plan_command", required=True, metavar="ACTION", parser_class=UsageParser)
+    sp = cmd(plan, "import", "central.plan_cli:run_plan_import", "check a plan file and store it as a new version")
+    sp.add_argument("plan_file", metavar="PLAN.toml", help="the plan to import")
+    _config(sp)
+    sp = cmd(plan, "show", "central.plan_cli:run_plan_show", "print the plan in force")
+    _config(sp)
+    _json(sp)
 
-    sp = cmd("agents", "central.cli:run_agents", "list agents and their presence")
-    config(sp)
-    sp.add_argument("--json", action="store_true")
+    sp = cmd(sub, "agents", "central.cli:run_agents", "list agents and their presence")
+    _config(sp)
+    _json(sp)
 
-    sp = cmd("events", "central.cli:run_events", "list stored events")
-    config(sp)
-    sp.add_argument("--agent", metavar="ID")
-    sp.add_argument("--kind", metavar="KIND")
-    sp.add_argument("--json", action="store_true")
+    sp = cmd(sub, "events", "central.cli:run_events", "list stored events, oldest first")
+    _config(sp)
+    sp.add_argument("--agent", metavar="ID", help="only this agent's events")
+    sp.add_argument("--kind", metavar="KIND", help="only events of this kind (alarm, restore, tamper, panic, scan, fault, output)")
+    _json(sp)
 
-    sp = cmd("alarms", "central.plan_cli:run_alarms", "list alarms, or acknowledge one")
-    sp.add_argument("action", nargs="?", choices=["ack"], help="ack: acknowledge alarm ID")
-    sp.add_argument("alarm_id", nargs="?", metavar="ID")
-    sp.add_argument("--by", metavar="NAME")
-    sp.add_argument("--all", action="store_true", help="also acknowledged and resolved alarms")
-    config(sp)
-    sp.add_argument("--json", action="store_true")
+    alarms_p = cmd(sub, "alarms", "central.plan_cli:run_alarms", "list open alarms, or acknowledge one (alarms ack --help)")
+    _config(alarms_p, required=False)
+    alarms_p.add_argument("--all", action="store_true", help="also acknowledged and resolved alarms")
+    _json(alarms_p)
+    alarms_p.set_defaults(action=None, alarm_id=None, by=None)
+    alarms = alarms_p.add_subparsers(dest="alarms_command", metavar="ACTION", parser_class=UsageParser)
+    sp = cmd(alarms, "ack", None, "acknowledge an alarm: staff have answered it")
+    # Both checked by the command itself, whose messages say what to give.
+    sp.add_argument("alarm_id", nargs="?", metavar="ID", help="the alarm's id (alarms --json: id); required")
+    sp.add_argument("--by", metavar="NAME", help="who answered it; required")
+    _config(sp, required=False)
+    sp.set_defaults(action="ack")
 
-    notify = sub.add_parser("notify", help="alarm notifications").add_subparsers(dest="notify_command", required=True, parser_class=_Parser)
-    sp = notify.add_parser("test", help="send a test message to every [[notify]] target; exit 1 if any failed")
-    config(sp)
-    sp.set_defaults(func=_target("central.notify.cli:run_notify_test"))
+    notify = cmd(sub, "notify", None, "alarm notifications").add_subparsers(
+        dest="notify_command", required=True, metavar="ACTION", parser_class=UsageParser)
+    sp = cmd(notify, "test", "central.notify.cli:run_notify_test",
+             "send a test message to every [[notify]] target; exit 1 if any failed")
+    _config(sp)
 
-    report = sub.add_parser("report", help="reports").add_subparsers(dest="report_command", required=True, parser_class=_Parser)
-    sp = report.add_parser("completion", help="patrol completion per round, unit and tier")
-    config(sp)
-    sp.add_argument("--date", metavar="YYYY-MM-DD")
-    sp.add_argument("--tier", choices=["district", "street", "community", "grid"])
-    sp.add_argument("--format", choices=["table", "csv", "json"], default="table")
-    sp.set_defaults(func=_target("central.plan_cli:run_report_completion"))
+    report = cmd(sub, "report", None, "reports").add_subparsers(
+        dest="report_command", required=True, metavar="REPORT", parser_class=UsageParser)
+    sp = cmd(report, "completion", "central.plan_cli:run_report_completion", "patrol completion per round, unit and tier")
+    _config(sp)
+    sp.add_argument("--date", metavar="YYYY-MM-DD", help="the night that began on this date (default: the latest)")
+    sp.add_argument("--tier", choices=TIERS, help="only units of this tier")
+    sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")
 
-    sp = cmd("demo", "gridpatrol.demo:run_demo", "a whole simulated district on this machine")
-    sp.add_argument("--agents", type=int, default=6, metavar="N")
-    sp.add_argument("--minutes", type=float, default=None, metavar="M", help="wall-time minutes, else until Ctrl-C")
+    sp = cmd(sub, "demo", "gridpatrol.demo:run_demo", "a whole simulated district on this machine")
+    sp.add_argument("--agents", type=_demo_agents, default=6, metavar="N",
+                    help=f"how many agent processes ({DEMO_AGENTS_MIN} to {DEMO_AGENTS_MAX}, default 6)")
+    sp.add_argument("--minutes", type=_positive_minutes, default=None, metavar="M", help="wall-time minutes, else until Ctrl-C")
     sp.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting one")
     sp.add_argument("--dir", metavar="DIR", help="keep the demo's files here (default: a temporary folder)")
     sp.add_argument("--web", metavar="HOST:PORT", default=None, help="dashboard address (default: a free port on 127.0.0.1)")
 
-    sp = cmd("mcu-sim", "firmware_bridge.cli:run_mcu_sim", "a simulated microcontroller on a new pseudo-terminal")
-    sp.add_argument("--script", metavar="FILE")
+    sp = cmd(sub, "mcu-sim", "firmware_bridge.cli:run_mcu_sim", "a simulated microcontroller on a new pseudo-terminal")
+    sp.add_argument("--script", metavar="FILE", help="a script of inputs to play (docs/firmware.md); default: wait for commands")
 
-    users = sub.add_parser("users", help="staff accounts").add_subparsers(dest="users_command", required=True, parser_class=_Parser)
-    sp = users.add_parser("add", help="add a staff account; the password is read from the terminal or stdin")
-    sp.add_argument("name", metavar="NAME")
-    sp.add_argument("--unit", required=True, metavar="UNIT")
-    config(sp)
-    sp.set_defaults(func=_target("central.web.users:run_users_add"))
-    sp = users.add_parser("list", help="staff accounts: name, unit, disabled")
-    sp.add_argument("--json", action="store_true")
-    config(sp)
-    sp.set_defaults(func=_target("central.web.users:run_users_list"))
+    users = cmd(sub, "users", None, "staff accounts").add_subparsers(
+        dest="users_command", required=True, metavar="ACTION", parser_class=UsageParser)
+    sp = cmd(users, "add", "central.web.users:run_users_add", "add a staff account; the password is read from the terminal or stdin")
+    sp.add_argument("name", metavar="NAME", help="the login name")
+    sp.add_argument("--unit", required=True, metavar="UNIT", help="the plan unit whose alarms and rounds the account sees")
+    _config(sp)
+    sp = cmd(users, "list", "central.web.users:run_users_list", "staff accounts: name, unit, disabled")
+    _config(sp)
+    _json(sp)
     for verb, what in (("disable", "no more logins; ends the user's sessions"), ("enable", "allow logins again"),
                        ("remove", "delete the account and its sessions"),
                        ("passwd", "a new password from the terminal or stdin; ends the user's sessions")):
-        sp = users.add_parser(verb, help=what)
-        sp.add_argument("name", metavar="NAME")
-        config(sp)
-        sp.set_defaults(func=_target(f"central.web.users:run_users_{verb}"))
+        sp = cmd(users, verb, f"central.web.users:run_users_{verb}", what)
+        sp.add_argument("name", metavar="NAME", help="the login name")
+        _config(sp)
 
-    pki = sub.add_parser("pki", help="certificates for agents, central, broker").add_subparsers(dest="pki_command", required=True, parser_class=_Parser)
-    sp = pki.add_parser("init")
-    sp.add_argument("dir", metavar="DIR")
-    sp.add_argument("--broker-host", action="append", metavar="NAME")
-    sp.set_defaults(func=_target("gridpatrol.pki:run_init"))
-    for name, target, arg in (
-        ("issue", "run_issue", "agent_id"),
-        ("issue-client", "run_issue_client", "name"),
-        ("revoke", "run_revoke", "agent_id"),
+    pki = cmd(sub, "pki", None, "certificates for agents, central, broker").add_subparsers(
+        dest="pki_command", required=True, metavar="ACTION", parser_class=UsageParser)
+    pki_dir = "the PKI directory that `pki init` made"
+    sp = cmd(pki, "init", "gridpatrol.pki:run_init", "a new CA, an empty CRL and the broker's certificate in DIR")
+    sp.add_argument("dir", metavar="DIR", help="where to make the PKI (must not hold one yet)")
+    sp.add_argument("--broker-host", action="append", metavar="NAME",
+                    help="a name or address the broker is reached by; repeat for several (default: localhost, 127.0.0.1)")
+    for name, target, arg, help, arg_help in (
+        ("issue", "run_issue", "agent_id", "a certificate and key for an agent", "the agent's agent_id"),
+        ("issue-client", "run_issue_client", "name", "a certificate for a read-only client (Home Assistant, a dashboard)", "the client's name"),
+        ("revoke", "run_revoke", "agent_id", "add an agent's certificate to the CRL", "the agent's agent_id"),
     ):
-        sp = pki.add_parser(name)
-        sp.add_argument(arg)
-        sp.add_argument("--pki", required=True, metavar="DIR")
-        sp.set_defaults(func=_target(f"gridpatrol.pki:{target}"))
-    sp = pki.add_parser("issue-central")
-    sp.add_argument("--pki", required=True, metavar="DIR")
-    sp.set_defaults(func=_target("gridpatrol.pki:run_issue_central"))
-    sp = pki.add_parser("broker-config")
-    sp.add_argument("--pki", required=True, metavar="DIR")
-    sp.add_argument("--port", required=True, type=int, metavar="N")
-    sp.set_defaults(func=_target("gridpatrol.pki:run_broker_config"))
+        sp = cmd(pki, name, f"gridpatrol.pki:{target}", help)
+        sp.add_argument(arg, metavar=arg.upper(), help=arg_help)
+        sp.add_argument("--pki", required=True, metavar="DIR", help=pki_dir)
+    sp = cmd(pki, "issue-central", "gridpatrol.pki:run_issue_central", "a certificate and key for central")
+    sp.add_argument("--pki", required=True, metavar="DIR", help=pki_dir)
+    sp = cmd(pki, "broker-config", "gridpatrol.pki:run_broker_config", "print a Mosquitto configuration for this PKI")
+    sp.add_argument("--pki", required=True, metavar="DIR", help=pki_dir)
+    sp.add_argument("--port", required=True, type=int, metavar="N", help="the TLS port the broker listens on")
     return p
-
-
-def _is_bad_input(exc: BaseException) -> bool:
-    module = type(exc).__module__.split(".")[0]
-    return isinstance(exc, ValueError) and module in _OUR_PACKAGES
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    level = getattr(logging, str(args.log_level).upper(), None)
-    if not isinstance(level, int):
-        parser.error(f"--log-level: unknown level {args.log_level!r}")
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr)
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except Exception as exc:  # the one place that turns errors into exit codes
-        if _is_bad_input(exc):
-            print(f"gridpatrol: {exc}", file=sys.stderr)
-            return 2
-        _LOGGER.debug("failed", exc_info=True)
-        print(f"gridpatrol: error: {exc}", file=sys.stderr)
-        return 1
+    if args.command == "alarms" and not hasattr(args, "config"):
+        parser.error("the following arguments are required: --config")
+    setup_logging(args.log_level)
+    return run_command(args.func, args)
 
 
 if __name__ == "__main__":

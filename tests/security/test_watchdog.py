@@ -1,6 +1,6 @@
 """The systemd watchdog (issue 6): a hung loop stops the WATCHDOG=1 pings, so systemd restarts the service.
 
-The ping loop is gridpatrol/systemd.py's ``supervise``, the same function
+The ping loop is gridpatrol/base/systemd.py's ``supervise``, the same function
 ``gridpatrol agent`` and ``gridpatrol central`` run on their main thread. Here
 it runs in-process beside a real Agent (its input loop blocked through
 ``InputLoop.post``, a real API) and a real Central (its ingest writer blocked
@@ -24,7 +24,7 @@ from agent.runtime import STALE_AFTER_S, Agent
 from central.app import Central
 from central.config import CentralConfig, MqttConfig, StoreConfig
 from central.store import StoredEvent
-from gridpatrol.systemd import SystemdNotifier, supervise
+from gridpatrol.base.systemd import SystemdNotifier, supervise
 from tests.central.test_ingest import FakeAgent
 from tests.e2e.site import central_toml
 from tests.support import Broker, Processes, wait_until
