@@ -41,9 +41,7 @@ from gridpatrol.logsafe import LogLimiter, escaped, shown
 from wire import topics
 from wire.codec import unpack
 from wire.errors import DecodeError
-from wire.messages import (
-    Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, StateSnapshot, Telemetry,
-)
+from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, StateSnapshot, Telemetry
 
 _LOGGER = logging.getLogger(__name__)
 

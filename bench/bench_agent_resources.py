@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 from agent.inputs.readers.sim import SimulatedRdm6300
-from bench.bench_latency import AGENT, BenchBroker, SimDriver, Site, ZONE_PIN, describe_machine, wait_for
+from bench.bench_latency import AGENT, ZONE_PIN, BenchBroker, SimDriver, Site, describe_machine, wait_for
 
 SAMPLE_S = 5.0
 WARMUP_S = 30.0

@@ -106,7 +106,7 @@ def main() -> int:
             wait_row(db, "010001", timeout=30)
             time.sleep(1.2)  # the warm-up card counts as gone after a second
             results: dict[str, list[float]] = {"RDM6300 on a pty": [], "Wiegand behind the mcu": []}
-            for i in range(args.taps):
+            for _ in range(args.taps):
                 tag = f"{rng.getrandbits(40):010X}"
                 t0 = time.perf_counter()
                 rdm.tap(tag, hold_s=0.4)

@@ -39,9 +39,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bench.bench_ingest import StoredCounter, publish
-from bench.bench_latency import (
-    AGENT, BenchBroker, Latencies, bench_client, describe_machine, make_tls, mqtt_toml, pct, run_one,
-)
+from bench.bench_latency import AGENT, BenchBroker, Latencies, bench_client, describe_machine, make_tls, mqtt_toml, pct, run_one
 from central.app import Central
 from central.config import CentralConfig, parse_config
 from wire import topics

@@ -37,12 +37,16 @@ from hypothesis import seed as hypothesis_seed
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from agent.config import ButtonConfig, ConfigError as AgentConfigError, McuConfig, OutputConfig, ReaderConfig, ZoneConfig
+from agent.config import ButtonConfig, McuConfig, OutputConfig, ReaderConfig, ZoneConfig
+from agent.config import ConfigError as AgentConfigError
 from agent.config import parse_config as parse_agent_config
 from agent.inputs.mcu import McuLink
-from agent.inputs.readers.errors import FrameError as ReaderFrameError, WiegandError
-from agent.inputs.readers.pn532 import Ack as PnAck, ErrorFrame, Frame, FrameReader, Nack, build_frame, parse_target_uid
-from agent.inputs.readers.rdm6300 import Rdm6300Parser, encode_frame as rdm_frame
+from agent.inputs.readers.errors import FrameError as ReaderFrameError
+from agent.inputs.readers.errors import WiegandError
+from agent.inputs.readers.pn532 import Ack as PnAck
+from agent.inputs.readers.pn532 import ErrorFrame, Frame, FrameReader, Nack, build_frame, parse_target_uid
+from agent.inputs.readers.rdm6300 import Rdm6300Parser
+from agent.inputs.readers.rdm6300 import encode_frame as rdm_frame
 from agent.inputs.readers.wiegand import decode_wiegand
 from agent.simsocket import SimCommandError, parse_command
 from central.config import ConfigError as CentralConfigError
@@ -55,9 +59,7 @@ from gridpatrol import district
 from wire import topics
 from wire.codec import unpack
 from wire.errors import DecodeError
-from wire.messages import (
-    Ack, AgentStatus, Birth, CentralStatus, Command, CommandResponse, Event, StateSnapshot, Telemetry,
-)
+from wire.messages import Ack, AgentStatus, Birth, CentralStatus, Command, CommandResponse, Event, StateSnapshot, Telemetry
 
 _LOGGER = logging.getLogger("bench.fuzz")
 

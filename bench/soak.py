@@ -71,10 +71,7 @@ from gridpatrol.localbroker import LocalBroker, free_port
 from gridpatrol.procs import terminate
 from wire import topics
 from wire.errors import DecodeError
-from wire.messages import (
-    Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind,
-    StateSnapshot, Telemetry,
-)
+from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
 
 SAMPLE_S = 10.0
 RESEND_S = 10.0  # the agents' default [mqtt] resend_s

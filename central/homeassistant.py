@@ -37,7 +37,7 @@ from enum import StrEnum
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
 
 from central.config import HomeAssistantConfig
-from central.store import AgentRow, Store, StoreError, StoredEvent
+from central.store import AgentRow, Store, StoredEvent, StoreError
 from wire import topics
 
 _LOGGER = logging.getLogger(__name__)

@@ -29,9 +29,7 @@ from central.bus import Bus
 from central.completion import Round, RoundStatus, Scan, Slot, judge
 from central.plan.model import Route, Unit
 from central.plan.registry import PlanHistory, PlanVersion
-from central.report import (
-    CompletionReport, Counts, UnitRow, planned_slots, rollup, scan_range, scans_between, tree_order, unit_tree,
-)
+from central.report import CompletionReport, Counts, UnitRow, planned_slots, rollup, scan_range, scans_between, tree_order, unit_tree
 from wire import topics
 
 _LOGGER = logging.getLogger(__name__)

@@ -76,7 +76,7 @@ def parse_script(text: str, *, source: str = "<script>") -> Script:
         if not words:
             continue
 
-        def fail(problem: str) -> ScriptError:
+        def fail(problem: str, number: int = number) -> ScriptError:
             return ScriptError(f"{source}:{number}: {problem}")
 
         if repeat:

@@ -5,20 +5,7 @@ Pure Python; depends on msgpack only. Nothing here does I/O.
 
 from wire.codec import MAX_PAYLOAD_BYTES, pack, unpack
 from wire.errors import DecodeError, EncodeError, WireError
-from wire.messages import (
-    Ack,
-    AgentState,
-    AgentStatus,
-    Birth,
-    CentralStatus,
-    Command,
-    CommandName,
-    CommandResponse,
-    Event,
-    EventKind,
-    StateSnapshot,
-    Telemetry,
-)
+from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
 
 __all__ = [
     "MAX_PAYLOAD_BYTES",

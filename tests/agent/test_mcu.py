@@ -16,8 +16,8 @@ from agent.inputs.mcu import LINK_TIMEOUT_S, McuLink
 from agent.inputs.readers.wiegand import decode_wiegand
 from firmware_bridge.firmware.app import App
 from firmware_bridge.framing import encode_frame
-from firmware_bridge.simhw import SimHardware
 from firmware_bridge.sim import McuSim, wiegand_frame
+from firmware_bridge.simhw import SimHardware
 from tests.support import wait_until
 
 MCU = "front-end"

@@ -9,8 +9,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from agent.config import AgentConfig, parse_config
-from agent.outbox import OutboxError
 from agent.inputs.readers.sim import SimulatedRdm6300
+from agent.outbox import OutboxError
 from agent.runtime import Agent
 from agent.simsocket import wire_at_rest
 from firmware_bridge.sim import McuSim

@@ -20,10 +20,7 @@ from agent.session import Session
 from tests.support import Broker
 from tests.support import wait_until as _support_wait_until
 from wire import topics
-from wire.messages import (
-    Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind,
-    StateSnapshot, Telemetry,
-)
+from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
 
 
 def wait_until(predicate, *, timeout: float = 30.0, **kw):  # type: ignore[no-untyped-def]

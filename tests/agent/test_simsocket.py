@@ -18,15 +18,7 @@ from agent.config import ButtonConfig, ZoneConfig
 from agent.inputs.button import EmergencyButton
 from agent.inputs.loop import InputLoop
 from agent.inputs.zone import Zone
-from agent.simsocket import (
-    MAX_CLIENTS,
-    MAX_LINE_BYTES,
-    SimCommandError,
-    SimSocket,
-    SimSocketError,
-    parse_command,
-    wire_at_rest,
-)
+from agent.simsocket import MAX_CLIENTS, MAX_LINE_BYTES, SimCommandError, SimSocket, SimSocketError, parse_command, wire_at_rest
 from tests.agent.test_zone import Recorder
 from tests.support import wait_until
 from wire.messages import EventKind

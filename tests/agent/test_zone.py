@@ -272,7 +272,7 @@ def test_alarm_goes_out_on_the_next_pass_with_zero_debounce(mock_factory: MockFa
                 mock_factory.pin(17).drive_high()
             else:
                 mock_factory.pin(17).drive_low()
-            wait_until(lambda: len(sink.events) > before, timeout=2, interval=0.001, message="the event")
+            wait_until(lambda before=before: len(sink.events) > before, timeout=2, interval=0.001, message="the event")
             latencies.append(sink.times[-1] - start)
         assert [kind for kind, _, _ in sink.events] == [EventKind.ALARM, EventKind.RESTORE] * (FLAP_MAX_TRANSITIONS // 2)
         # Far below the reread period: the wake, not the timeout, ran the pass.

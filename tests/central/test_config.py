@@ -9,8 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central.config import (
-    DEFAULT_CLIENT_ID, DEFAULT_SESSION_EXPIRY_S, AlarmsConfig, CentralConfig, ConfigError, EscalationConfig,
-    HomeAssistantConfig, MqttConfig, StoreConfig, WebConfig, load_config, parse_config,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_SESSION_EXPIRY_S,
+    AlarmsConfig,
+    CentralConfig,
+    ConfigError,
+    EscalationConfig,
+    HomeAssistantConfig,
+    MqttConfig,
+    StoreConfig,
+    WebConfig,
+    load_config,
+    parse_config,
 )
 
 DESIGN_EXAMPLE = """

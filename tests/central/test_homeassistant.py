@@ -18,8 +18,17 @@ from hypothesis import strategies as st
 from central.app import Central
 from central.config import CentralConfig, parse_config
 from central.homeassistant import (
-    AGENT_AVAILABILITY_TEMPLATE, CENTRAL_AVAILABILITY_TEMPLATE, COMPLETION_ATTRIBUTES_TEMPLATE, COMPLETION_TEMPLATE,
-    MAX_ITEMS_PER_KIND, TAG_TEMPLATE, Component, Entity, agent_entities, event_updates, slug, snapshot_states,
+    AGENT_AVAILABILITY_TEMPLATE,
+    CENTRAL_AVAILABILITY_TEMPLATE,
+    COMPLETION_ATTRIBUTES_TEMPLATE,
+    COMPLETION_TEMPLATE,
+    MAX_ITEMS_PER_KIND,
+    TAG_TEMPLATE,
+    Entity,
+    agent_entities,
+    event_updates,
+    slug,
+    snapshot_states,
     unit_entity,
 )
 from central.ingest import Ingest

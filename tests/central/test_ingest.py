@@ -19,9 +19,7 @@ from central.store import Store, StoredEvent
 from tests.support import Broker, wait_until
 from wire import topics
 from wire.codec import pack
-from wire.messages import (
-    Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, Event, EventKind, Telemetry,
-)
+from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, Event, EventKind, Telemetry
 
 BOOT = "boot-a"
 T0 = 1_700_000_000_000

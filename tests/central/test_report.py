@@ -164,7 +164,7 @@ def test_table_and_csv_show_counts_rounds_and_flags() -> None:
     report = build_report(history(plan()), MAY_1, scans, now_ms=at(3, 0))
     table = render_table(report)
     assert "Patrol completion for 2024-05-01" in table
-    line = next(l for l in table.splitlines() if "2024-05-01T22:00:00+08:00" in l)
+    line = next(row for row in table.splitlines() if "2024-05-01T22:00:00+08:00" in row)
     assert line.split()[:4] == ["night-loop", "chengzhou-g1", "2024-05-01T22:00:00+08:00", "complete"]
     assert line.endswith("out-of-order; cp-east-gate x2; cp-north-fence x2; min-gap 300s; unauthorised DEADBEEF01")
     rows = list(csv.DictReader(io.StringIO(render_csv(report))))

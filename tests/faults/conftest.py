@@ -18,7 +18,6 @@ from tests.faults.harness import ARTIFACTS, FaultSite, Numbers, write_numbers
 from tests.security.tlsbroker import TlsBroker, make_pki
 from tests.support import Broker, Processes
 
-
 _RUN: list[dict] = []  # type: ignore[type-arg]
 
 

@@ -47,7 +47,7 @@ def _sigkill_broker_under_a_stream(site: FaultSite, numbers: Numbers) -> None:
         for _ in range(KILLS):
             # Let the stream reach central first, so every crash cuts into live traffic.
             marks = {a: len(stored_eseqs(site.store_path, a)) for a in AGENTS}
-            wait_until(lambda: all(len(stored_eseqs(site.store_path, a)) >= marks[a] + 20 for a in AGENTS),
+            wait_until(lambda marks=marks: all(len(stored_eseqs(site.store_path, a)) >= marks[a] + 20 for a in AGENTS),
                        timeout=30, interval=0.1, message="the stream reaching central between crashes")
             site.broker.kill()
             time.sleep(DOWN_S)  # the outage: events made now can only wait in the outboxes

@@ -59,7 +59,7 @@ def rdm() -> Iterator[list[SimulatedRdm6300]]:
 
 
 def _present(reader: SimulatedRdm6300, tags: list[str], prefix: str, n: int) -> None:
-    for i in range(n):
+    for _ in range(n):
         tag = f"{prefix}{len(tags):04X}"  # 10 hex digits, as an EM4100 id
         reader.tap(tag, hold_s=0.2)
         tags.append(tag)

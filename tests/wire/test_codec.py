@@ -7,9 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from wire import DecodeError, Event, EventKind, MAX_PAYLOAD_BYTES, pack, unpack
+from wire import MAX_PAYLOAD_BYTES, DecodeError, Event, EventKind, pack, topics, unpack
 from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, Telemetry
-from wire import topics
 
 
 def _event(**over: object) -> Event:

@@ -25,17 +25,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from agent.inputs.readers.errors import DeviceError, FrameError, ReaderError, ReaderSilent
-from agent.inputs.readers.pn532 import (
-    Ack,
-    ErrorFrame,
-    Frame,
-    FrameReader,
-    Nack,
-    Pn532Driver,
-    build_frame,
-    command_frame,
-    parse_target_uid,
-)
+from agent.inputs.readers.pn532 import Ack, ErrorFrame, Frame, FrameReader, Nack, Pn532Driver, build_frame, command_frame, parse_target_uid
 from agent.inputs.readers.sim import SimulatedPn532
 
 UID4 = bytes.fromhex("8B0D4F49")
