@@ -57,7 +57,7 @@ def kernel_clock_state() -> int | None:
     if func is None:
         return None
     buf = ctypes.create_string_buffer(_TIMEX_BUFFER_BYTES)  # zeroed: modes = 0, read only
-    state = func(buf)
+    state = func(ctypes.cast(buf, ctypes.c_char_p))
     if state < 0:
         _LOGGER.warning("adjtimex failed with errno %s", ctypes.get_errno())
         return None

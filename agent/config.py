@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridpatrol.base.errors import ConfigError
 from gridpatrol.base.tomlconfig import Table, non_negative, one_of, opt_path, parse_toml, positive, read_bytes
 from gridpatrol.base.tomlconfig import port as port_number
 from wire.topics import CENTRAL_ID, is_valid_agent_id
@@ -20,10 +21,6 @@ NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?\Z")  # \Z: "$" wou
 BCM_PINS = range(0, 28)
 READER_PROTOCOLS = ("rdm6300", "pn532", "wiegand")
 CONTACTS = ("nc", "no")
-
-
-class ConfigError(ValueError):
-    """A configuration file is wrong; the message names the file and the key."""
 
 
 @dataclass(frozen=True, slots=True)

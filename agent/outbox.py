@@ -48,6 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from agent.errors import AgentError
 from agent.events import FaultCode
 from agent.reserve import DiskReserve
 from wire.codec import pack, unpack
@@ -101,7 +102,7 @@ _META_DEFAULTS = {"schema": SCHEMA_VERSION, "last_eseq": 0, "acked_eseq": 0, "bd
 _RESERVED_FIELDS = frozenset({"eseq", "boot_id", "kind", "source", "ts", "mono_ms", "clock_synced", "replayed"})
 
 
-class OutboxError(OSError):
+class OutboxError(AgentError, OSError):
     """The outbox file cannot be used (corrupt, wrong schema, closed)."""
 
 

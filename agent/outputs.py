@@ -85,7 +85,7 @@ class TimedOutput:
                 raise ValueError(f"output {self.name!r} is closed")
             now = self._clock()
             changed = self._on_since is None
-            if changed:
+            if self._on_since is None:
                 self._on_since = now
             limit = None if self.max_on_s is None else self._on_since + self.max_on_s
             until = None if seconds is None else now + seconds

@@ -179,11 +179,11 @@ class Publisher:
             sends.append(self._send(eseq, replayed=True, now=now))
             slots -= 1
         while slots > 0:
-            eseq = self._next_backlog()
-            if eseq is None:
+            backlog = self._next_backlog()
+            if backlog is None:
                 break
-            self._cursor = eseq + 1
-            sends.append(self._send(eseq, replayed=True, now=now))
+            self._cursor = backlog + 1
+            sends.append(self._send(backlog, replayed=True, now=now))
             slots -= 1
         return sends
 

@@ -132,7 +132,8 @@ class Agent:
         self._stopped = False
 
         self._own_factory = pin_factory is None and config.gpio.pin_factory is not None
-        self.pin_factory = make_pin_factory(config.gpio.pin_factory, source=config.source) if self._own_factory else pin_factory
+        self.pin_factory = (make_pin_factory(config.gpio.pin_factory, source=config.source)
+                            if config.gpio.pin_factory is not None and pin_factory is None else pin_factory)
 
         try:
             config.data_dir.mkdir(parents=True, exist_ok=True)
@@ -228,12 +229,12 @@ class Agent:
                 )
                 self._closables.append(link)
                 self.mcus[mcu_cfg.name] = link
-                for name, output in link.outputs.items():
+                for name, mcu_output in link.outputs.items():
                     if name == cfg.gpio.status_led:
                         _LOGGER.warning("status LED %r is on mcu %r: it is not driven", name, mcu_cfg.name)
                         continue
-                    output.when_changed = self._output_changed
-                    self.outputs[name] = output
+                    mcu_output.when_changed = self._output_changed
+                    self.outputs[name] = mcu_output
         if cfg.gpio.sim_socket is not None:
             from agent.simsocket import SimSocket
 

@@ -443,11 +443,11 @@ class Session:
         while self._inbox:
             message = self._inbox.popleft()
             if message.topic == self._topics["ack"]:
-                self._handle_ack(message.payload)
+                self._handle_ack(bytes(message.payload))
             elif message.topic == self._topics["cmd"]:
-                self._handle_command(client, message.payload)
+                self._handle_command(client, bytes(message.payload))
             elif message.topic == topics.CENTRAL_STATUS:
-                self._handle_central_status(message.payload, retained=bool(message.retain))
+                self._handle_central_status(bytes(message.payload), retained=bool(message.retain))
 
     def _handle_ack(self, payload: bytes) -> None:
         try:

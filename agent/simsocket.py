@@ -28,6 +28,7 @@ from gpiozero import PinError
 from gpiozero.pins.mock import MockFactory, MockPin
 
 from agent.config import ZoneConfig
+from agent.errors import AgentError
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -40,11 +41,11 @@ SOCKET_MODE = 0o600
 USAGE = "expected 'drive PIN high' or 'drive PIN low'"
 
 
-class SimSocketError(OSError):
+class SimSocketError(AgentError, OSError):
     """The simulation socket cannot be set up (path too long, in use, not a socket)."""
 
 
-class SimCommandError(ValueError):
+class SimCommandError(AgentError, ValueError):
     """A command line on the simulation socket is not a valid command."""
 
 

@@ -3,9 +3,9 @@
 Every mistake raises :class:`ConfigError` with one line naming the file and the
 key path at fault (``central.toml: store.url: ...``); the command line turns it
 into exit status 2. The reading rules are agent/config.py's (unknown keys are
-rejected, types are exact, a bool is never a number); the table reader is
-shared with it through gridpatrol/base/tomlconfig.py, since central and agent
-never import each other.
+rejected, types are exact, a bool is never a number); the table reader and
+:class:`ConfigError` are shared with it through gridpatrol/base/, since
+central and agent never import each other.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gridpatrol.base.errors import ConfigError
 from gridpatrol.base.tomlconfig import Table, non_negative, not_empty, one_of, opt_path, parse_toml, positive, read_bytes
 from gridpatrol.base.tomlconfig import port as port_number
 
@@ -26,10 +27,6 @@ DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 SESSION_EXPIRY_MAX_S = 0xFFFFFFFF  # MQTT v5: the largest expiry interval
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" would also match before a final newline
 _SQLITE_PREFIX = "sqlite://"
-
-
-class ConfigError(ValueError):
-    """A configuration file is wrong; the message names the file and the key."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -355,7 +355,7 @@ class HomeAssistant:
         while True:
             wait = max(0.0, next_poll - time.monotonic())
             try:
-                item = self._queue.get(timeout=wait) if wait > 0 else _WAKE
+                item: Any = self._queue.get(timeout=wait) if wait > 0 else _WAKE
             except queue.Empty:
                 item = _WAKE
             if item is _STOP:

@@ -118,7 +118,8 @@ class _Day:
                     j -= 1
 
     def lineage(self, unit: str) -> list[str]:
-        chain, current = [], unit
+        chain: list[str] = []
+        current: str | None = unit
         while current is not None and current in self.units and current not in chain:
             chain.append(current)
             current = self.units[current].parent

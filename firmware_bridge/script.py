@@ -24,6 +24,7 @@ A mistake raises :class:`ScriptError` naming the file and the line.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -248,7 +249,7 @@ def play(sim: McuSim, script: Script) -> None:
 
     def schedule() -> None:
         for step in script.steps:
-            sim.after(step.at_s, lambda step=step: run_step(sim, step))
+            sim.after(step.at_s, functools.partial(run_step, sim, step))
         if script.repeat:
             sim.after(script.length_s, schedule)
 

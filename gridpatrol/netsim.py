@@ -100,7 +100,7 @@ class TcpProxy:
                     elif key.fileobj is self._listener:
                         self._accept(self.mode)
                     elif key.fileobj in self._peers:
-                        self._forward(key.fileobj, self.mode)  # type: ignore[arg-type]
+                        self._forward(key.fileobj, self.mode)  # type: ignore[arg-type, unused-ignore]
         finally:
             self._drop_all()
             for sock in (self._listener, self._wake_r, self._wake_w):
@@ -168,13 +168,15 @@ class TcpProxy:
         peer = self._peers.pop(sock, None)
         if peer is not None and peer is not sock:
             self._peers.pop(peer, None)
-        for s in {sock, peer} - {None}:
-            self._dead.discard(s)  # type: ignore[arg-type]
+        for s in (sock, peer):
+            if s is None:
+                continue
+            self._dead.discard(s)
             try:
                 self._selector.unregister(s)
             except (KeyError, ValueError, OSError):
                 pass
-            s.close()  # type: ignore[union-attr]
+            s.close()
 
     def _drop_all(self) -> None:
         for sock in list(self._peers):

@@ -39,6 +39,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from gridpatrol.base.errors import GridpatrolError
 from wire.codec import MAX_PAYLOAD_BYTES
 from wire.topics import CENTRAL_ID, ROOT, is_valid_agent_id
 
@@ -62,7 +63,7 @@ _PUBLIC_FILE_MODE = 0o644
 _PRIVATE_DIR_MODE = 0o700
 
 
-class PkiError(ValueError):
+class PkiError(GridpatrolError, ValueError):
     """Bad input to a ``gridpatrol pki`` command: names the file or value at fault."""
 
 

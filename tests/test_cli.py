@@ -72,3 +72,11 @@ def test_python_m_agent_needs_no_command_line_module() -> None:
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("usage: python -m agent ")
+
+
+def test_a_deeply_nested_config_is_bad_input_naming_the_file(tmp_path: Path) -> None:
+    for command in ("agent", "agents"):
+        path = tmp_path / f"{command}.toml"
+        path.write_text("agent_id = " + "[" * 100_000 + "]" * 100_000 + "\n")
+        done = run_cli(command, "--config", str(path))
+        assert (done.returncode, done.stderr) == (2, f"gridpatrol: {path}: not valid TOML: nested too deeply\n")

@@ -216,7 +216,8 @@ class McuLink:
         self._emit = emit
         self._clock = clock
         self._wake = wake
-        for item in (*zones, *buttons, *readers, *outputs):
+        items: list[ZoneConfig | ButtonConfig | ReaderConfig | OutputConfig] = [*zones, *buttons, *readers, *outputs]
+        for item in items:
             if item.mcu != config.name:
                 raise ValueError(f"{item.name!r} belongs to mcu {item.mcu!r}, not {config.name!r}")
         self.zones = {z.input: McuZone(z) for z in zones if z.input is not None}
@@ -300,7 +301,8 @@ class McuLink:
         while self._inbox:
             kind, item, at = self._inbox.popleft()
             if kind == "port":
-                self._port_changed(*item, at)
+                is_open, detail = item
+                self._port_changed(is_open, detail, at)
             else:
                 self._frame(item, at)
         deadlines: list[float] = []

@@ -14,20 +14,8 @@ import zoneinfo
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
-from central.plan.model import (
-    MINUTES_PER_DAY,
-    AgentEntry,
-    Camera,
-    Checkpoint,
-    Member,
-    Order,
-    Plan,
-    Route,
-    Team,
-    Tier,
-    Unit,
-    Window,
-)
+from central.errors import CentralError
+from central.plan.model import MINUTES_PER_DAY, AgentEntry, Camera, Checkpoint, Member, Order, Plan, Route, Team, Tier, Unit, Window
 from wire.topics import is_valid_agent_id
 
 MAX_PLAN_BYTES = 16 * 1024 * 1024  # a district of 10,000 checkpoints is about 2 MB
@@ -49,7 +37,7 @@ MAX_NESTING = 32
 T = TypeVar("T")
 
 
-class PlanError(ValueError):
+class PlanError(CentralError, ValueError):
     """The plan (file or stored version) is not valid; the message names the entry."""
 
 
@@ -263,11 +251,11 @@ class _Parser:
         for e, u in entries:
             if u.parent is None:
                 continue
-            parent = by_id[u.parent]
+            parent_unit = by_id[u.parent]
             if u.tier is Tier.DISTRICT:
                 raise e.fail(f"a district has no parent, but names {u.parent!r}")
-            if parent.tier is not u.tier.parent_tier:
-                raise e.fail(f"a {u.tier} must be under a {u.tier.parent_tier}, but {parent.id!r} is a {parent.tier}")
+            if parent_unit.tier is not u.tier.parent_tier:
+                raise e.fail(f"a {u.tier} must be under a {u.tier.parent_tier}, but {parent_unit.id!r} is a {parent_unit.tier}")
         return tuple(u for _, u in entries)
 
     def _unique(self, e: _Entry, seen: dict[str, int], index: int, kind: str) -> str:

@@ -6,8 +6,10 @@
 
 from __future__ import annotations
 
+from central.errors import CentralError
 
-class WebError(Exception):
+
+class WebError(CentralError):
     """Root of the dashboard's own errors."""
 
 

@@ -176,7 +176,7 @@ def bad_params(endpoint):  # type: ignore[no-untyped-def]
     return guarded
 
 
-def _scope(request: Request):  # type: ignore[no-untyped-def]
+def _scope(request: Request):
     return dashboard(request).scope(user_of(request).unit)
 
 

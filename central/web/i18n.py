@@ -247,7 +247,7 @@ def match_language(tag: str) -> str | None:
 
 def negotiate(accept_language: str | None, cookie: str | None) -> str:
     if cookie in LANGUAGES:
-        return cookie  # type: ignore[return-value]
+        return cookie
     for tag in parse_accept_language(accept_language):
         lang = match_language(tag)
         if lang:

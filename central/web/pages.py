@@ -117,7 +117,7 @@ def renderer(request: Request) -> Renderer:
     return request.app.state.renderer
 
 
-def _scope(request: Request):  # type: ignore[no-untyped-def]
+def _scope(request: Request):
     return request.app.state.dashboard.scope(user_of(request).unit)
 
 

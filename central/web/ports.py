@@ -20,7 +20,7 @@ class PlanSource(Protocol):
 
 class AlarmActions(Protocol):
     def acknowledge(self, alarm_id: int, by: str, now: float) -> Any:
-        """Acknowledge; raises when the alarm is unknown or no longer active. ``now``: UTC seconds."""
+        """Acknowledge; raises ``AlarmError`` when the alarm is unknown or no longer active. ``now``: UTC seconds."""
 
 
 class CompletionReports(Protocol):

@@ -15,6 +15,7 @@ from dataclasses import replace
 from typing import Any, Callable
 from zoneinfo import ZoneInfo
 
+from central.alarms import AlarmError
 from central.cameras.address import public_address
 from central.completion import RoundStatus, judge, slots_for
 from central.plan.model import TIERS, Order, Plan, Route
@@ -156,7 +157,7 @@ class Dashboard:
             raise AckRefused(409, f"alarm {alarm_id} is already {alarm['state']}", alarm)
         try:
             self.alarm_actions.acknowledge(alarm_id, by, self.clock())
-        except Exception as exc:  # the book refuses a double ack (a colleague was quicker)
+        except AlarmError as exc:  # the book refuses a double ack (a colleague was quicker); any other error is no 409
             now = self.alarm(scope, alarm_id)
             if now is not None and now["state"] != "active":
                 raise AckRefused(409, f"alarm {alarm_id} is already {now['state']}", now) from None

@@ -10,7 +10,7 @@ No typing imports, dataclasses, enums or f-strings: MicroPython has none of them
 try:
     from firmware_bridge.firmware import framing
 except ImportError:  # on the Pico the modules sit side by side
-    import framing
+    import framing  # type: ignore[import-not-found, no-redef]
 
 FW_VERSION = "gridpatrol-pico/1.0.0"
 

@@ -18,10 +18,10 @@ import struct
 try:  # CPython: the C implementation; with init 0xFFFF it is CCITT-FALSE
     from binascii import crc_hqx as _crc_hqx
 except ImportError:  # MicroPython's binascii has crc32 only
-    _crc_hqx = None
+    _crc_hqx = None  # type: ignore[assignment]
 
 try:  # MicroPython: ticks_ms() wraps, so differences go through ticks_diff
-    from time import ticks_diff
+    from time import ticks_diff  # type: ignore[attr-defined]
 except ImportError:
 
     def ticks_diff(a, b):
@@ -90,7 +90,7 @@ try:
 
 except TypeError:  # MicroPython cannot mix two native exception bases
 
-    class FrameError(BridgeError):
+    class FrameError(BridgeError):  # type: ignore[no-redef]
         """Bytes from the link are not a frame; ``counter`` names what to count."""
 
         counter = "body_errors"
@@ -443,7 +443,7 @@ class Deframer:
         self._skipping = False  # dropping an overlong run until the next delimiter
 
     def feed(self, data):
-        frames = []
+        frames = []  # type: list
         data = bytes(data)
         start = 0
         while True:
@@ -549,7 +549,7 @@ class Endpoint:
 
     def receive(self, data, now_ms):
         """Bytes from the port -> new bodies to act on, in order."""
-        delivered = []
+        delivered = []  # type: list
         for body in self._deframer.feed(data):
             self._accept(body, delivered)
         self._start_next(now_ms)

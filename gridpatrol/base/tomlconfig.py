@@ -40,6 +40,8 @@ def parse_toml(data: bytes | str, *, source: str, error: type[ValueError]) -> tu
         raise error(f"{source}: not UTF-8 text: {exc.reason} at byte {exc.start}") from None
     except ValueError as exc:  # TOMLDecodeError, and int()'s own limit: an integer of more than 4300 digits
         raise error(f"{source}: not valid TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses into nested arrays and inline tables
+        raise error(f"{source}: not valid TOML: nested too deeply") from None
     return raw, fail
 
 

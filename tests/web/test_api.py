@@ -340,3 +340,21 @@ def test_an_agent_clock_out_of_every_calendar_shows_a_dash_not_an_error(client: 
         assert r.status_code == 200, path
     assert "67003B51C6" in client.get("/events").text
     assert [e["ts"] for e in client.get("/api/events").json()] == [ts]
+
+
+def test_a_store_failure_during_an_ack_is_no_conflict(world: World) -> None:
+    """Only the alarm book's refusal is a 409; a failing database is a server error."""
+    import sqlite3
+
+    class FailingBook:
+        def acknowledge(self, alarm_id: int, by: str, now: float) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    alarm_id = world.raise_alarm("school-9-gate-1", "office-panic")
+    app = world.build_app(limiter=LoginLimiter(user_failures=3, ip_failures=100))
+    app.state.dashboard.alarm_actions = FailingBook()
+    with TestClient(app, base_url=BASE, raise_server_exceptions=False) as c:
+        token = login(c, "lin")
+        r = c.post(f"/api/alarms/{alarm_id}/ack", headers={"X-CSRF-Token": token, "Origin": BASE})
+    assert r.status_code == 500
+    assert world.alarm_row(alarm_id)["state"] == "active"

@@ -6,7 +6,7 @@ thread that owns a port lives in :mod:`.serial_reader`; :mod:`.sim` holds
 simulated modules on pseudo-terminals for tests and the demo.
 """
 
-from agent.inputs.readers.errors import Cancelled, DeviceError, FrameError, ReaderError, ReaderSilent, WiegandError
+from agent.inputs.readers.errors import Cancelled, DeviceError, ReaderError, ReaderFrameError, ReaderSilent, WiegandError
 from agent.inputs.readers.pn532 import FrameReader, Pn532Driver, build_frame
 from agent.inputs.readers.presence import PRESENCE_ABSENT_S, PresenceFilter
 from agent.inputs.readers.rdm6300 import Rdm6300Parser
@@ -17,7 +17,7 @@ __all__ = [
     "PRESENCE_ABSENT_S",
     "Cancelled",
     "DeviceError",
-    "FrameError",
+    "ReaderFrameError",
     "FrameReader",
     "Pn532Driver",
     "PresenceFilter",

@@ -1,14 +1,16 @@
 """Exceptions of the RFID reader package.
 
-:class:`ReaderError` is the root; each subclass also inherits the builtin it
+:class:`ReaderError` (an ``agent.AgentError``) is the root; each subclass also inherits the builtin it
 resembles, so a caller that only knows ``ValueError`` (bad input) or
 ``TimeoutError`` (a silent device) still catches the right thing.
 """
 
 from __future__ import annotations
 
+from agent.errors import AgentError
 
-class ReaderError(Exception):
+
+class ReaderError(AgentError):
     """Root of every error raised by ``agent.inputs.readers``."""
 
 
@@ -16,7 +18,7 @@ class WiegandError(ReaderError, ValueError):
     """A Wiegand frame of an unsupported length or with a bad parity bit."""
 
 
-class FrameError(ReaderError, ValueError):
+class ReaderFrameError(ReaderError, ValueError):
     """A reader frame that cannot be encoded or decoded as given."""
 
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from enum import IntEnum
 from typing import Callable, Final, Protocol
 
-from agent.inputs.readers.errors import Cancelled, DeviceError, FrameError, ReaderSilent
+from agent.inputs.readers.errors import Cancelled, DeviceError, ReaderFrameError, ReaderSilent
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -115,9 +115,9 @@ def build_frame(data: bytes) -> bytes:
     """A normal frame for ``data`` (TFI + packet data), or an extended one beyond 255 bytes."""
     n = len(data)
     if n == 0:
-        raise FrameError("PN532 frame: data must hold at least the TFI byte")
+        raise ReaderFrameError("PN532 frame: data must hold at least the TFI byte")
     if n > EXTENDED_MAX_LEN:
-        raise FrameError(f"PN532 frame: {n} bytes of data is more than {EXTENDED_MAX_LEN}")
+        raise ReaderFrameError(f"PN532 frame: {n} bytes of data is more than {EXTENDED_MAX_LEN}")
     dcs = (-sum(data)) & 0xFF
     if n <= NORMAL_MAX_LEN:
         head = bytes([0x00, 0x00, 0xFF, n, (-n) & 0xFF])
@@ -252,20 +252,20 @@ def parse_target_uid(params: bytes) -> bytes | None:
     SEL_RES, NFCIDLength, NFCID1, and an ATS for ISO 14443-4 cards.
     """
     if not params:
-        raise FrameError("InListPassiveTarget answer: empty")
+        raise ReaderFrameError("InListPassiveTarget answer: empty")
     count = params[0]
     if count == 0:
         return None
     if count > 1:
-        raise FrameError(f"InListPassiveTarget answer: {count} targets for MaxTg=1")
+        raise ReaderFrameError(f"InListPassiveTarget answer: {count} targets for MaxTg=1")
     if len(params) < 6:
-        raise FrameError("InListPassiveTarget answer: target data cut short")
+        raise ReaderFrameError("InListPassiveTarget answer: target data cut short")
     uid_len = params[5]
     if uid_len not in (4, 7, 10):
-        raise FrameError(f"InListPassiveTarget answer: a {uid_len}-byte UID is not ISO 14443A (4, 7 or 10)")
+        raise ReaderFrameError(f"InListPassiveTarget answer: a {uid_len}-byte UID is not ISO 14443A (4, 7 or 10)")
     uid = params[6 : 6 + uid_len]
     if len(uid) != uid_len:
-        raise FrameError("InListPassiveTarget answer: UID cut short")
+        raise ReaderFrameError("InListPassiveTarget answer: UID cut short")
     return uid
 
 
@@ -334,7 +334,7 @@ class Pn532Driver:
         """(IC, Ver, Rev, Support): a PN532 v1.6 answers (0x32, 1, 6, 7)."""
         p = self.command(Command.GET_FIRMWARE_VERSION)
         if len(p) != 4:
-            raise FrameError(f"GetFirmwareVersion answer: {len(p)} bytes, expected 4")
+            raise ReaderFrameError(f"GetFirmwareVersion answer: {len(p)} bytes, expected 4")
         return p[0], p[1], p[2], p[3]
 
     def poll(self) -> bytes | None:

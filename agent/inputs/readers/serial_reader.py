@@ -23,7 +23,7 @@ import serial
 
 from agent.config import ReaderConfig
 from agent.events import EventSink, FaultCode
-from agent.inputs.readers.errors import Cancelled, DeviceError, FrameError, ReaderSilent
+from agent.inputs.readers.errors import Cancelled, DeviceError, ReaderFrameError, ReaderSilent
 from agent.inputs.readers.pn532 import PN532_BAUDRATE, Pn532Driver
 from agent.inputs.readers.presence import PRESENCE_ABSENT_S, PresenceFilter
 from agent.inputs.readers.rdm6300 import RDM6300_BAUDRATE, Rdm6300Parser
@@ -288,7 +288,7 @@ class SerialReader:
                 ready = False
                 self._stop.wait(PN532_POLL_S)
                 continue
-            except FrameError as exc:
+            except ReaderFrameError as exc:
                 self._count("bad_answers")
                 _LOGGER.debug("reader %s: %s", self.name, exc)
                 uid = None

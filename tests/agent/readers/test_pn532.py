@@ -24,7 +24,7 @@ import serial
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from agent.inputs.readers.errors import DeviceError, FrameError, ReaderError, ReaderSilent
+from agent.inputs.readers.errors import DeviceError, ReaderError, ReaderFrameError, ReaderSilent
 from agent.inputs.readers.pn532 import Ack, ErrorFrame, Frame, FrameReader, Nack, Pn532Driver, build_frame, command_frame, parse_target_uid
 from agent.inputs.readers.sim import SimulatedPn532
 
@@ -88,7 +88,7 @@ def test_in_list_passive_target_with_ats_keeps_the_uid() -> None:
     ],
 )
 def test_malformed_target_answers(params: bytes, message: str) -> None:
-    with pytest.raises(FrameError) as info:
+    with pytest.raises(ReaderFrameError) as info:
         parse_target_uid(params)
     assert str(info.value) == message
     assert isinstance(info.value, ReaderError) and isinstance(info.value, ValueError)
@@ -104,10 +104,10 @@ def test_extended_frame() -> None:
 
 
 def test_build_frame_refuses_empty_and_oversized_data() -> None:
-    with pytest.raises(FrameError) as info:
+    with pytest.raises(ReaderFrameError) as info:
         build_frame(b"")
     assert str(info.value) == "PN532 frame: data must hold at least the TFI byte"
-    with pytest.raises(FrameError) as info:
+    with pytest.raises(ReaderFrameError) as info:
         build_frame(bytes(266))
     assert str(info.value) == "PN532 frame: 266 bytes of data is more than 265"
 
@@ -242,7 +242,7 @@ def test_back_to_back_frames_with_one_flipped_bit_never_yield_data_that_was_not_
 def test_target_answer_parser_meets_anything(params: bytes) -> None:
     try:
         uid = parse_target_uid(params)
-    except FrameError:
+    except ReaderFrameError:
         return
     assert uid is None or len(uid) in (4, 7, 10)
 
