@@ -6,6 +6,7 @@ a condition with a deadline (:func:`wait_until`).
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from typing import Callable, Sequence, TypeVar
 from gridpatrol import procs
 from gridpatrol.localbroker import LocalBroker, free_port, port_open
 
-__all__ = ["Broker", "Processes", "REPO", "free_port", "port_open", "run_cli", "wait_until"]
+__all__ = ["AGENT_ID", "Broker", "GATE", "Processes", "REPO", "agent_toml", "device", "free_port", "port_open", "run_cli", "wait_until"]
 
 T = TypeVar("T")
 
@@ -86,3 +87,52 @@ def run_cli(*args: str, stdin: bytes | None = None, timeout: float = 60) -> subp
         [sys.executable, "-m", "gridpatrol.cli", *args],
         input=None if stdin is None else stdin.decode(), capture_output=True, text=True, timeout=timeout,
     )
+
+
+# -- agent configurations -----------------------------------------------------
+
+AGENT_ID = "school-9-gate-1"
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
+
+
+def _table(header: str, keys: dict[str, object]) -> str:
+    lines = [header] + [f"{k} = {_toml_value(v)}" for k, v in keys.items() if v is not None]
+    return "\n".join(lines) + "\n"
+
+
+def device(kind: str, **keys: object) -> str:
+    """One ``[[kind]]`` table of an agent configuration; keys given None are left out."""
+    return _table(f"[[{kind}]]", keys)
+
+
+# The gate most tests use: a loop on pin 17 that sounds a siren on pin 22.
+GATE = (
+    device("zone", name="north-fence", pin=17, debounce_ms=20, siren="siren"),
+    device("output", name="siren", pin=22, max_on_s=180),
+)
+
+
+def agent_toml(data_dir: Path, port: int, *, agent_id: str = AGENT_ID, devices: Sequence[str] = GATE,
+               mqtt: dict[str, object] | None = None, gpio: dict[str, object] | None = None,
+               telemetry_s: float | None = None, extra: str = "") -> str:
+    """An agent configuration for a test: the agent's broker on 127.0.0.1:``port``.
+
+    ``mqtt`` and ``gpio`` add or replace keys of those tables (``keepalive_s``
+    is 5 unless given; ``pin_factory`` is "mock" unless given None); ``devices``
+    are :func:`device` tables; ``extra`` is appended as it is.
+    """
+    parts = [_table("", {"agent_id": agent_id, "data_dir": str(data_dir)}).lstrip("\n"),
+             _table("[mqtt]", {"host": "127.0.0.1", "port": port, "keepalive_s": 5, **(mqtt or {})}),
+             _table("[gpio]", {"pin_factory": "mock", **(gpio or {})})]
+    if telemetry_s is not None:
+        parts.append(_table("[telemetry]", {"interval_s": telemetry_s}))
+    parts.extend(devices)
+    parts.append(extra)
+    return "\n".join(parts)

@@ -13,7 +13,7 @@ import pytest
 
 from agent.outbox import Outbox
 from tests.agent.test_session import CentralSide
-from tests.support import Broker, Processes, run_cli, wait_until
+from tests.support import Broker, Processes, agent_toml, device, run_cli, wait_until
 from wire.messages import AgentState, EventKind
 
 AGENT = "school-9-gate-1"
@@ -21,41 +21,14 @@ AGENT = "school-9-gate-1"
 
 def _write_config(tmp_path: Path, port: int, *, debounce_ms: int = 20) -> Path:
     path = tmp_path / "agent.toml"
-    path.write_text(f"""
-agent_id = "{AGENT}"
-data_dir = "{tmp_path / 'data'}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-keepalive_s = 5
-resend_s = 2
-
-[gpio]
-pin_factory = "mock"
-sim_socket = "{tmp_path / 'sim.sock'}"
-
-[[zone]]
-name = "north-fence"
-pin = 17
-debounce_ms = {debounce_ms}
-siren = "siren"
-
-[[button]]
-name = "office-panic"
-pin = 27
-hold_ms = 100
-indicator = "panic-led"
-
-[[output]]
-name = "siren"
-pin = 22
-max_on_s = 180
-
-[[output]]
-name = "panic-led"
-pin = 23
-""")
+    path.write_text(agent_toml(
+        tmp_path / "data", port, agent_id=AGENT, mqtt={"resend_s": 2}, gpio={"sim_socket": tmp_path / "sim.sock"},
+        devices=(
+            device("zone", name="north-fence", pin=17, debounce_ms=debounce_ms, siren="siren"),
+            device("button", name="office-panic", pin=27, hold_ms=100, indicator="panic-led"),
+            device("output", name="siren", pin=22, max_on_s=180),
+            device("output", name="panic-led", pin=23),
+        )))
     return path
 
 

@@ -15,7 +15,7 @@ import pytest
 from agent.outbox import Outbox
 from tests.agent.test_agent_cli import SimClient
 from tests.agent.test_session import CentralSide
-from tests.support import Broker, Processes, wait_until
+from tests.support import Broker, Processes, agent_toml, wait_until
 from wire.messages import AgentState, AgentStatus, EventKind
 from wire.topics import Channel
 
@@ -25,30 +25,7 @@ ZONE_PIN = 17
 
 def _config(tmp_path: Path, port: int) -> Path:
     path = tmp_path / "agent.toml"
-    path.write_text(f"""
-agent_id = "{AGENT}"
-data_dir = "{tmp_path / 'data'}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-keepalive_s = 5
-
-[gpio]
-pin_factory = "mock"
-sim_socket = "{tmp_path / 'sim.sock'}"
-
-[[zone]]
-name = "north-fence"
-pin = {ZONE_PIN}
-debounce_ms = 20
-siren = "siren"
-
-[[output]]
-name = "siren"
-pin = 22
-max_on_s = 180
-""")
+    path.write_text(agent_toml(tmp_path / "data", port, agent_id=AGENT, gpio={"sim_socket": tmp_path / "sim.sock"}))
     return path
 
 

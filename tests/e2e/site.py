@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from subprocess import Popen
 
+from tests import support
 from tests.support import Broker, Processes, free_port, run_cli, wait_until
 
 
@@ -35,51 +36,16 @@ listen = "127.0.0.1:{web_port}"
 
 
 def agent_toml(agent_id: str, directory: Path, port: int, *, extra: str = "", resend_s: float = 2, keepalive_s: int = 5) -> str:
-    return f"""agent_id = "{agent_id}"
-data_dir = "{directory}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-keepalive_s = {keepalive_s}
-resend_s = {resend_s}
-
-[gpio]
-pin_factory = "mock"
-sim_socket = "{directory}/sim.sock"
-status_led = "status-led"
-
-[[zone]]
-name = "north-fence"
-pin = 17
-contact = "nc"
-debounce_ms = 20
-siren = "siren"
-
-[[button]]
-name = "office-panic"
-pin = 27
-hold_ms = 600
-siren = "siren"
-indicator = "panic-led"
-
-[[output]]
-name = "siren"
-pin = 22
-max_on_s = 60
-
-[[output]]
-name = "panic-led"
-pin = 23
-
-[[output]]
-name = "status-led"
-pin = 24
-
-[telemetry]
-interval_s = 2
-{extra}
-"""
+    """The site's gate: a loop, a panic button, a siren and two LEDs, on mock pins driven through the sim socket."""
+    return support.agent_toml(
+        directory, port, agent_id=agent_id, mqtt={"keepalive_s": keepalive_s, "resend_s": resend_s},
+        gpio={"sim_socket": f"{directory}/sim.sock", "status_led": "status-led"}, telemetry_s=2, extra=extra, devices=(
+            support.device("zone", name="north-fence", pin=17, contact="nc", debounce_ms=20, siren="siren"),
+            support.device("button", name="office-panic", pin=27, hold_ms=600, siren="siren", indicator="panic-led"),
+            support.device("output", name="siren", pin=22, max_on_s=60),
+            support.device("output", name="panic-led", pin=23),
+            support.device("output", name="status-led", pin=24),
+        ))
 
 
 def drive(sock_path: Path, pin: int, level: str, *, timeout: float = 5.0) -> str:
