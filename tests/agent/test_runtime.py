@@ -15,7 +15,7 @@ from agent.runtime import Agent
 from agent.simsocket import wire_at_rest
 from firmware_bridge.sim import McuSim
 from tests.agent.test_session import CentralSide
-from tests.support import Broker, free_port, wait_until
+from tests.support import Broker, agent_toml, device, free_port, wait_until
 from wire import topics
 from wire.messages import AgentState, Command, CommandName, CommandResponse, EventKind, StateSnapshot, Telemetry
 
@@ -24,60 +24,17 @@ WALL_S = 1_750_000_000.0
 
 
 def _config(tmp_path: Path, port: int, *, tele_s: float = 60.0) -> AgentConfig:
-    return parse_config(f"""
-agent_id = "{AGENT}"
-data_dir = "{tmp_path / 'data'}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {port}
-keepalive_s = 5
-resend_s = 60
-
-[telemetry]
-interval_s = {tele_s}
-
-[gpio]
-status_led = "status-led"
-
-[[zone]]
-name = "north-fence"
-pin = 17
-contact = "nc"
-debounce_ms = 20
-siren = "siren"
-
-[[button]]
-name = "office-panic"
-pin = 27
-hold_ms = 100
-siren = "siren"
-indicator = "panic-led"
-
-[[button]]
-name = "quiet-panic"
-pin = 5
-hold_ms = 100
-silent = true
-indicator = "quiet-led"
-
-[[output]]
-name = "siren"
-pin = 22
-max_on_s = 180
-
-[[output]]
-name = "panic-led"
-pin = 23
-
-[[output]]
-name = "quiet-led"
-pin = 6
-
-[[output]]
-name = "status-led"
-pin = 24
-""", source="agent.toml")
+    return parse_config(agent_toml(
+        tmp_path / "data", port, agent_id=AGENT, mqtt={"resend_s": 60}, gpio={"pin_factory": None, "status_led": "status-led"},
+        telemetry_s=tele_s, devices=(
+            device("zone", name="north-fence", pin=17, contact="nc", debounce_ms=20, siren="siren"),
+            device("button", name="office-panic", pin=27, hold_ms=100, siren="siren", indicator="panic-led"),
+            device("button", name="quiet-panic", pin=5, hold_ms=100, silent=True, indicator="quiet-led"),
+            device("output", name="siren", pin=22, max_on_s=180),
+            device("output", name="panic-led", pin=23),
+            device("output", name="quiet-led", pin=6),
+            device("output", name="status-led", pin=24),
+        )), source="agent.toml")
 
 
 class Site:
@@ -272,18 +229,8 @@ def test_a_new_agent_process_continues_numbering_with_a_new_boot_id(tmp_path: Pa
 def test_a_card_on_a_serial_reader_becomes_a_scan_event(tmp_path: Path, mock_factory: MockFactory) -> None:
     module = SimulatedRdm6300()  # a module on a real pseudo-terminal; the agent opens its path
     try:
-        config = parse_config(f"""
-agent_id = "{AGENT}"
-data_dir = "{tmp_path / 'data'}"
-
-[mqtt]
-port = {free_port()}
-
-[[reader]]
-name = "gate-1"
-port = "{module.path}"
-protocol = "rdm6300"
-""")
+        config = parse_config(agent_toml(tmp_path / "data", free_port(), agent_id=AGENT, gpio={"pin_factory": None},
+                                         devices=(device("reader", name="gate-1", port=module.path, protocol="rdm6300"),)))
         agent = Agent(config, pin_factory=mock_factory, wall_clock=lambda: WALL_S).start()
         try:
             wait_until(lambda: agent.snapshot().inputs["gate-1"] == "up", message="the reader's port open")
@@ -302,41 +249,13 @@ def test_inputs_and_outputs_behind_a_microcontroller_get_the_same_reactions(
     tmp_path: Path, mock_factory: MockFactory, broker: Broker,
 ) -> None:
     with McuSim(link=tmp_path / "ttyMCU") as mcu:
-        config = parse_config(f"""
-agent_id = "{AGENT}"
-data_dir = "{tmp_path / 'data'}"
-
-[mqtt]
-port = {broker.port}
-
-[[mcu]]
-name = "front-end"
-port = "{mcu.path}"
-
-[[zone]]
-name = "east-wall"
-mcu = "front-end"
-input = 1
-siren = "siren"
-
-[[button]]
-name = "office-panic"
-mcu = "front-end"
-input = 0
-hold_ms = 100
-indicator = "panic-led"
-
-[[output]]
-name = "siren"
-mcu = "front-end"
-output = 0
-max_on_s = 60
-
-[[output]]
-name = "panic-led"
-mcu = "front-end"
-output = 1
-""")
+        config = parse_config(agent_toml(tmp_path / "data", broker.port, agent_id=AGENT, gpio={"pin_factory": None}, devices=(
+            device("mcu", name="front-end", port=mcu.path),
+            device("zone", name="east-wall", mcu="front-end", input=1, siren="siren"),
+            device("button", name="office-panic", mcu="front-end", input=0, hold_ms=100, indicator="panic-led"),
+            device("output", name="siren", mcu="front-end", output=0, max_on_s=60),
+            device("output", name="panic-led", mcu="front-end", output=1),
+        )))
         central = CentralSide(broker)
         agent = Agent(config, pin_factory=mock_factory).start()
         try:
