@@ -28,8 +28,9 @@ def run_agent(args: argparse.Namespace) -> int:
         agent = Agent(config)
         try:
             agent.start()
-            # Healthy while the input loop and the MQTT session both go round.
-            supervise(stop, agent.healthy, notifier=SystemdNotifier(), name=f"agent {config.agent_id}")
+            # Ready, then healthy, while every thread goes round: the input loop, the
+            # MQTT session, each serial reader and microcontroller link (Agent.heartbeats).
+            supervise(stop, agent.heartbeats, notifier=SystemdNotifier(), name=f"agent {config.agent_id}")
         finally:
             agent.stop()
     finally:

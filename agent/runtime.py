@@ -13,6 +13,7 @@ indicator again and keeps it lit until that ``alarm-ack``.
 
 from __future__ import annotations
 
+import functools
 import logging
 import platform
 import sqlite3
@@ -21,10 +22,11 @@ import time
 import uuid
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
 from agent import clock as agent_clock
 from agent.config import AgentConfig, ButtonConfig, ConfigError, ZoneConfig
+from agent.device import Device, ThreadedDevice
 from agent.events import FaultCode
 from agent.health import Health
 from agent.inputs.button import EmergencyButton
@@ -34,7 +36,12 @@ from agent.memory import Memory
 from agent.outbox import OUTBOX_SOURCE, OutboxError, open_outbox
 from agent.outputs import Output, StatusLed
 from agent.session import Session
+from gridpatrol.base.systemd import Heartbeats
 from wire.messages import Birth, Command, CommandName, EventKind, StateSnapshot
+
+if TYPE_CHECKING:  # imported when the config has them: a Pi without readers never loads pyserial's readers
+    from agent.inputs.mcu import McuLink
+    from agent.inputs.readers.serial_reader import SerialReader
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -43,8 +50,10 @@ MEMORY_FILE = "memory.db"
 BOOT_ID_HEX_CHARS = 16
 STATUS_LED_PERIOD_S = 0.5
 PROTOCOL_VERSION = "1"
-# The agent is healthy (systemd watchdog pings go on) while both its threads
-# have gone round their loops within this many seconds.
+# The agent is healthy (systemd watchdog pings go on) while every one of its
+# threads (input loop, MQTT session, each serial reader and microcontroller
+# link) has gone round its loop within this many seconds. The slowest of them
+# beats at least every 2 s (a reader backing off from a missing port).
 STALE_AFTER_S = 10.0
 
 
@@ -108,21 +117,24 @@ class Agent:
         clock: Callable[[], float] = agent_clock.monotonic,
         wall_clock: Callable[[], float] = time.time,
         clock_synced: Callable[[], bool] | None = None,
+        open_port: Callable[..., Any] | None = None,
     ) -> None:
+        """``open_port`` opens a serial reader's port (default: pyserial's ``serial_for_url``)."""
         self.config = config
         self.boot_id = uuid.uuid4().hex[:BOOT_ID_HEX_CHARS]
         self._clock = clock
         self._wall = wall_clock
         self._clock_synced = clock_synced or agent_clock.clock_synced
+        self._open_port = open_port
         self._lock = threading.Lock()
         self._latched: set[str] = set()
         self._zone_cfg: dict[str, ZoneConfig] = {z.name: z for z in config.zones}
         self._button_cfg: dict[str, ButtonConfig] = {b.name: b for b in config.buttons}
         self.counters = {"emit_failures": 0}
-        self.zones: list[Any] = []
-        self.buttons: dict[str, Any] = {}
-        self.readers: list[Any] = []
-        self.mcus: dict[str, Any] = {}
+        self.zones: list[Zone] = []
+        self.buttons: dict[str, EmergencyButton] = {}
+        self.readers: list[SerialReader] = []
+        self.mcus: dict[str, McuLink] = {}
         self.outputs: dict[str, Switchable] = {}
         self._gpio_outputs: list[Output] = []
         self._closables: list[Any] = []  # in the order they were made
@@ -151,6 +163,7 @@ class Agent:
                 self.pin_factory.close()
             raise
         self.loop = InputLoop(clock=clock)
+        self.heartbeats = Heartbeats(stale_after_s=STALE_AFTER_S, clock=clock)
         self.health = Health(clock=clock, wall_clock=wall_clock, clock_synced=self._clock_synced)
         self.session = Session(
             agent_id=config.agent_id, mqtt_config=config.mqtt, outbox=self.outbox, birth=self.birth,
@@ -210,7 +223,8 @@ class Agent:
             from agent.inputs.readers.serial_reader import SerialReader
 
             for reader_cfg in serial_readers:
-                reader = SerialReader(reader_cfg, emit=self.emit, clock=self._clock)
+                kw: dict[str, Any] = {} if self._open_port is None else {"open_port": self._open_port}
+                reader = SerialReader(reader_cfg, emit=self.emit, clock=self._clock, **kw)
                 self._closables.append(reader)
                 self.readers.append(reader)
         if cfg.mcus:
@@ -247,10 +261,13 @@ class Agent:
             raise RuntimeError("the agent was already started")
         self._started = True
         self._restore_latches()
-        for device in [*self._gpio_outputs, *self.zones, *self.buttons.values(), *self.readers, *self.mcus.values()]:
+        for device in self.devices:
             self.loop.add(device)
-        if self.status_led is not None:
-            self.loop.add(self.status_led)
+        # Health: every thread that does the work, each by its own beat.
+        self.heartbeats.add("input loop", lambda: self.loop.last_beat)
+        self.heartbeats.add("mqtt session", lambda: self.session.last_beat)
+        for threaded in self.threaded_devices:
+            self.heartbeats.add(f"{type(threaded).__name__} {threaded.name}", functools.partial(getattr, threaded, "last_beat"))
         self.loop.start()
         for reader in self.readers:
             reader.start()
@@ -297,11 +314,26 @@ class Agent:
         if self.sim_socket is not None:
             self.sim_socket.close()
 
+    @property
+    def devices(self) -> list[Device]:
+        """Every device the input loop ticks, in the order they are ticked."""
+        devices: list[Device] = [*self._gpio_outputs, *self.zones, *self.buttons.values(), *self.readers, *self.mcus.values()]
+        if self.status_led is not None:
+            devices.append(self.status_led)
+        return devices
+
+    @property
+    def threaded_devices(self) -> list[ThreadedDevice]:
+        """The devices with a thread of their own: serial readers and microcontroller links."""
+        return [*self.readers, *self.mcus.values()]
+
     def healthy(self, now: float | None = None) -> bool:
-        """Both threads went round recently (the systemd watchdog's question)."""
-        now = self._clock() if now is None else now
-        beats = (self.loop.last_beat, self.session.last_beat)
-        return all(beat is not None and now - beat < STALE_AFTER_S for beat in beats)
+        """Every thread went round recently (the systemd watchdog's question); see :attr:`heartbeats`.
+
+        False before :meth:`start`, and until each thread has gone round once:
+        ``gridpatrol agent`` tells systemd READY=1 the first time it is True.
+        """
+        return self._started and self.heartbeats(now)
 
     # -- events and reactions -------------------------------------------------------
 
@@ -434,7 +466,8 @@ class Agent:
 
     def snapshot(self) -> StateSnapshot:
         inputs: dict[str, str] = {}
-        for device in [*self.zones, *self.buttons.values(), *self.readers]:
+        input_devices: list[Device] = [*self.zones, *self.buttons.values(), *self.readers]
+        for device in input_devices:
             inputs[device.name] = str(device.state)
         for link in self.mcus.values():
             inputs.update(link.inputs_state())
@@ -470,7 +503,7 @@ class Agent:
     def telemetry(self) -> Any:
         counters: dict[str, int] = {**self.outbox.counters, **self.session.counters, **self.session.publisher.counters,
                                     **self.memory.counters, **self.counters, "input_loop_errors": self.loop.errors}
-        for device in [*self.readers, *self.mcus.values()]:
+        for device in self.threaded_devices:
             for key, value in dict(getattr(device, "counters", {})).items():
                 counters[f"{device.name}.{key}"] = int(value)
         return self.health.telemetry(outbox_depth=self.outbox.depth, reconnects=self.session.reconnects,

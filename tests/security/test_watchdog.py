@@ -15,19 +15,21 @@ import queue
 import socket
 import threading
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Any, Iterator, Sequence
 
 import pytest
+import serial
 
 from agent.config import load_config as load_agent_config
+from agent.inputs.readers.sim import SimulatedRdm6300
 from agent.runtime import STALE_AFTER_S, Agent
 from central.app import Central
 from central.config import CentralConfig, MqttConfig, StoreConfig
 from central.store import StoredEvent
-from gridpatrol.base.systemd import SystemdNotifier, supervise
+from gridpatrol.base.systemd import Heartbeats, SystemdNotifier, supervise
 from tests.central.test_ingest import FakeAgent
 from tests.e2e.site import central_toml
-from tests.support import Broker, Processes, wait_until
+from tests.support import Broker, Processes, agent_toml, device, wait_until
 
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 PING_S = WATCHDOG_USEC / 1e6 / 2
@@ -123,8 +125,9 @@ def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
 
 
 def assert_pings_stop_while_stalled_and_resume(systemd: SystemdSocket, caplog: pytest.LogCaptureFixture, name: str,
-                                               unblock: threading.Event, stall_timeout: float) -> None:
-    wait_until(lambda: logged(caplog, f"{name} is stalled: watchdog pings withheld"), timeout=stall_timeout,
+                                               unblock: threading.Event, stall_timeout: float, stale: str = "") -> None:
+    """``stale``: the threads the log names, as " (input loop not going round)"."""
+    wait_until(lambda: logged(caplog, f"{name} is stalled{stale}: watchdog pings withheld"), timeout=stall_timeout,
                interval=0.05, message="the stall noticed")
     systemd.drain()  # pings sent before the stall was noticed
     # Nothing while it stays stalled: the service would be restarted by systemd.
@@ -139,33 +142,20 @@ def test_a_hung_input_loop_stops_the_agents_pings(tmp_path: Path, broker: Broker
                                                   caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.INFO)
     config_path = tmp_path / "agent.toml"
-    config_path.write_text(f"""
-agent_id = "gate-a"
-data_dir = "{tmp_path / 'data'}"
-
-[mqtt]
-host = "127.0.0.1"
-port = {broker.port}
-
-[gpio]
-pin_factory = "mock"
-
-[[zone]]
-name = "north-fence"
-pin = 17
-""")
+    config_path.write_text(agent_toml(tmp_path / "data", broker.port, agent_id="gate-a",
+                                      devices=(device("zone", name="north-fence", pin=17),)))
     agent = Agent(load_agent_config(config_path))
     unblock = threading.Event()
     try:
         agent.start()
-        supervisor = Supervisor(agent.healthy, systemd, "agent gate-a")
+        supervisor = Supervisor(agent.heartbeats, systemd, "agent gate-a")
         try:
             assert systemd.next() == "READY=1"
             assert systemd.next() == "WATCHDOG=1"
             blocked = agent.loop.post(unblock.wait)  # the input loop's thread waits here, as in a hung device
             # The agent's own threshold: its threads are stale after STALE_AFTER_S.
             assert_pings_stop_while_stalled_and_resume(systemd, caplog, "agent gate-a", unblock,
-                                                       stall_timeout=STALE_AFTER_S + 10)
+                                                       stall_timeout=STALE_AFTER_S + 10, stale=" (input loop not going round)")
             assert blocked.result(timeout=10) is True
         finally:
             unblock.set()
@@ -173,6 +163,78 @@ pin = 17
         assert set(systemd.until("STOPPING=1")) <= {"WATCHDOG=1", "STOPPING=1"}
     finally:
         agent.stop()
+
+
+@pytest.mark.slow
+def test_a_hung_reader_thread_stops_the_agents_pings(tmp_path: Path, broker: Broker, systemd: SystemdSocket,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO)
+    module = SimulatedRdm6300()
+    hang, release = threading.Event(), threading.Event()
+
+    def open_port(url: str, **kw: Any) -> Any:
+        if hang.is_set():
+            release.wait()  # a driver stuck in open(2): the reader's thread goes round no more
+        return serial.serial_for_url(url, **kw)
+
+    config_path = tmp_path / "agent.toml"
+    config_path.write_text(agent_toml(tmp_path / "data", broker.port, agent_id="gate-r",
+                                      devices=(device("reader", name="gate-1", port=module.path, protocol="rdm6300"),)))
+    agent = Agent(load_agent_config(config_path), open_port=open_port)
+    try:
+        agent.start()
+        supervisor = Supervisor(agent.heartbeats, systemd, "agent gate-r")
+        try:
+            assert systemd.next() == "READY=1"
+            assert systemd.next() == "WATCHDOG=1"
+            wait_until(lambda: agent.snapshot().inputs["gate-1"] == "up", message="the reader's port open")
+            hang.set()
+            module.close()  # unplugged: the reader's thread reopens the port, and hangs there
+            assert_pings_stop_while_stalled_and_resume(systemd, caplog, "agent gate-r", release,
+                                                       stall_timeout=STALE_AFTER_S + 10,
+                                                       stale=" (SerialReader gate-1 not going round)")
+        finally:
+            release.set()
+            supervisor.close()
+    finally:
+        release.set()
+        module.close()
+        agent.stop()
+
+
+def test_ready_is_told_once_every_thread_goes_round(systemd: SystemdSocket) -> None:
+    beats: dict[str, float | None] = {"input loop": None, "reader gate-1": None}
+    now = [100.0]
+    heartbeats = Heartbeats(stale_after_s=10, clock=lambda: now[0])
+    for name in beats:
+        heartbeats.add(name, lambda name=name: beats[name])
+    assert heartbeats.stale() == ["input loop", "reader gate-1"]
+    supervisor = Supervisor(heartbeats, systemd, "svc")
+    try:
+        beats["input loop"] = 100.0
+        assert systemd.next(timeout=0.5) is None  # one thread has not gone round yet: not ready
+        beats["reader gate-1"] = 100.0
+        assert systemd.next() == "READY=1"
+        now[0] = 110.0  # ten seconds without a beat from either
+        assert heartbeats.stale() == ["input loop", "reader gate-1"]
+        beats["input loop"] = 110.0
+        assert heartbeats.stale() == ["reader gate-1"] and not heartbeats()
+    finally:
+        supervisor.close()
+
+
+def test_an_agent_is_not_healthy_before_it_starts(tmp_path: Path) -> None:
+    agent = Agent(load_agent_config(_write(tmp_path / "agent.toml", agent_toml(tmp_path / "data", 1))))
+    try:
+        assert not agent.healthy()
+        assert agent.heartbeats.names == []
+    finally:
+        agent.stop()
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
 
 
 class BlockingListener:
