@@ -8,16 +8,30 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+import paho.mqtt.client as mqtt
 
 from gridpatrol import procs
 from gridpatrol.localbroker import LocalBroker, free_port, port_open
+from wire import topics
+from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind
 
-__all__ = ["AGENT_ID", "Broker", "GATE", "Processes", "REPO", "agent_toml", "device", "free_port", "port_open", "run_cli", "wait_until"]
+if TYPE_CHECKING:
+    from central.ingest import Ingest
+    from central.store import Store
+
+__all__ = [
+    "AGENT_ID", "BOOT", "GATE", "REPO", "T0", "Broker", "CentralSide", "FakeAgent", "FakeClock", "Processes", "Received", "Recorder",
+    "SimClient", "agent_toml", "device", "free_port", "hang_up", "make_ingest", "port_open", "run_cli", "wait_until",
+]
 
 T = TypeVar("T")
 
@@ -136,3 +150,228 @@ def agent_toml(data_dir: Path, port: int, *, agent_id: str = AGENT_ID, devices: 
     parts.extend(devices)
     parts.append(extra)
     return "\n".join(parts)
+
+
+# -- fakes on the wire and at the seams ------------------------------------------
+
+BOOT = "boot-a"
+T0 = 1_700_000_000_000
+
+
+class FakeAgent:
+    """An agent on the wire, built from wire messages: publishes, and records its acks and commands."""
+
+    def __init__(self, broker: Broker, agent_id: str, *, will_bdseq: int | None = None) -> None:
+        self.agent_id = agent_id
+        self.acks: list[int] = []
+        self.commands: list[Command] = []
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self._gone = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{agent_id}",
+                                  protocol=mqtt.MQTTv5)
+        if will_bdseq is not None:
+            self.client.will_set(topics.status(agent_id), AgentStatus(AgentState.OFFLINE, will_bdseq, T0).to_payload(),
+                                 qos=1, retain=True)
+        self.client.on_message = self._on_message
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.on_disconnect = lambda *a: self._gone.set()
+        self.client.on_connect = lambda c, *a: c.subscribe([(topics.ack(agent_id), 1), (topics.cmd(agent_id), 1)])
+        self.client.connect(broker.host, broker.port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "fake agent did not get its subscriptions"
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            if msg.topic == topics.ack(self.agent_id):
+                self.acks.append(Ack.from_payload(msg.payload).eseq)
+            else:
+                self.commands.append(Command.from_payload(msg.payload))
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
+
+    def event(self, eseq: int, *, kind: EventKind = EventKind.SCAN, source: str = "gate-1", replayed: bool = False,
+              synced: bool = True, ts: int | None = None, mono_ms: int | None = None, boot_id: str = BOOT,
+              **fields: Any) -> Event:
+        if kind is EventKind.SCAN and not fields:
+            fields = {"tag": f"{eseq:010X}"}
+        e = Event(eseq=eseq, boot_id=boot_id, kind=kind, source=source,
+                  ts=T0 + eseq * 1000 if ts is None else ts, mono_ms=5000 + eseq * 1000 if mono_ms is None else mono_ms,
+                  clock_synced=synced, replayed=replayed, fields=fields)
+        self.publish(topics.evt(self.agent_id), e.to_payload())
+        return e
+
+    def status(self, state: AgentState, bdseq: int) -> None:
+        self.publish(topics.status(self.agent_id), AgentStatus(state, bdseq, T0).to_payload(), retain=True)
+
+    def birth(self, bdseq: int, *, boot_id: str = BOOT, ts: int = 0, mono_ms: int = 0, synced: bool = False) -> None:
+        b = Birth(bdseq=bdseq, boot_id=boot_id, fw="test-1", inventory={"readers": ({"name": "gate-1"},)},
+                  ts=ts, mono_ms=mono_ms, clock_synced=synced)
+        self.publish(topics.birth(self.agent_id), b.to_payload())
+
+    def online(self, bdseq: int = 1) -> None:
+        self.status(AgentState.ONLINE, bdseq)
+        self.birth(bdseq)
+
+    def acked(self, eseq: int) -> bool:
+        with self._lock:
+            return eseq in self.acks
+
+    def command_list(self, name: CommandName) -> list[Command]:
+        with self._lock:
+            return [c for c in self.commands if c.cmd is name]
+
+    def close(self) -> None:
+        hang_up(self.client, self._gone)
+
+
+def hang_up(client: mqtt.Client, gone: threading.Event) -> None:
+    """Disconnect and wait until paho's thread has closed the socket, then stop that thread."""
+    if client.is_connected():
+        client.disconnect()
+        gone.wait(10)
+    client.loop_stop()
+
+
+def make_ingest(broker: Broker, store: Store, **kw: Any) -> Ingest:
+    """Central's ingest on ``broker`` with a client id of its own."""
+    from central.config import MqttConfig
+    from central.ingest import Ingest
+
+    return Ingest(MqttConfig(host=broker.host, port=broker.port, client_id="central-under-test"), store, **kw)
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+class Recorder:
+    """An EventSink that keeps what it was given (thread-safe: list.append)."""
+
+    def __init__(self, clock: Any = time.monotonic) -> None:
+        self.events: list[tuple[EventKind, str, dict[str, Any]]] = []
+        self.times: list[float] = []
+        self._clock = clock
+
+    def __call__(self, kind: EventKind, source: str, /, **fields: Any) -> None:
+        self.events.append((kind, source, fields))
+        self.times.append(self._clock())
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+
+class CentralSide:
+    """The test as central: a paho client of its own that reads the agent's topics,
+    publishes central's retained status on every connect (Will: offline), acks
+    and sends commands. It reconnects by itself when the broker comes back."""
+
+    def __init__(self, broker: Broker, agent_id: str = AGENT_ID, *, announce: bool = True) -> None:
+        self.broker = broker
+        self.agent_id = agent_id
+        self.announce = announce
+        self._lock = threading.Lock()
+        self._received: list[Received] = []
+        self.connects = 0
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-central-{id(self)}",
+                                  protocol=mqtt.MQTTv5)
+        self.client.will_set(topics.CENTRAL_STATUS, CentralStatus(False, 0).to_payload(), qos=1, retain=True)
+        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
+        self.client.on_connect = self._on_connect
+        self.client.on_message = self._on_message
+        self.client.connect_async(broker.host, broker.port, keepalive=5)
+        self.client.loop_start()
+        wait_until(lambda: self.connects > 0, timeout=30, message="the test's central to connect")
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        client.subscribe(f"{topics.ROOT}/{self.agent_id}/#", qos=1)
+        if self.announce:
+            self.set_online(True)
+        self.connects += 1
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self._received.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
+
+    def set_online(self, online: bool) -> None:
+        status = CentralStatus(online, int(time.time() * 1000) + self.connects)
+        self.client.publish(topics.CENTRAL_STATUS, status.to_payload(), qos=1, retain=True)
+
+    def received(self, channel: topics.Channel) -> list[Received]:
+        name = topics.topic(self.agent_id, channel)
+        with self._lock:
+            return [r for r in self._received if r.topic == name]
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self._received)
+
+    def events(self, since: int = 0) -> list[Event]:
+        name = topics.evt(self.agent_id)
+        with self._lock:
+            return [Event.from_payload(r.payload) for r in self._received[since:] if r.topic == name]
+
+    def statuses(self) -> list[AgentStatus]:
+        return [AgentStatus.from_payload(r.payload) for r in self.received(topics.Channel.STATUS)]
+
+    def births(self) -> list[Birth]:
+        return [Birth.from_payload(r.payload) for r in self.received(topics.Channel.BIRTH)]
+
+    def responses(self) -> list[CommandResponse]:
+        return [CommandResponse.from_payload(r.payload) for r in self.received(topics.Channel.CMD_RESP)]
+
+    def ack(self, eseq: int, epoch: str | None = None) -> None:
+        """Central's ack, in the epoch of the agent's latest birth unless told otherwise (as central does)."""
+        if epoch is None:
+            epoch = wait_until(self.births, timeout=30, message="a birth that says the agent's epoch")[-1].epoch
+        self.client.publish(topics.ack(self.agent_id), Ack(eseq, epoch).to_payload(), qos=1)
+
+    def command(self, payload: bytes) -> None:
+        self.client.publish(topics.cmd(self.agent_id), payload, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+class SimClient:
+    """Drives the agent's mock pins through its simulation socket."""
+
+    def __init__(self, path: Path) -> None:
+        self.sock = wait_until(lambda: self._connect(path), timeout=20, message=f"the sim socket {path}")
+        self.reader = self.sock.makefile("rb")
+
+    @staticmethod
+    def _connect(path: Path) -> socket.socket | None:
+        # The file appears at bind(), a moment before listen(): refused until then.
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(10)
+        try:
+            sock.connect(str(path))
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            return None
+        return sock
+
+    def drive(self, pin: int, level: str) -> str:
+        self.sock.sendall(f"drive {pin} {level}\n".encode())
+        return self.reader.readline().decode().strip()
+
+    def close(self) -> None:
+        self.reader.close()
+        self.sock.close()

@@ -12,8 +12,7 @@ from typing import Iterator
 import pytest
 
 from agent.outbox import Outbox
-from tests.agent.test_session import CentralSide
-from tests.support import Broker, Processes, agent_toml, device, run_cli, wait_until
+from tests.support import Broker, CentralSide, Processes, SimClient, agent_toml, device, run_cli, wait_until
 from wire.messages import AgentState, EventKind
 
 AGENT = "school-9-gate-1"
@@ -30,34 +29,6 @@ def _write_config(tmp_path: Path, port: int, *, debounce_ms: int = 20) -> Path:
             device("output", name="panic-led", pin=23),
         )))
     return path
-
-
-class SimClient:
-    """Drives the agent's mock pins through its simulation socket."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = wait_until(lambda: self._connect(path), timeout=20, message=f"the sim socket {path}")
-        self.reader = self.sock.makefile("rb")
-
-    @staticmethod
-    def _connect(path: Path) -> socket.socket | None:
-        # The file appears at bind(), a moment before listen(): refused until then.
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.settimeout(10)
-        try:
-            sock.connect(str(path))
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            return None
-        return sock
-
-    def drive(self, pin: int, level: str) -> str:
-        self.sock.sendall(f"drive {pin} {level}\n".encode())
-        return self.reader.readline().decode().strip()
-
-    def close(self) -> None:
-        self.reader.close()
-        self.sock.close()
 
 
 @pytest.fixture

@@ -12,8 +12,7 @@ from agent.config import ButtonConfig
 from agent.inputs.button import MIN_HOLD_S, EmergencyButton
 from agent.inputs.loop import InputLoop
 from agent.simsocket import ClosedLoopPin
-from tests.agent.test_zone import FakeClock, Recorder
-from tests.support import wait_until
+from tests.support import FakeClock, Recorder, wait_until
 from wire.messages import EventKind
 
 PANIC = (EventKind.PANIC, "office-panic", {})

@@ -10,8 +10,7 @@ from gpiozero.pins.mock import MockFactory
 from agent.config import OutputConfig
 from agent.inputs.loop import InputLoop
 from agent.outputs import BACKLOG_BLINK_S, OFFLINE_BLINK_S, Output, StatusLed
-from tests.agent.test_zone import FakeClock
-from tests.support import wait_until
+from tests.support import FakeClock, wait_until
 
 SIREN = OutputConfig(name="siren", pin=22, max_on_s=180)
 LED = OutputConfig(name="panic-led", pin=23)

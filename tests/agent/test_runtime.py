@@ -14,8 +14,7 @@ from agent.outbox import OutboxError
 from agent.runtime import Agent
 from agent.simsocket import wire_at_rest
 from firmware_bridge.sim import McuSim
-from tests.agent.test_session import CentralSide
-from tests.support import Broker, agent_toml, device, free_port, wait_until
+from tests.support import Broker, CentralSide, agent_toml, device, free_port, wait_until
 from wire import topics
 from wire.messages import AgentState, Command, CommandName, CommandResponse, EventKind, StateSnapshot, Telemetry
 

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -17,10 +14,11 @@ from agent.config import MqttConfig
 from agent.memory import Memory
 from agent.outbox import Outbox
 from agent.session import Session
-from tests.support import Broker
+from tests.support import AGENT_ID as AGENT
+from tests.support import Broker, CentralSide
 from tests.support import wait_until as _support_wait_until
 from wire import topics
-from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
+from wire.messages import AgentState, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
 
 
 def wait_until(predicate, *, timeout: float = 30.0, **kw):  # type: ignore[no-untyped-def]
@@ -28,88 +26,7 @@ def wait_until(predicate, *, timeout: float = 30.0, **kw):  # type: ignore[no-un
     return _support_wait_until(predicate, timeout=timeout, **kw)
 
 
-AGENT = "school-9-gate-1"
 STAMP = dict(ts=1_700_000_000_000, mono_ms=5_000, clock_synced=False, boot_id="b00t1d")
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    topic: str
-    payload: bytes
-    retain: bool
-
-
-class CentralSide:
-    """The test as central: a paho client of its own that reads the agent's topics,
-    publishes central's retained status on every connect (Will: offline), acks
-    and sends commands. It reconnects by itself when the broker comes back."""
-
-    def __init__(self, broker: Broker, agent_id: str = AGENT, *, announce: bool = True) -> None:
-        self.broker = broker
-        self.agent_id = agent_id
-        self.announce = announce
-        self._lock = threading.Lock()
-        self._received: list[Received] = []
-        self.connects = 0
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-central-{id(self)}",
-                                  protocol=mqtt.MQTTv5)
-        self.client.will_set(topics.CENTRAL_STATUS, CentralStatus(False, 0).to_payload(), qos=1, retain=True)
-        self.client.reconnect_delay_set(min_delay=0.1, max_delay=0.5)
-        self.client.on_connect = self._on_connect
-        self.client.on_message = self._on_message
-        self.client.connect_async(broker.host, broker.port, keepalive=5)
-        self.client.loop_start()
-        wait_until(lambda: self.connects > 0, message="the test's central to connect")
-
-    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
-        client.subscribe(f"{topics.ROOT}/{self.agent_id}/#", qos=1)
-        if self.announce:
-            self.set_online(True)
-        self.connects += 1
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            self._received.append(Received(message.topic, bytes(message.payload), bool(message.retain)))
-
-    def set_online(self, online: bool) -> None:
-        status = CentralStatus(online, int(time.time() * 1000) + self.connects)
-        self.client.publish(topics.CENTRAL_STATUS, status.to_payload(), qos=1, retain=True)
-
-    def received(self, channel: topics.Channel) -> list[Received]:
-        name = topics.topic(self.agent_id, channel)
-        with self._lock:
-            return [r for r in self._received if r.topic == name]
-
-    def mark(self) -> int:
-        with self._lock:
-            return len(self._received)
-
-    def events(self, since: int = 0) -> list[Event]:
-        name = topics.evt(self.agent_id)
-        with self._lock:
-            return [Event.from_payload(r.payload) for r in self._received[since:] if r.topic == name]
-
-    def statuses(self) -> list[AgentStatus]:
-        return [AgentStatus.from_payload(r.payload) for r in self.received(topics.Channel.STATUS)]
-
-    def births(self) -> list[Birth]:
-        return [Birth.from_payload(r.payload) for r in self.received(topics.Channel.BIRTH)]
-
-    def responses(self) -> list[CommandResponse]:
-        return [CommandResponse.from_payload(r.payload) for r in self.received(topics.Channel.CMD_RESP)]
-
-    def ack(self, eseq: int, epoch: str | None = None) -> None:
-        """Central's ack, in the epoch of the agent's latest birth unless told otherwise (as central does)."""
-        if epoch is None:
-            epoch = wait_until(self.births, message="a birth that says the agent's epoch")[-1].epoch
-        self.client.publish(topics.ack(self.agent_id), Ack(eseq, epoch).to_payload(), qos=1)
-
-    def command(self, payload: bytes) -> None:
-        self.client.publish(topics.cmd(self.agent_id), payload, qos=1)
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
 
 
 @pytest.fixture

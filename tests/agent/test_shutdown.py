@@ -13,9 +13,7 @@ from typing import Iterator
 import pytest
 
 from agent.outbox import Outbox
-from tests.agent.test_agent_cli import SimClient
-from tests.agent.test_session import CentralSide
-from tests.support import Broker, Processes, agent_toml, wait_until
+from tests.support import Broker, CentralSide, Processes, SimClient, agent_toml, wait_until
 from wire.messages import AgentState, AgentStatus, EventKind
 from wire.topics import Channel
 

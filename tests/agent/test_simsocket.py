@@ -19,8 +19,7 @@ from agent.inputs.button import EmergencyButton
 from agent.inputs.loop import InputLoop
 from agent.inputs.zone import Zone
 from agent.simsocket import MAX_CLIENTS, MAX_LINE_BYTES, SimCommandError, SimSocket, SimSocketError, parse_command, wire_at_rest
-from tests.agent.test_zone import Recorder
-from tests.support import wait_until
+from tests.support import Recorder, wait_until
 from wire.messages import EventKind
 
 ZONE = ZoneConfig(name="north-fence", pin=17, contact="nc", debounce_ms=0)

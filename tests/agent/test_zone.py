@@ -14,36 +14,8 @@ from agent.events import FaultCode
 from agent.inputs.loop import InputLoop
 from agent.inputs.zone import FLAP_MAX_TRANSITIONS, FLAP_WINDOW_S, Zone
 from agent.simsocket import wire_at_rest
-from tests.support import wait_until
+from tests.support import FakeClock, Recorder, wait_until
 from wire.messages import EventKind
-
-
-class FakeClock:
-    """A monotonic clock the test moves by hand."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
-
-class Recorder:
-    """An EventSink that keeps what it was given (thread-safe: list.append)."""
-
-    def __init__(self, clock: Any = time.monotonic) -> None:
-        self.events: list[tuple[EventKind, str, dict[str, Any]]] = []
-        self.times: list[float] = []
-        self._clock = clock
-
-    def __call__(self, kind: EventKind, source: str, /, **fields: Any) -> None:
-        self.events.append((kind, source, fields))
-        self.times.append(self._clock())
-
 
 NC = ZoneConfig(name="north-fence", pin=17, contact="nc", debounce_ms=50)
 NO = ZoneConfig(name="gate-contact", pin=18, contact="no", debounce_ms=50)

@@ -17,8 +17,7 @@ from central.ingest import Ingest
 from central.plan.registry import PlanRegistry
 from central.store import Store, StoredEvent
 from tests.central.plan.samples import AGENT, plan
-from tests.central.test_ingest import FakeAgent
-from tests.support import Broker, run_cli, wait_until
+from tests.support import Broker, FakeAgent, run_cli, wait_until
 from wire.messages import AgentState, Command, CommandName, EventKind
 
 T0 = 1_714_600_000_000  # UTC ms; the clock of these tests starts here

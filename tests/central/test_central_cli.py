@@ -13,8 +13,7 @@ import pytest
 
 from central.config import load_config
 from central.store import Store, StoredEvent
-from tests.central.test_ingest import T0, FakeAgent, hang_up
-from tests.support import Broker, Processes, run_cli, wait_until
+from tests.support import T0, Broker, FakeAgent, Processes, hang_up, run_cli, wait_until
 from wire import topics
 from wire.messages import CentralStatus, EventKind
 

@@ -15,8 +15,7 @@ import pytest
 
 from central.ingest import Ingest
 from central.store import Store
-from tests.central.test_ingest import FakeAgent, make_ingest
-from tests.support import Broker, wait_until
+from tests.support import Broker, FakeAgent, make_ingest, wait_until
 from wire import topics
 from wire.codec import pack
 from wire.messages import CommandName

@@ -13,92 +13,12 @@ from typing import Any, Iterator, Sequence
 import paho.mqtt.client as mqtt
 import pytest
 
-from central.config import MqttConfig
 from central.ingest import Ingest
 from central.store import Store, StoredEvent
-from tests.support import Broker, wait_until
+from tests.support import BOOT, T0, Broker, FakeAgent, hang_up, make_ingest, wait_until
 from wire import topics
 from wire.codec import pack
-from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, Event, EventKind, Telemetry
-
-BOOT = "boot-a"
-T0 = 1_700_000_000_000
-
-
-class FakeAgent:
-    """An agent on the wire, built from wire messages: publishes, and records its acks and commands."""
-
-    def __init__(self, broker: Broker, agent_id: str, *, will_bdseq: int | None = None) -> None:
-        self.agent_id = agent_id
-        self.acks: list[int] = []
-        self.commands: list[Command] = []
-        self._lock = threading.Lock()
-        self._subscribed = threading.Event()
-        self._gone = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"test-{agent_id}",
-                                  protocol=mqtt.MQTTv5)
-        if will_bdseq is not None:
-            self.client.will_set(topics.status(agent_id), AgentStatus(AgentState.OFFLINE, will_bdseq, T0).to_payload(),
-                                 qos=1, retain=True)
-        self.client.on_message = self._on_message
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_disconnect = lambda *a: self._gone.set()
-        self.client.on_connect = lambda c, *a: c.subscribe([(topics.ack(agent_id), 1), (topics.cmd(agent_id), 1)])
-        self.client.connect(broker.host, broker.port)
-        self.client.loop_start()
-        assert self._subscribed.wait(10), "fake agent did not get its subscriptions"
-
-    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        with self._lock:
-            if msg.topic == topics.ack(self.agent_id):
-                self.acks.append(Ack.from_payload(msg.payload).eseq)
-            else:
-                self.commands.append(Command.from_payload(msg.payload))
-
-    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
-        self.client.publish(topic, payload, qos=qos, retain=retain).wait_for_publish(10)
-
-    def event(self, eseq: int, *, kind: EventKind = EventKind.SCAN, source: str = "gate-1", replayed: bool = False,
-              synced: bool = True, ts: int | None = None, mono_ms: int | None = None, boot_id: str = BOOT,
-              **fields: Any) -> Event:
-        if kind is EventKind.SCAN and not fields:
-            fields = {"tag": f"{eseq:010X}"}
-        e = Event(eseq=eseq, boot_id=boot_id, kind=kind, source=source,
-                  ts=T0 + eseq * 1000 if ts is None else ts, mono_ms=5000 + eseq * 1000 if mono_ms is None else mono_ms,
-                  clock_synced=synced, replayed=replayed, fields=fields)
-        self.publish(topics.evt(self.agent_id), e.to_payload())
-        return e
-
-    def status(self, state: AgentState, bdseq: int) -> None:
-        self.publish(topics.status(self.agent_id), AgentStatus(state, bdseq, T0).to_payload(), retain=True)
-
-    def birth(self, bdseq: int, *, boot_id: str = BOOT, ts: int = 0, mono_ms: int = 0, synced: bool = False) -> None:
-        b = Birth(bdseq=bdseq, boot_id=boot_id, fw="test-1", inventory={"readers": ({"name": "gate-1"},)},
-                  ts=ts, mono_ms=mono_ms, clock_synced=synced)
-        self.publish(topics.birth(self.agent_id), b.to_payload())
-
-    def online(self, bdseq: int = 1) -> None:
-        self.status(AgentState.ONLINE, bdseq)
-        self.birth(bdseq)
-
-    def acked(self, eseq: int) -> bool:
-        with self._lock:
-            return eseq in self.acks
-
-    def command_list(self, name: CommandName) -> list[Command]:
-        with self._lock:
-            return [c for c in self.commands if c.cmd is name]
-
-    def close(self) -> None:
-        hang_up(self.client, self._gone)
-
-
-def hang_up(client: mqtt.Client, gone: threading.Event) -> None:
-    """Disconnect and wait until paho's thread has closed the socket, then stop that thread."""
-    if client.is_connected():
-        client.disconnect()
-        gone.wait(10)
-    client.loop_stop()
+from wire.messages import AgentState, AgentStatus, CentralStatus, Command, CommandName, Event, EventKind, Telemetry
 
 
 class Recorder:
@@ -118,10 +38,6 @@ class Recorder:
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "central.db")
-
-
-def make_ingest(broker: Broker, store: Store, **kw: Any) -> Ingest:
-    return Ingest(MqttConfig(host=broker.host, port=broker.port, client_id="central-under-test"), store, **kw)
 
 
 @pytest.fixture

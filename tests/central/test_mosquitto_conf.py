@@ -12,8 +12,7 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from tests.central.test_ingest import hang_up
-from tests.support import REPO, Broker
+from tests.support import REPO, Broker, hang_up
 
 CONF = REPO / "systemd" / "mosquitto-gridpatrol.conf"
 QUEUED = 20_000

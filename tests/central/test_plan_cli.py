@@ -13,8 +13,7 @@ import pytest
 
 from central.plan.registry import PlanRegistry
 from central.store import AgentRow, Store, StoredEvent
-from tests.central.plan.samples import DESIGN_PLAN, LIN, STRANGER, at
-from tests.central.test_report import TIERED
+from tests.central.plan.samples import DESIGN_PLAN, LIN, STRANGER, TIERED, at
 from tests.support import run_cli
 
 

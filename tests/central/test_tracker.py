@@ -19,8 +19,7 @@ from central.plan.registry import PlanRegistry
 from central.report import Counts, report_from_store
 from central.store import Store, StoredEvent
 from central.tracker import CompletionTracker, store_scans
-from tests.central.plan.samples import AGENT, DESIGN_PLAN, LIN, READER, STRANGER, at, plan, with_route
-from tests.central.test_report import TIERED
+from tests.central.plan.samples import AGENT, DESIGN_PLAN, LIN, READER, STRANGER, TIERED, at, plan, with_route
 from tests.support import Broker, wait_until
 
 MAY_1 = dt.date(2024, 5, 1)

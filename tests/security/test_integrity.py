@@ -23,8 +23,7 @@ from central.config import CentralConfig, MqttConfig, StoreConfig
 from central.integrity import BOOTS_KEPT, UNVERIFIED_KEPT, IntegrityChecker, Reason, Violation
 from central.presence import Presence, PresenceState
 from central.store import AgentRow
-from tests.central.test_ingest import FakeAgent
-from tests.support import Broker, wait_until
+from tests.support import Broker, FakeAgent, wait_until
 from wire.messages import AgentState, AgentStatus, Birth, CommandName, EventKind
 
 NOW = 1_700_000_000_000

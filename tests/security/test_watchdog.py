@@ -27,9 +27,8 @@ from central.app import Central
 from central.config import CentralConfig, MqttConfig, StoreConfig
 from central.store import StoredEvent
 from gridpatrol.base.systemd import Heartbeats, SystemdNotifier, supervise
-from tests.central.test_ingest import FakeAgent
 from tests.e2e.site import central_toml
-from tests.support import Broker, Processes, agent_toml, device, wait_until
+from tests.support import Broker, FakeAgent, Processes, agent_toml, device, wait_until
 
 WATCHDOG_USEC = 400_000  # pings every 0.2 s
 PING_S = WATCHDOG_USEC / 1e6 / 2

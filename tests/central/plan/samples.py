@@ -88,3 +88,34 @@ def scan(cp: str, ts: int, tag: str = LIN, *, agent: str = AGENT, eseq: int = 0)
 def with_route(order: str, window: str = '{ start = "22:00", end = "06:00", every_min = 120, tolerance_min = 15 }') -> str:
     return DESIGN_PLAN.replace('order = "strict"', f'order = "{order}"').replace(
         'window = { start = "22:00", end = "06:00", every_min = 120, tolerance_min = 15 }', f"window = {window}")
+
+
+# Four tiers with a route at each of grid and community (reports and the tracker roll them up).
+TIERED = """
+timezone = "Asia/Shanghai"
+unit = [
+  { id = "d",  tier = "district" },
+  { id = "s1", tier = "street", parent = "d" },
+  { id = "s2", tier = "street", parent = "d" },
+  { id = "c1", tier = "community", parent = "s1" },
+  { id = "c2", tier = "community", parent = "s2" },
+  { id = "g1", tier = "grid", parent = "c1" },
+  { id = "g2", tier = "grid", parent = "c1" },
+  { id = "g3", tier = "grid", parent = "c2" },
+]
+checkpoint = [
+  { id = "a", unit = "g1", agent = "ag-1", reader = "r1" },
+  { id = "b", unit = "g2", agent = "ag-2", reader = "r1" },
+  { id = "c", unit = "c1", agent = "ag-3", reader = "r1" },
+  { id = "e", unit = "g3", agent = "ag-4", reader = "r1" },
+  { id = "f", unit = "s2", agent = "ag-5", reader = "r1" },
+]
+team = [ { id = "t", unit = "d", members = [ { name = "Lin", tag = "67003B51C6" } ] } ]
+route = [
+  { id = "r-g1", unit = "g1", teams = ["t"], checkpoints = ["a"], window = { start = "22:00", end = "02:00", every_min = 120, tolerance_min = 10 } },
+  { id = "r-g2", unit = "g2", teams = ["t"], checkpoints = ["b"], window = { start = "22:00", end = "02:00", every_min = 120, tolerance_min = 10 } },
+  { id = "r-c1", unit = "c1", teams = ["t"], checkpoints = ["c"], window = { start = "22:00", end = "02:00", every_min = 120, tolerance_min = 10 } },
+  { id = "r-g3", unit = "g3", teams = ["t"], checkpoints = ["e"], window = { start = "22:00", end = "02:00", every_min = 120, tolerance_min = 10 } },
+  { id = "r-s2", unit = "s2", teams = ["t"], checkpoints = ["f"], window = { start = "22:00", end = "02:00", every_min = 120, tolerance_min = 10 } },
+]
+"""
