@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import itertools
 import os
+import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from typing import Any, Iterator
 
 import pytest
 from argon2 import PasswordHasher
+from starlette.testclient import TestClient
 
 from central.alarms import AlarmBook
 from central.app import BusBridge
@@ -226,3 +228,25 @@ def screenshot(page: Any, name: str) -> Path:
 def copy_artifact(src: Path, name: str) -> None:
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     shutil.copy(src, ARTIFACTS / name)
+
+
+# -- logging in through the form (TestClient) -------------------------------------
+
+BASE = "http://testserver"
+
+
+def csrf_of(html: str) -> str:
+    match = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert match, "page has no CSRF field"
+    return match.group(1)
+
+
+def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
+    """Log in through the form; returns the session's CSRF token (as the pages carry it)."""
+    token = csrf_of(client.get("/login").text)
+    r = client.post("/login", data={"csrf": token, "name": name, "password": password, "next": "/agents"},
+                    follow_redirects=False)
+    assert r.status_code == 303, r.text
+    assert r.headers["location"] == "/agents"
+    return csrf_of(client.get("/").text)
+

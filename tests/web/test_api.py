@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 from typing import Iterator
 
 import pytest
@@ -15,9 +14,8 @@ from starlette.testclient import TestClient
 
 from central.web.auth import SESSION_COOKIE
 from central.web.logins import LoginThrottle
-from tests.web.conftest import PASSWORD, World
+from tests.web.conftest import BASE, PASSWORD, World, csrf_of, login
 
-BASE = "http://testserver"
 PAGES = ["/", "/agents", "/units", "/events", "/report", "/routes/night-loop", "/fragments/alarm/1"]
 API = ["/api/agents", "/api/alarms", "/api/alarms/1", "/api/events", "/api/units", "/api/completion", "/api/stream",
        "/api/quarantine"]
@@ -32,22 +30,6 @@ def app(world: World):  # type: ignore[no-untyped-def]
 def client(app) -> Iterator[TestClient]:  # type: ignore[no-untyped-def]
     with TestClient(app, base_url=BASE) as c:
         yield c
-
-
-def csrf_of(html: str) -> str:
-    match = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert match, "page has no CSRF field"
-    return match.group(1)
-
-
-def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
-    """Log in through the form; returns the session's CSRF token (as the pages carry it)."""
-    token = csrf_of(client.get("/login").text)
-    r = client.post("/login", data={"csrf": token, "name": name, "password": password, "next": "/agents"},
-                    follow_redirects=False)
-    assert r.status_code == 303, r.text
-    assert r.headers["location"] == "/agents"
-    return csrf_of(client.get("/").text)
 
 
 def test_nothing_but_healthz_answers_without_a_login(client: TestClient) -> None:
