@@ -179,9 +179,12 @@ class Central:
         from central.web.server import WebServer
         from central.web.wiring import StoreCompletionReports
 
+        # -- metrics wiring (issue 16): central/metrics.py reads ingest and the store on each scrape.
+        from central.metrics import central_metrics
+
         app = build_app(config=self.config, store=self.store, bus=self.bus, plan=self.plans, alarms=cast(Any, self.alarm_book),  # None only in tests that run central without alarms
                         report=StoreCompletionReports(store=self.store, plans=self.plans, tracker=self.tracker),
-                        clock=self.clock)
+                        clock=self.clock, metrics=central_metrics(self))
         server = WebServer(app, self.config.web.listen)
         server.start()
         self.web_server = server

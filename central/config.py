@@ -27,6 +27,7 @@ DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
 SESSION_EXPIRY_MAX_S = 0xFFFFFFFF  # MQTT v5: the largest expiry interval
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")  # \Z: "$" would also match before a final newline
 _SQLITE_PREFIX = "sqlite://"
+METRICS_ACCESS = ("login", "open")
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +75,7 @@ class WebConfig:
     # X-Forwarded-Proto are believed; nobody else's are (docs/web.md).
     trusted_proxies: tuple[str, ...] = ()
     max_connections: int = 256  # open browser connections; past it the idlest goes, else 503 (docs/web.md)
+    metrics: str = "login"  # who may read /metrics: "login" (staff sessions) or "open" (anyone who reaches web.listen)
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +269,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
         trusted_proxies=tuple(t.get("trusted_proxies", list, [], check=_networks)),
         max_connections=t.get("max_connections", int, 256,
                               check=lambda v: None if 16 <= v <= 4096 else "must be 16 to 4096"),
+        metrics=t.get("metrics", str, "login", check=one_of(METRICS_ACCESS)),
     )
     t.done()
 

@@ -4,7 +4,7 @@
   package is installed, and the agent it installs runs (it comes online on a
   broker);
 - ``gridpatrol[central]``: central serves its dashboard's templates and static
-  files from the installed package.
+  files from the installed package, and its metrics.
 
 pip fetches the dependencies through its normal configuration and cache
 (here: a local wheel house and index, so it works offline).
@@ -101,7 +101,7 @@ def test_a_central_install_serves_its_dashboard(tmp_path: Path, wheel: Path, bro
     web = f"127.0.0.1:{free_port()}"
     config = tmp_path / "central.toml"
     config.write_text(f'timezone = "Asia/Shanghai"\ndata_dir = "{tmp_path / "data"}"\n\n'
-                      f'[mqtt]\nport = {broker.port}\n\n[web]\nlisten = "{web}"\n')
+                      f'[mqtt]\nport = {broker.port}\n\n[web]\nlisten = "{web}"\nmetrics = "open"\n')
     (tmp_path / "data").mkdir()
     processes.start([str(venv / "bin" / "gridpatrol"), "central", "--config", str(config)], log=tmp_path / "central.log",
                     env={"PYTHONPATH": ""}, cwd=tmp_path)
@@ -116,3 +116,5 @@ def test_a_central_install_serves_its_dashboard(tmp_path: Path, wheel: Path, bro
     login = wait_until(lambda: get("/login"), timeout=30, interval=0.2, message="central's login page")
     assert b'name="csrf"' in login  # a template from the installed package
     assert get("/static/app.css") == (REPO / "central" / "web" / "static" / "app.css").read_bytes()
+    metrics = (get("/metrics") or b"").decode()
+    assert 'gridpatrol_queue_depth{queue="ingest"} 0.0' in metrics and 'gridpatrol_agents{state="online"} 0.0' in metrics

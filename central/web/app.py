@@ -7,12 +7,15 @@ import hashlib
 import logging
 import time
 from pathlib import Path
-from typing import Any, AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, AsyncIterator, Awaitable, Callable
 
 from anyio import to_thread
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.middleware import Middleware
-from starlette.routing import Mount
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -20,7 +23,7 @@ from central.bus import Bus
 from central.store.dashboard import StoreReader
 from central.web.admin import admin_routes
 from central.web.api import api_routes
-from central.web.auth import SESSION_MAX_AGE_S, LoginGate, SessionCodec, load_secret
+from central.web.auth import METRICS_PATH, PUBLIC_PATHS, SESSION_MAX_AGE_S, LoginGate, SessionCodec, load_secret
 from central.web.guard import BodyLimit, ClientAddress, ResponseCap
 from central.web.live import LiveHub
 from central.web.logins import LoginThrottle, PasswordGate
@@ -29,6 +32,9 @@ from central.web.pages import Renderer, make_environment, page_routes
 from central.web.ports import AlarmActions, CompletionReports, PlanSource
 from central.web.users import UserBook
 from central.web.views import Dashboard
+
+if TYPE_CHECKING:
+    from central.metrics import Metrics
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -83,12 +89,14 @@ def _asset_version() -> str:
 def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: AlarmActions,
               report: CompletionReports | None, clock: Callable[[], float] = time.time,
               users: UserBook | None = None, throttle: LoginThrottle | None = None,
-              gate: PasswordGate | None = None) -> Starlette:
+              gate: PasswordGate | None = None, metrics: Metrics | None = None) -> Starlette:
     """The dashboard for ``config`` (a CentralConfig: ``data_dir``, ``timezone``, ``web``).
 
     ``store`` needs only its ``path`` (the web reads it read-only); ``plan``
     gives the plan in force, ``alarms`` acknowledges, ``report`` builds the
     completion report. ``users``, ``throttle`` and ``gate`` default to the real ones.
+    ``metrics``, when given, is served at ``/metrics`` to whom ``web.metrics``
+    says: staff with a session (``login``, the default) or anyone (``open``).
     """
     store_path = Path(store.path)
     users = users or UserBook(store_path)
@@ -112,10 +120,17 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
         finally:
             await hub.stop()
 
+    routes: list[BaseRoute] = [*api_routes(), *page_routes(), *admin_routes(),
+                               Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")]
+    public_paths = PUBLIC_PATHS
+    if metrics is not None:
+        routes.append(Route(METRICS_PATH, _metrics_endpoint(metrics), methods=["GET"]))
+        if getattr(web, "metrics", "login") == "open":
+            public_paths = public_paths | {METRICS_PATH}
     app = Starlette(
-        routes=[*api_routes(), *page_routes(), *admin_routes(), Mount("/static", StaticFiles(directory=STATIC_DIR), name="static")],
+        routes=routes,
         middleware=[Middleware(ClientAddress, trusted=getattr(web, "trusted_proxies", ())), Middleware(BodyLimit), Middleware(ResponseCap),
-                    Middleware(SecurityHeaders), Middleware(LoginGate, codec=codec, users=users)],
+                    Middleware(SecurityHeaders), Middleware(LoginGate, codec=codec, users=users, public_paths=public_paths)],
         lifespan=lifespan,
     )
     app.state.dashboard = dashboard
@@ -129,3 +144,12 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
     app.state.clock = clock
     app.state.force_secure_cookie = bool(getattr(web, "cookie_secure", False))
     return app
+
+
+def _metrics_endpoint(metrics: Metrics) -> Callable[[Request], Awaitable[Response]]:
+    async def endpoint(request: Request) -> Response:
+        # The sources read the store: off the event loop, as every store read of the web.
+        body = await run_in_threadpool(metrics.render)
+        return Response(body, media_type=metrics.content_type)
+
+    return endpoint

@@ -34,6 +34,7 @@ SESSION_COOKIE = "gp_session"
 SESSION_MAX_AGE_S = 14 * 3600
 SECRET_BYTES = 32
 PUBLIC_PATHS = frozenset({"/healthz", "/login", "/lang"})
+METRICS_PATH = "/metrics"  # like the API: 401 without a login, unless [web] metrics = "open"
 PUBLIC_PREFIXES = ("/static/",)
 
 
@@ -117,10 +118,12 @@ class LoginGate:
     files answer without a login.
     """
 
-    def __init__(self, app: ASGIApp, *, codec: SessionCodec, users: UserBook) -> None:
+    def __init__(self, app: ASGIApp, *, codec: SessionCodec, users: UserBook,
+                 public_paths: frozenset[str] = PUBLIC_PATHS) -> None:
         self.app = app
         self.codec = codec
         self.users = users
+        self.public_paths = public_paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -138,9 +141,9 @@ class LoginGate:
         scope["session_obj"] = session
         scope["user_obj"] = user
         path: str = scope["path"]
-        if user is None and path not in PUBLIC_PATHS and not path.startswith(PUBLIC_PREFIXES):
+        if user is None and path not in self.public_paths and not path.startswith(PUBLIC_PREFIXES):
             response: Response
-            if path.startswith("/api/"):
+            if path.startswith("/api/") or path == METRICS_PATH:
                 response = JSONResponse({"error": "login required"}, status_code=401,
                                         headers={"WWW-Authenticate": 'Cookie realm="gridpatrol"'})
             else:
