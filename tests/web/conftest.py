@@ -233,6 +233,10 @@ def copy_artifact(src: Path, name: str) -> None:
 # -- logging in through the form (TestClient) -------------------------------------
 
 BASE = "http://testserver"
+# Every page and API path that needs a login (ids that exist in the world of make_world).
+PAGES = ["/", "/agents", "/units", "/events", "/report", "/routes/night-loop", "/fragments/alarm/1"]
+API = ["/api/agents", "/api/alarms", "/api/alarms/1", "/api/events", "/api/units", "/api/completion", "/api/stream",
+       "/api/quarantine"]
 
 
 def csrf_of(html: str) -> str:
@@ -250,3 +254,21 @@ def login(client: TestClient, name: str, password: str = PASSWORD) -> str:
     assert r.headers["location"] == "/agents"
     return csrf_of(client.get("/").text)
 
+
+# -- logging in through the form (a browser page) ---------------------------------
+
+
+def log_in(context: Any, server: WebServer, name: str, path: str = "/") -> Any:
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    page.errors = errors
+    page.goto(server.url + path)
+    assert page.url.startswith(server.url + "/login?next=")
+    page.fill("input[name=name]", name)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(server.url + path)
+    page.wait_for_selector("#live.on")  # the live stream is connected
+    return page

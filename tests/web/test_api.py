@@ -14,11 +14,7 @@ from starlette.testclient import TestClient
 
 from central.web.auth import SESSION_COOKIE
 from central.web.logins import LoginThrottle
-from tests.web.conftest import BASE, PASSWORD, World, csrf_of, login
-
-PAGES = ["/", "/agents", "/units", "/events", "/report", "/routes/night-loop", "/fragments/alarm/1"]
-API = ["/api/agents", "/api/alarms", "/api/alarms/1", "/api/events", "/api/units", "/api/completion", "/api/stream",
-       "/api/quarantine"]
+from tests.web.conftest import API, BASE, PAGES, PASSWORD, World, csrf_of, login
 
 
 @pytest.fixture

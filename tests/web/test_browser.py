@@ -16,25 +16,9 @@ import pytest
 
 from central.web.server import WebServer
 from tests.support import wait_until
-from tests.web.conftest import PASSWORD, World, screenshot
+from tests.web.conftest import PASSWORD, World, log_in, screenshot
 
 APPEAR_TIMEOUT_MS = 5000
-
-
-def log_in(context: Any, server: WebServer, name: str, path: str = "/") -> Any:
-    page = context.new_page()
-    errors: list[str] = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.errors = errors
-    page.goto(server.url + path)
-    assert page.url.startswith(server.url + "/login?next=")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(server.url + path)
-    page.wait_for_selector("#live.on")  # the live stream is connected
-    return page
 
 
 def test_alarm_appears_live_and_is_acknowledged(world: World, server: WebServer, chromium: Any) -> None:

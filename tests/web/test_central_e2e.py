@@ -23,8 +23,7 @@ from central.web.app import build_app
 from central.web.server import WebServer
 from central.web.wiring import StoreCompletionReports
 from tests.support import Broker
-from tests.web.conftest import World
-from tests.web.test_browser import log_in
+from tests.web.conftest import World, log_in
 from wire import topics
 from wire.messages import Command, CommandName, Event, EventKind
 

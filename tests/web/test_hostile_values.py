@@ -25,8 +25,7 @@ from starlette.testclient import TestClient
 from central.app import Central
 from central.config import parse_config
 from tests.support import Broker, wait_until
-from tests.web.conftest import BASE, World, login
-from tests.web.test_api import API, PAGES
+from tests.web.conftest import API, BASE, PAGES, World, login
 from wire import topics
 from wire.codec import pack
 from wire.messages import Ack
