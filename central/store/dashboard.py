@@ -2,7 +2,7 @@
 
 The web never writes the tables of ingest or the alarm book; it reads them
 with short read-only connections of the store's policy (WAL lets it read
-while ingest writes) and shapes rows into the objects of DESIGN.md's
+while ingest writes) and shapes rows into the objects of docs/reference.md's
 "Machine-readable output". Writes go through their owners
 (``AlarmActions.acknowledge``). Every list is bounded: at most
 EVENTS_MAX_LIMIT rows, and trails cut to their newest steps in SQL.
@@ -30,7 +30,7 @@ from central.store.errors import StoreError
 _LOGGER = logging.getLogger(__name__)
 
 EVENTS_DEFAULT_LIMIT = 200
-# No list answers more rows than this at once (DESIGN.md: ?limit= at most 1000);
+# No list answers more rows than this at once (docs/reference.md: ?limit= at most 1000);
 # one events query once answered 95 MB and took central to 621 MB.
 EVENTS_MAX_LIMIT = 1000
 # ... and no more than this of their stored JSON, read from SQLite row by row.
@@ -144,7 +144,7 @@ class StoreReader:
                     before: tuple[int, str, int] | None = None) -> tuple[list[dict[str, Any]], bool]:
         """The newest ``limit`` matching events (by ts), returned oldest first, and whether there may be more.
 
-        Oldest first means DESIGN.md's order, by agent then eseq, unless
+        Oldest first means docs/reference.md's order, by agent then eseq, unless
         ``by_time`` asks for the order in which they happened (the event log).
         ``before`` (ts, agent, eseq) pages back: only events older than that one.
         """

@@ -108,7 +108,7 @@ class StoredEvent:
         return body
 
     def to_json(self) -> dict[str, Any]:
-        """DESIGN.md's machine-readable form; ``unplanned: true`` only on flagged events."""
+        """docs/reference.md's machine-readable form; ``unplanned: true`` only on flagged events."""
         body: dict[str, Any] = {"agent": self.agent, "eseq": self.eseq, "kind": self.kind, "source": self.source,
                                 "ts": self.ts, "received_ts": self.received_ts, "replayed": self.replayed,
                                 "epoch": self.epoch}
