@@ -36,8 +36,18 @@ from central.plan.registry import PlanHistory
 from central.store import Store
 from central.store import alarms as sql
 from central.store.alarms import (
-    AGENT_KINDS, BY_MAX_LEN, RESOLVED_BY_ACK, Alarm, AlarmError, AlarmKind, AlarmState, AlarmStep, acknowledge,
-    get_alarm, list_alarms, list_steps,
+    AGENT_KINDS,
+    BY_MAX_LEN,
+    RESOLVED_BY_ACK,
+    Alarm,
+    AlarmError,
+    AlarmKind,
+    AlarmState,
+    AlarmStep,
+    acknowledge,
+    get_alarm,
+    list_alarms,
+    list_steps,
 )
 from central.store.sqlite import transaction
 from wire.messages import Command, CommandName

@@ -174,13 +174,12 @@ class Central:
             self._housekeeping.wait(RETENTION_EVERY_S)
 
     def _start_web(self) -> None:
-        # Imported here: the web stack is only for the long-running central.
+        # Imported here: the web stack is only for the long-running central. Metrics wiring (issue 16):
+        # central_metrics (central/metrics.py) reads ingest and the store on each scrape of /metrics.
+        from central.metrics import central_metrics
         from central.web.app import build_app
         from central.web.server import WebServer
         from central.web.wiring import StoreCompletionReports
-
-        # -- metrics wiring (issue 16): central/metrics.py reads ingest and the store on each scrape.
-        from central.metrics import central_metrics
 
         app = build_app(config=self.config, store=self.store, bus=self.bus, plan=self.plans, alarms=cast(Any, self.alarm_book),  # None only in tests that run central without alarms
                         report=StoreCompletionReports(store=self.store, plans=self.plans, tracker=self.tracker),

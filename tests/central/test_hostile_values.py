@@ -54,7 +54,7 @@ def jump_to_the_last_eseq(agents: list[FakeAgent]) -> None:
     for a in agents:
         a.event(INT64_MAX, synced=False, ts=0, mono_ms=INT64_MAX)
     for a in agents:
-        wait_until(lambda: a.command_list(CommandName.REPLAY), message="a replay request")
+        wait_until(lambda a=a: a.command_list(CommandName.REPLAY), message="a replay request")
         txn = a.command_list(CommandName.REPLAY)[0].txn
         a.publish(topics.cmd_resp(a.agent_id), pack({"txn": txn, "ok": True, "last": INT64_MAX,
                                                      "gone": [[2, INT64_MAX - 1]]}))

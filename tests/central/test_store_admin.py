@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from central.relay import Relay
-from central.store import Store, StoreError
+from central.store import Store, StoreError, quarantine, schema
 from central.store import alarms as alarms_sql
-from central.store import quarantine, schema
 from central.store.sqlite import transaction
 from tests.central.test_store import ev, insert
 from tests.support import run_cli, wait_until
