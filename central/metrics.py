@@ -11,7 +11,8 @@ Sources, each optional:
 - ``counters``: central's cumulative counters (``events_stored``,
   ``store_errors``, ``bad_message.garbage``, ...), each exported as
   ``gridpatrol_<name>_total``;
-- ``queue_depths``: queue name -> items waiting now (``gridpatrol_queue_depth``);
+- ``queue_depths``: queue name -> items waiting now (``gridpatrol_queue_depth``:
+  ``ingest``, and each relay of derived work, ``relay:<name>``);
 - ``alarms``: ``(state, kind, count)`` rows (``gridpatrol_alarms``);
 - ``agents``: ``(agent, state, outbox_depth)`` rows, the outbox depth as the
   agent last reported it in its telemetry, None before any
@@ -25,12 +26,9 @@ from __future__ import annotations
 
 import logging
 import re
-import sqlite3
 import threading
 from collections import Counter as Tally
-from contextlib import closing
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -138,25 +136,7 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-# -- sources read from the SQLite store ---------------------------------------------
-
-
-def alarm_counts(store_path: Path) -> Callable[[], list[AlarmRow]]:
-    """Alarms by state and kind, counted in the store (read-only; one GROUP BY per scrape)."""
-
-    def read() -> list[AlarmRow]:
-        if not store_path.exists():
-            return []
-        with closing(sqlite3.connect(f"file:{store_path}?mode=ro", uri=True, timeout=5)) as conn:
-            try:
-                return [(str(s), str(k), int(n)) for s, k, n in
-                        conn.execute("SELECT state, kind, COUNT(*) FROM alarms GROUP BY state, kind")]
-            except sqlite3.OperationalError as exc:
-                if "no such table" in str(exc):  # the alarm book has not made its tables yet
-                    return []
-                raise
-
-    return read
+# -- sources read from central ---------------------------------------------------------
 
 
 class AgentRowLike(Protocol):
@@ -188,14 +168,19 @@ def agent_readings(list_agents: Callable[[], Iterable[AgentRowLike]]) -> Callabl
 def central_metrics(central: Central) -> Metrics:
     """The metrics of a running central: its ingest's counters and queue, its store's alarms and agents.
 
-    TODO(lead): the one place metrics meet central's internals; adjust after the
-    store and ingest rewrite (``Ingest`` has no public queue depth yet, so it is
-    read from ``_queue``; with PostgreSQL, ``alarm_counts`` becomes a store query).
+    TODO(lead): the one place metrics meet central's internals. ``Ingest`` has no
+    public queue depth yet, so it is read from ``_queue``.
     """
     ingest = central.ingest
+
+    def queue_depths() -> dict[str, int]:
+        depths = {"ingest": ingest._queue.qsize()}
+        depths.update((f"relay:{relay.name}", relay.depth) for relay in central.relays)
+        return depths
+
     return Metrics(MetricSources(
         counters=lambda: ingest.counters,
-        queue_depths=lambda: {"ingest": ingest._queue.qsize()},
-        alarms=alarm_counts(Path(central.store.path)),
+        queue_depths=queue_depths,
+        alarms=central.store.alarm_counts,
         agents=agent_readings(central.store.list_agents),
     ))

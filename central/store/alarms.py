@@ -108,6 +108,11 @@ def list_alarms(conn: sqlite3.Connection, *, include_all: bool = False) -> list[
     return [_alarm(r) for r in conn.execute(f"SELECT {COLUMNS} FROM alarms{where} ORDER BY id")]
 
 
+def alarm_counts(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+    """``(state, kind, count)`` over the whole book (central's metrics)."""
+    return [(str(s), str(k), int(n)) for s, k, n in conn.execute("SELECT state, kind, COUNT(*) FROM alarms GROUP BY state, kind")]
+
+
 def get_alarm(conn: sqlite3.Connection, alarm_id: int) -> Alarm | None:
     row = conn.execute(f"SELECT {COLUMNS} FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
     return None if row is None else _alarm(row)

@@ -370,6 +370,13 @@ class Store:
         with self._reading(None) as c:
             return alarms_sql.list_alarms(c, include_all=include_all)
 
+    def alarm_counts(self) -> list[tuple[str, str, int]]:
+        """Alarms by ``(state, kind, count)``; none before central made its store."""
+        if not self.path.exists():
+            return []
+        with self._reading(None) as c:
+            return alarms_sql.alarm_counts(c)
+
     def alarm(self, alarm_id: int) -> alarms_sql.Alarm | None:
         with self._reading(None) as c:
             return alarms_sql.get_alarm(c, alarm_id)

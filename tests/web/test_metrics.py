@@ -8,7 +8,7 @@ import pytest
 from starlette.testclient import TestClient
 
 from central.config import ConfigError, parse_config
-from central.metrics import Metrics, MetricSources, agent_readings, alarm_counts
+from central.metrics import Metrics, MetricSources, agent_readings
 from tests.web.conftest import BASE, World, login
 
 CENTRAL_TOML = 'timezone = "Asia/Shanghai"\ndata_dir = "/var/lib/gridpatrol"\n'
@@ -57,7 +57,7 @@ def test_a_failing_source_leaves_the_others_answering() -> None:
 def test_alarms_and_agents_are_read_from_the_store(world: World) -> None:
     world.raise_alarm("school-9-gate-1", "office-panic")
     world.set_presence("school-9-gate-1", "online", outbox_depth=5, reconnects=0, clock_synced=True)
-    assert alarm_counts(world.store.path)() == [("active", "panic", 1)]
+    assert world.store.alarm_counts() == [("active", "panic", 1)]
     assert agent_readings(world.store.list_agents)() == [("school-9-gate-1", "online", 5)]
 
 
