@@ -22,6 +22,7 @@ from typing import Any, Iterable, Sequence, TextIO
 from zoneinfo import ZoneInfo
 
 from central.config import CentralConfig, load_config
+from central.errors import CentralError
 from central.store import AgentRow, Store, StoredEvent
 from wire.messages import EventKind
 from wire.topics import is_valid_agent_id
@@ -31,7 +32,7 @@ _LOGGER = logging.getLogger(__name__)
 HEALTH_CHECK_S = 1.0  # how often central's health is looked at when systemd set no watchdog
 
 
-class UsageError(ValueError):
+class UsageError(CentralError, ValueError):
     """A command-line value is wrong; exit status 2."""
 
 

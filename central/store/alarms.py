@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Iterable, Sequence
 
+from central.errors import CentralError
 from central.store.sqlite import transaction
 
 
@@ -42,7 +43,7 @@ RESOLVED_BY_ACK = frozenset({AlarmKind.PANIC, AlarmKind.SUSPICIOUS})
 BY_MAX_LEN = 64
 
 
-class AlarmError(ValueError):
+class AlarmError(CentralError, ValueError):
     """An alarm command cannot be done (unknown id, acknowledged twice, bad name)."""
 
 

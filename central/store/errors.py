@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from central.errors import CentralError
 
-class StoreError(Exception):
+
+class StoreError(CentralError):
     """The store cannot be used (missing file, wrong or newer schema, bad URL)."""
