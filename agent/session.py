@@ -36,8 +36,8 @@ from agent.config import MqttConfig
 from agent.memory import Memory
 from agent.outbox import Outbox, OutboxError
 from agent.publisher import IN_FLIGHT_WINDOW, Publisher, Send
+from gridpatrol.base.logsafe import LogLimiter, escaped, shown
 from gridpatrol.base.tcp import no_delay
-from gridpatrol.logsafe import LogLimiter, escaped, shown
 from wire import topics
 from wire.codec import unpack
 from wire.errors import DecodeError

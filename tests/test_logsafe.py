@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from gridpatrol.logsafe import LogLimiter, escaped, shown
+from gridpatrol.base.logsafe import LogLimiter, escaped, shown
 
 
 def test_shown_and_escaped_leave_no_raw_control_character_and_clip() -> None:
