@@ -13,6 +13,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
@@ -26,11 +27,11 @@ from wire.messages import Ack, AgentState, AgentStatus, Birth, CentralStatus, Co
 
 if TYPE_CHECKING:
     from central.ingest import Ingest
-    from central.store import Store
+    from central.store import Store, StoredEvent
 
 __all__ = [
     "AGENT_ID", "BOOT", "GATE", "REPO", "T0", "Broker", "CentralSide", "FakeAgent", "FakeClock", "Processes", "Received", "Recorder",
-    "SimClient", "agent_toml", "device", "free_port", "hang_up", "make_ingest", "port_open", "run_cli", "wait_until",
+    "SimClient", "agent_toml", "device", "ev", "free_port", "hang_up", "insert", "make_ingest", "port_open", "run_cli", "wait_until",
 ]
 
 T = TypeVar("T")
@@ -375,3 +376,24 @@ class SimClient:
     def close(self) -> None:
         self.reader.close()
         self.sock.close()
+
+
+# -- central's store ------------------------------------------------------------------
+
+
+def ev(agent: str, eseq: int, *, kind: str = "scan", ts_est: int | None = None, received_ts: int = 0,
+       **fields: object) -> StoredEvent:
+    """A stored event with everything but what the test cares about filled in."""
+    from central.store import StoredEvent
+
+    return StoredEvent(agent=agent, eseq=eseq, kind=kind, source="gate-1", ts=1000 + eseq,
+                       ts_est=1000 + eseq if ts_est is None else ts_est, ts_estimated=False,
+                       received_ts=received_ts or 2000 + eseq, replayed=False,
+                       fields=fields or {"tag": "67003B51C6"}, boot_id="b", mono_ms=eseq, clock_synced=True)
+
+
+def insert(store: Store, events: list[StoredEvent]) -> list[StoredEvent]:
+    """Insert ``events`` in one transaction; the ones newly stored."""
+    with closing(store.connect()) as conn:
+        with conn:
+            return store.insert_events(conn, events)

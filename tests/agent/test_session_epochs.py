@@ -10,15 +10,16 @@ import msgpack
 import pytest
 
 from agent.memory import Memory
-from tests.agent.test_session import AGENT, CentralSide, Harness, central, harness, wait_until  # noqa: F401  # fixtures
-from tests.support import Broker
+from tests.agent.conftest import Harness, wait_until
+from tests.support import AGENT_ID as AGENT
+from tests.support import Broker, CentralSide
 from wire import topics
 from wire.messages import Command, CommandName, CommandResponse, EventKind
 
 
 def test_events_and_births_carry_the_epoch_and_an_ack_of_another_is_ignored(harness: Harness,
                                                                              central: CentralSide) -> None:
-    session = harness.session().start()
+    harness.session().start()
     epoch = wait_until(central.births, message="birth")[-1].epoch
     assert epoch == harness.outbox.epoch != ""
     for _ in range(3):

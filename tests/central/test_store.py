@@ -11,26 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from central.store import AgentRow, Store, StoredEvent, StoreError
+from tests.support import ev, insert
 from wire.messages import Event
-
-
-def ev(agent: str, eseq: int, *, kind: str = "scan", ts_est: int | None = None, received_ts: int = 0,
-       **fields: object) -> StoredEvent:
-    return StoredEvent(agent=agent, eseq=eseq, kind=kind, source="gate-1", ts=1000 + eseq,
-                       ts_est=1000 + eseq if ts_est is None else ts_est, ts_estimated=False,
-                       received_ts=received_ts or 2000 + eseq, replayed=False,
-                       fields=fields or {"tag": "67003B51C6"}, boot_id="b", mono_ms=eseq, clock_synced=True)
 
 
 @pytest.fixture
 def store(tmp_path: Path) -> Store:
     return Store(tmp_path / "sub" / "central.db")
-
-
-def insert(store: Store, events: list[StoredEvent]) -> list[StoredEvent]:
-    with closing(store.connect()) as conn:
-        with conn:
-            return store.insert_events(conn, events)
 
 
 def test_connect_creates_the_file_in_wal_mode(store: Store) -> None:

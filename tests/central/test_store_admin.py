@@ -15,8 +15,7 @@ from central.relay import Relay
 from central.store import Store, StoreError, quarantine, schema
 from central.store import alarms as alarms_sql
 from central.store.sqlite import transaction
-from tests.central.test_store import ev, insert
-from tests.support import run_cli, wait_until
+from tests.support import ev, insert, run_cli, wait_until
 
 # The tables as the first round of Gridpatrol made them: no schema_version, events keyed on (agent, eseq).
 FIRST_ROUND = """

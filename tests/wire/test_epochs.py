@@ -9,11 +9,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.wire.test_messages import _exact, event_maps
+from tests.wire.strategies import event_maps, exact
 from wire import DecodeError
-from wire.messages import (
-    GONE_MAX_RANGES, Ack, Birth, Command, CommandName, CommandResponse, Event, EventKind, _event_fast,
-)
+from wire.messages import GONE_MAX_RANGES, Ack, Birth, Command, CommandName, CommandResponse, Event, EventKind, _event_fast
 
 INT64_MAX = 2**63 - 1
 _EPOCHS = st.one_of(st.from_regex(r"\A[A-Za-z0-9_-]{0,64}\Z"), st.sampled_from(["", "x" * 64, "0123456789abcdef"]))
@@ -38,14 +36,14 @@ def test_fast_and_checked_event_decoding_agree_on_epochs(d: dict[Any, Any], epoc
     fast = _event_fast(d)
     if fast is not None:
         assert checked is not None, f"the fast path accepted a map the checked one refuses: {d!r}"
-        assert _exact(fast) == _exact(checked) and fast.epoch == checked.epoch
+        assert exact(fast) == exact(checked) and fast.epoch == checked.epoch
     try:
         public: Event | None = Event.from_map(d)
     except DecodeError:
         public = None
     assert (public is None) == (checked is None), d
     if public is not None and checked is not None:
-        assert _exact(public) == _exact(checked) and public.epoch == checked.epoch
+        assert exact(public) == exact(checked) and public.epoch == checked.epoch
         assert "epoch" not in public.fields  # an envelope key, never a free one
 
 
