@@ -24,8 +24,8 @@ from central.plan.model import Plan, Tier
 from central.plan.parse import PlanError, load_plan_file, plan_to_data
 from central.plan.registry import PlanHistory, PlanRegistry
 from central.report import CompletionReport, build_report, render_csv, render_json, render_table, report_from_store
-from central.store import snapshots as album
 from central.store import Store, StoreError
+from central.store import snapshots as album
 
 _LOGGER = logging.getLogger(__name__)
 _DATE_HELP = "YYYY-MM-DD"
@@ -135,7 +135,7 @@ def run_alarms(args: argparse.Namespace) -> int:
         store = Store(config.store.path)
         alarms = store.alarms(include_all=args.all)
         with closing(store.connect(readonly=True)) as conn:
-            held = album.numbers(conn, [a.id for a in alarms])  # issue 14: DESIGN.md's `snapshots`
+            held = album.numbers(conn, [a.id for a in alarms])  # issue 14: docs/reference.md's `snapshots`
     if args.json:
         json.dump([{**a.to_json(), "snapshots": len(held.get(a.id, ()))} for a in alarms], sys.stdout,
                   ensure_ascii=False, indent=2)

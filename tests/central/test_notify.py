@@ -23,7 +23,6 @@ from central.alarms import AlarmBook
 from central.config import NotifyTarget
 from central.notify import message, route
 from central.notify.notifier import Delivery, Notifier
-from central.store.notifications import StepFact
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import Store, notifications

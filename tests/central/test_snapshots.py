@@ -18,7 +18,6 @@ import pytest
 
 from central.alarms import AlarmBook
 from central.app import Central
-from central.store import snapshots as album
 from central.cameras.taker import SnapshotTaker
 from central.config import parse_config
 from central.plan.parse import parse_plan_bytes
@@ -27,17 +26,11 @@ from central.store import Store
 from central.store.dashboard import StoreReader
 from tests.central.http_fakes import JPEG, FakeCamera
 from tests.support import Broker, run_cli, wait_until
-from tests.web.conftest import PLAN
+from tests.web.conftest import plan_with_camera
 from wire import topics
 from wire.messages import Event, EventKind
 
 AGENT = "school-9-gate-1"
-
-
-def plan_with_camera(url: str, stream: str = "rtsp://admin:pw@10.0.0.64:554/Streaming/Channels/101") -> bytes:
-    camera = (f'camera = [{{ id = "cam-east", agent = "{AGENT}", sources = ["north-fence", "office-panic"], '
-              f'snapshot = "{url}", stream = "{stream}" }}]\n')
-    return PLAN.replace("[[team]]", camera + "\n[[team]]").encode()
 
 
 @pytest.fixture
@@ -146,14 +139,14 @@ def test_over_mqtt_a_snapshot_within_3_s_and_a_bad_camera_changes_nothing(tmp_pa
                           source=source, ts=int(sent * 1000), mono_ms=5000 + eseq, clock_synced=True)
             broker.pub(topics.evt(AGENT), event.to_payload(), qos=1)
             assert central.alarm_book is not None
-            alarm = wait_until(lambda: [a for a in central.alarm_book.alarms() if a.source == source], timeout=5,
+            alarm = wait_until(lambda source=source: [a for a in central.alarm_book.alarms() if a.source == source], timeout=5,
                                message=f"the alarm of {source}")[0]
             shown = time.time()
             if mode == "digest":
-                wait_until(lambda: reader.alarm(alarm.id)["snapshots"] >= 1, timeout=3,  # type: ignore[index]
+                wait_until(lambda alarm=alarm: reader.alarm(alarm.id)["snapshots"] >= 1, timeout=3,  # type: ignore[index]
                            message="a snapshot stored within 3 s of the alarm")
                 assert time.time() - sent < 3.0
-            steps = wait_until(lambda: [s for s in central.alarm_book.steps(alarm.id) if s.action == "escalate"],
+            steps = wait_until(lambda alarm=alarm: [s for s in central.alarm_book.steps(alarm.id) if s.action == "escalate"],
                                timeout=grid_s + 5)
             climbed = time.time()
             raise_ts = central.alarm_book.steps(alarm.id)[0].ts

@@ -5,8 +5,7 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 
-from central.store import Store, schema
-from central.store import notifications, snapshots
+from central.store import Store, notifications, schema, snapshots
 from central.store.sqlite import transaction
 
 

@@ -272,3 +272,10 @@ def log_in(context: Any, server: WebServer, name: str, path: str = "/") -> Any:
     page.wait_for_url(server.url + path)
     page.wait_for_selector("#live.on")  # the live stream is connected
     return page
+
+
+def plan_with_camera(url: str, stream: str = "rtsp://admin:pw@10.0.0.64:554/Streaming/Channels/101") -> bytes:
+    """The world's plan with a camera on school-9-gate-1 that watches its loop and its panic button."""
+    camera = (f'camera = [{{ id = "cam-east", agent = "school-9-gate-1", sources = ["north-fence", "office-panic"], '
+              f'snapshot = "{url}", stream = "{stream}" }}]\n')
+    return PLAN.replace("[[team]]", camera + "\n[[team]]").encode()

@@ -17,10 +17,8 @@ from central.cameras.taker import SnapshotTaker
 from central.plan.parse import parse_plan_bytes
 from central.web.server import WebServer
 from tests.central.http_fakes import FakeCamera
-from tests.central.test_snapshots import plan_with_camera
 from tests.support import wait_until
-from tests.web.conftest import World, screenshot
-from tests.web.test_browser import log_in
+from tests.web.conftest import World, log_in, plan_with_camera, screenshot
 
 AGENT = "school-9-gate-1"
 SHOW_TIMEOUT_MS = 5000
