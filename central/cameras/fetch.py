@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from typing import Generator
+
 import httpx
 
 from central.cameras.address import split_credentials

@@ -14,8 +14,8 @@ import datetime as dt
 from typing import Sequence
 from zoneinfo import ZoneInfo
 
-from central.store.notifications import StepFact
 from central.plan.model import Plan
+from central.store.notifications import StepFact
 
 SUMMARY_LINES = 10  # a summary names this many; the dashboard has the rest
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from central.config import NotifyTarget
-from central.store.notifications import StepFact
 from central.plan.model import Plan
+from central.store.notifications import StepFact
 
 ROUTED_ACTIONS = ("raise", "escalate", "ack", "resolve")
 

@@ -18,7 +18,6 @@ from typing import Any, Iterable, Sequence
 
 from central.store.sqlite import transaction
 
-
 _CURSOR = "alarm_steps"
 _COLUMNS = "id, step_rowid, alarm_id, target, action, title, body, state, created_ts, attempts, sent_ts"
 

@@ -14,7 +14,6 @@ from typing import Mapping, Sequence
 
 from central.store.sqlite import transaction
 
-
 TRIP_ACTIONS = ("raise", "retrip")
 AGENT_KINDS = ("alarm", "tamper", "panic")  # raised by an agent's input: what a camera can watch
 
