@@ -58,8 +58,8 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import json
 import getpass
+import json
 import os
 import random
 import socket

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import logging
 import queue
-from collections import deque
 import secrets
 import threading
 import time
+from collections import deque
 from typing import Any, Callable, Iterable, Protocol, Sequence
 
 import paho.mqtt.client as mqtt
@@ -33,15 +33,13 @@ from central.config import MqttConfig
 from central.inbound import Counter, Decoder, Inbound, Rejected, RejectLog
 from central.integrity import VIOLATIONS_KEPT, IntegrityChecker, Reason, Violation
 from central.ledger import GAP_GRACE_S, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
-from central.presence import AgentRecord, Presence, PresenceChange, PresenceState, REBIRTH_INTERVAL_S
+from central.presence import REBIRTH_INTERVAL_S, AgentRecord, Presence, PresenceChange, PresenceState
 from central.ratelog import RateLimitedLog
 from central.session import CentralSession
 from central.store import AgentRow, Store, StoredEvent, quarantine
 from central.timeest import ClockEstimator
 from wire import topics
-from wire.messages import (
-    Ack, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry,
-)
+from wire.messages import Ack, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -311,7 +309,7 @@ class Ingest:
         return [item for item in items if item is not _URGENT]
 
     def _take_urgent(self) -> list[Any]:
-        items = []
+        items: list[Any] = []
         while self._urgent and len(items) < self._batch_max:
             items.append(self._urgent.popleft())
         return items

@@ -20,9 +20,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from central.store import (
-    notifications as outbox,  # issue 14: delivery attempts in the trail
-)
+from central.store import notifications as outbox  # issue 14: delivery attempts in the trail
 from central.store import snapshots as album  # issue 14: snapshots kept with alarms
 from central.store import sqlite
 from central.store.errors import StoreError

@@ -162,7 +162,7 @@ def paged(request: Request, items: Sequence[dict[str, Any]], *, full: bool, curs
     return Response(b"[" + b",".join(encoded) + b"]", media_type="application/json", headers=headers)
 
 
-def bad_params(endpoint):  # type: ignore[no-untyped-def]
+def bad_params(endpoint):
     async def guarded(request: Request) -> Response:
         try:
             return await endpoint(request)
@@ -280,7 +280,7 @@ async def api_quarantine(request: Request) -> Response:
 
 @bad_params
 async def api_events(request: Request) -> Response:
-    """DESIGN.md's order (by agent, then eseq) within a page; pages go back in time."""
+    """docs/reference.md's order (by agent, then eseq) within a page; pages go back in time."""
     filters = event_filters(request)
     before = cursor_param(request, (int, str, int))
     d = dashboard(request)

@@ -61,7 +61,7 @@ class GuardedH11Protocol(H11Protocol):
     max_connections = 256
     stats = ConnectionStats()
 
-    def connection_made(self, transport: Any) -> None:  # type: ignore[override]
+    def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
         self.stats.open += 1
         self._idle_since = self.loop.time()

@@ -108,7 +108,6 @@ _ZH: dict[str, str] = {
     "Kind": "类型",
     "Source": "来源",
     "Time": "时间",
-    "Received": "接收时间",
     "replayed": "补发",
     "Details": "详情",
     "Filter": "筛选",

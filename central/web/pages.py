@@ -17,24 +17,8 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
 from central.plan.model import TIERS
-from central.web.api import (
-    EVENT_KINDS,
-    BadParam,
-    ascii_id,
-    cursor_param,
-    date_param,
-    encode_cursor,
-    param,
-)
-from central.web.auth import (
-    Session,
-    clear_session_cookie,
-    client_address,
-    safe_next,
-    session_for_anonymous,
-    set_session_cookie,
-    user_of,
-)
+from central.web.api import EVENT_KINDS, BadParam, ascii_id, cursor_param, date_param, encode_cursor, param
+from central.web.auth import Session, clear_session_cookie, client_address, safe_next, session_for_anonymous, set_session_cookie, user_of
 from central.web.chart import completion_chart
 from central.web.csrf import csrf_protected
 from central.web.i18n import LANG_COOKIE, LANGUAGES, Translator, negotiate

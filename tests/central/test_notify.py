@@ -27,6 +27,7 @@ from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import Store, notifications
 from central.store.dashboard import StoreReader
+from central.store.notifications import StepFact
 from tests.central.http_fakes import Receiver
 from tests.support import free_port, wait_until
 from tests.web.conftest import PLAN

@@ -23,6 +23,7 @@ from central.config import parse_config
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import Store
+from central.store import snapshots as album
 from central.store.dashboard import StoreReader
 from tests.central.http_fakes import JPEG, FakeCamera
 from tests.support import Broker, run_cli, wait_until

@@ -13,8 +13,17 @@ import time
 import pytest
 
 from tests.faults.harness import (
-    FaultSite, Numbers, Toggler, assert_alternating, assert_one_alarm_per_alarm_event, outbox_integrity, outbox_state, seeded_rng, settle,
-    stored_rows, zone_events_by_boot,
+    FaultSite,
+    Numbers,
+    Toggler,
+    assert_alternating,
+    assert_one_alarm_per_alarm_event,
+    outbox_integrity,
+    outbox_state,
+    seeded_rng,
+    settle,
+    stored_rows,
+    zone_events_by_boot,
 )
 from tests.support import Processes, wait_until
 

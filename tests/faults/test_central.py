@@ -14,7 +14,15 @@ import time
 import pytest
 
 from tests.faults.harness import (
-    FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, assert_one_event_per_transition, outbox_state, settle, store_integrity, stored_eseqs,
+    FaultSite,
+    Numbers,
+    Toggler,
+    assert_one_alarm_per_alarm_event,
+    assert_one_event_per_transition,
+    outbox_state,
+    settle,
+    store_integrity,
+    stored_eseqs,
 )
 from tests.support import Processes, wait_until
 

@@ -33,9 +33,7 @@ from typing import Any, Iterator
 import pytest
 
 from agent.inputs.readers.sim import SimulatedRdm6300
-from tests.faults.harness import (
-    FaultSite, Numbers, Tapper, assert_one_alarm_per_alarm_event, cli_json, seeded_rng, settle, store_integrity,
-)
+from tests.faults.harness import FaultSite, Numbers, Tapper, assert_one_alarm_per_alarm_event, cli_json, seeded_rng, settle, store_integrity
 from tests.support import Processes, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
@@ -163,7 +161,7 @@ def test_central_sigkilled_at_random_moments_under_panics_and_scans(make_site, r
     rng, seed = seeded_rng()
     site: FaultSite = make_site()
     site.start_central()
-    for i, agent_id in enumerate(AGENTS):
+    for agent_id in AGENTS:
         extra = f'[[reader]]\nname = "gate-1"\nport = "{readers[agent_id].path}"\nprotocol = "rdm6300"\n'
         site.add_agent(agent_id, resend_s=2, keepalive_s=5, extra=extra)
         site.start_agent(agent_id)

@@ -21,9 +21,7 @@ from typing import Iterator
 import pytest
 
 from agent.inputs.readers.sim import SimulatedRdm6300
-from tests.faults.harness import (
-    FaultSite, Numbers, Tapper, Toggler, assert_one_alarm_per_alarm_event, outbox_integrity, settle, stored_rows,
-)
+from tests.faults.harness import FaultSite, Numbers, Tapper, Toggler, assert_one_alarm_per_alarm_event, outbox_integrity, settle, stored_rows
 from tests.support import Processes, wait_until
 
 pytestmark = pytest.mark.slow

@@ -21,9 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.harness import (
-    FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, cli_json, outbox_state,
-)
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, cli_json, outbox_state
 from tests.support import Processes, run_cli, wait_until
 
 pytestmark = pytest.mark.slow

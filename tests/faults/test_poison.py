@@ -22,9 +22,7 @@ from contextlib import closing
 
 import pytest
 
-from tests.faults.harness import (
-    FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, cli_json, outbox_state, stored_eseqs,
-)
+from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, cli_json, outbox_state, stored_eseqs
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow

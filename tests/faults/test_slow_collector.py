@@ -19,7 +19,16 @@ import time
 
 import pytest
 
-from tests.faults.harness import FaultSite, Numbers, Toggler, assert_one_alarm_per_alarm_event, assert_one_event_per_transition, outbox_state, settle, stored_eseqs
+from tests.faults.harness import (
+    FaultSite,
+    Numbers,
+    Toggler,
+    assert_one_alarm_per_alarm_event,
+    assert_one_event_per_transition,
+    outbox_state,
+    settle,
+    stored_eseqs,
+)
 from tests.support import wait_until
 
 pytestmark = pytest.mark.slow

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import json
 import os
 import re
 import shutil
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import httpx2
 import pytest
 from argon2 import PasswordHasher
 from starlette.testclient import TestClient
@@ -279,3 +281,47 @@ def plan_with_camera(url: str, stream: str = "rtsp://admin:pw@10.0.0.64:554/Stre
     camera = (f'camera = [{{ id = "cam-east", agent = "school-9-gate-1", sources = ["north-fence", "office-panic"], '
               f'snapshot = "{url}", stream = "{stream}" }}]\n')
     return PLAN.replace("[[team]]", camera + "\n[[team]]").encode()
+
+
+# -- the live stream as one browser sees it --------------------------------------
+
+READ_TIMEOUT_S = 5.0
+
+
+class Stream:
+    """One browser's view of /api/stream, read event by event."""
+
+    def __init__(self, server: WebServer, user: str) -> None:
+        self.client = httpx2.Client(base_url=server.url, timeout=READ_TIMEOUT_S, follow_redirects=True)
+        page = self.client.get("/login").text
+        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
+        r = self.client.post("/login", data={"csrf": token, "name": user, "password": PASSWORD})
+        assert r.status_code == 200 and r.url.path == "/"
+        self._cm = self.client.stream("GET", "/api/stream")
+        self.response = self._cm.__enter__()
+        assert self.response.headers["content-type"].startswith("text/event-stream")
+        self._lines = self.response.iter_lines()
+        assert self.next_event()[0] == "hello"
+
+    def next_event(self) -> tuple[str, dict[str, Any]]:
+        """The next named event (comments and keepalives skipped); ReadTimeout after READ_TIMEOUT_S of silence."""
+        name, data = None, None
+        for line in self._lines:
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                data = json.loads(line[6:])
+            elif line == "" and name is not None:
+                return name, data or {}
+        raise EOFError("stream ended")
+
+    def next_of(self, kind: str) -> dict[str, Any]:
+        while True:
+            name, data = self.next_event()
+            if name == kind:
+                return data
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
+        self.client.close()
+

@@ -12,8 +12,7 @@ from starlette.testclient import TestClient
 
 from central.web.auth import SESSION_COOKIE
 from tests.support import run_cli
-from tests.web.conftest import PASSWORD, World
-from tests.web.test_api import BASE, csrf_of, login
+from tests.web.conftest import BASE, PASSWORD, World, csrf_of, login
 
 
 def _client(world: World, address: str, **kw) -> TestClient:  # type: ignore[no-untyped-def]

@@ -329,7 +329,7 @@ def test_a_store_failure_during_an_ack_is_no_conflict(world: World) -> None:
             raise sqlite3.OperationalError("disk I/O error")
 
     alarm_id = world.raise_alarm("school-9-gate-1", "office-panic")
-    app = world.build_app(limiter=LoginLimiter(user_failures=3, ip_failures=100))
+    app = world.build_app()
     app.state.dashboard.alarm_actions = FailingBook()
     with TestClient(app, base_url=BASE, raise_server_exceptions=False) as c:
         token = login(c, "lin")

@@ -16,7 +16,7 @@ import pytest
 
 from central.web.server import WebServer
 from tests.support import wait_until
-from tests.web.conftest import PASSWORD, World, log_in, screenshot
+from tests.web.conftest import World, log_in, screenshot
 
 APPEAR_TIMEOUT_MS = 5000
 

@@ -12,9 +12,7 @@ from starlette.testclient import TestClient
 from central.web import guard
 from central.web.server import WebServer
 from tests.support import wait_until
-from tests.web.conftest import World
-from tests.web.test_api import BASE, csrf_of
-from tests.web.test_live import Stream
+from tests.web.conftest import BASE, Stream, World, csrf_of
 
 CAP = 16
 

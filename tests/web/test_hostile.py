@@ -12,14 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.web.hostile import (
-    UNIT_NOFILE,
-    idle_hold,
-    login_burst,
-    request_flood,
-    rss_mb,
-    running_central,
-)
+from tests.web.hostile import UNIT_NOFILE, idle_hold, login_burst, request_flood, rss_mb, running_central
 
 # The issue asks for a 20 s hold; CI may shorten it (GRIDPATROL_HOLD_S), never below the
 # 10 s head timeout, so the server's own shedding of idle connections is always exercised.

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import re
 import threading
 import time
 from typing import Any, Iterator
@@ -16,9 +14,7 @@ from central.bus import Bus, Notice
 from central.web.live import CLIENT_QUEUE_MAX, LiveHub, LiveMessage
 from central.web.scope import Scope
 from central.web.server import WebServer
-from tests.web.conftest import PASSWORD, World
-
-READ_TIMEOUT_S = 5.0
+from tests.web.conftest import READ_TIMEOUT_S, Stream, World
 
 
 def run_loop(coro: Any) -> Any:
@@ -37,44 +33,6 @@ def run_loop(coro: Any) -> Any:
     if "error" in box:
         raise box["error"]
     return box["value"]
-
-
-class Stream:
-    """One browser's view of /api/stream, read event by event."""
-
-    def __init__(self, server: WebServer, user: str) -> None:
-        self.client = httpx2.Client(base_url=server.url, timeout=READ_TIMEOUT_S, follow_redirects=True)
-        page = self.client.get("/login").text
-        token = re.search(r'name="csrf" value="([^"]+)"', page).group(1)  # type: ignore[union-attr]
-        r = self.client.post("/login", data={"csrf": token, "name": user, "password": PASSWORD})
-        assert r.status_code == 200 and r.url.path == "/"
-        self._cm = self.client.stream("GET", "/api/stream")
-        self.response = self._cm.__enter__()
-        assert self.response.headers["content-type"].startswith("text/event-stream")
-        self._lines = self.response.iter_lines()
-        assert self.next_event()[0] == "hello"
-
-    def next_event(self) -> tuple[str, dict[str, Any]]:
-        """The next named event (comments and keepalives skipped); ReadTimeout after READ_TIMEOUT_S of silence."""
-        name, data = None, None
-        for line in self._lines:
-            if line.startswith("event: "):
-                name = line[7:]
-            elif line.startswith("data: "):
-                data = json.loads(line[6:])
-            elif line == "" and name is not None:
-                return name, data or {}
-        raise EOFError("stream ended")
-
-    def next_of(self, kind: str) -> dict[str, Any]:
-        while True:
-            name, data = self.next_event()
-            if name == kind:
-                return data
-
-    def close(self) -> None:
-        self._cm.__exit__(None, None, None)
-        self.client.close()
 
 
 @pytest.fixture

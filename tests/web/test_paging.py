@@ -11,8 +11,7 @@ from hypothesis import strategies as st
 from starlette.testclient import TestClient
 
 from central.web.api import MAX_LIST_BYTES
-from tests.web.conftest import World
-from tests.web.test_api import BASE, login
+from tests.web.conftest import BASE, World, login
 
 
 @pytest.fixture
@@ -44,7 +43,7 @@ def test_events_page_back_in_time_without_gaps_or_repeats(client: TestClient, wo
     assert [len(p) for p in pages] == [10, 10, 5]
     seen = [(e["ts"], e["agent"], e["eseq"]) for p in pages for e in p]
     assert len(set(seen)) == 25
-    # Pages go back in time; inside a page, DESIGN.md's order (agent, then eseq).
+    # Pages go back in time; inside a page, docs/reference.md's order (agent, then eseq).
     assert min(e["ts"] for e in pages[0]) > max(e["ts"] for e in pages[1])
     for p in pages:
         assert [(e["agent"], e["eseq"]) for e in p] == sorted((e["agent"], e["eseq"]) for e in p)

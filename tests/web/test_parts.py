@@ -15,13 +15,7 @@ from central.web import WebError
 from central.web.auth import Session, SessionCodec, load_secret, safe_next
 from central.web.chart import completion_chart
 from central.web.csrf import same_origin
-from central.web.i18n import (
-    CATALOGS,
-    JS_KEYS,
-    Translator,
-    negotiate,
-    parse_accept_language,
-)
+from central.web.i18n import CATALOGS, JS_KEYS, Translator, negotiate, parse_accept_language
 from central.web.logins import LoginThrottle
 from central.web.scope import Scope
 from central.web.server import WebServer, parse_listen

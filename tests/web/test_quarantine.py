@@ -11,8 +11,7 @@ from starlette.testclient import TestClient
 from central.store import quarantine
 from central.store.sqlite import transaction
 from central.web.logins import LoginThrottle
-from tests.web.conftest import World
-from tests.web.test_api import BASE, login
+from tests.web.conftest import BASE, World, login
 
 
 @pytest.fixture
