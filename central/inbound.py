@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Callable, NamedTuple
 
-from central.ratelog import escape
+from gridpatrol.base.logsafe import escaped
 from wire import topics
 from wire.codec import MAX_PAYLOAD_BYTES, unpack
 from wire.errors import DecodeError
@@ -155,7 +155,7 @@ class RejectLog:
         self._last[item.reason] = now
         held = self._held.pop(item.reason, 0)
         more = f" ({held} more like it dropped since the last line)" if held else ""
-        self._logger.warning("dropped a message on %s: %s: %s%s", escape(item.topic), item.reason, escape(item.detail),
+        self._logger.warning("dropped a message on %s: %s: %s%s", escaped(item.topic), item.reason, escaped(item.detail),
                              more)
 
 

@@ -34,10 +34,10 @@ from central.inbound import Counter, Decoder, Inbound, Rejected, RejectLog
 from central.integrity import VIOLATIONS_KEPT, IntegrityChecker, Reason, Violation
 from central.ledger import GAP_GRACE_S, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
 from central.presence import REBIRTH_INTERVAL_S, AgentRecord, Presence, PresenceChange, PresenceState
-from central.ratelog import RateLimitedLog
 from central.session import CentralSession
 from central.store import AgentRow, Store, StoredEvent, quarantine
 from central.timeest import ClockEstimator
+from gridpatrol.base.logsafe import LogLimiter, escaped, shown
 from wire import topics
 from wire.messages import Ack, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
 
@@ -49,6 +49,8 @@ TICK_S = 0.2  # the writer wakes this often to look at gaps when nothing arrives
 LINGER_S = 0.02  # under a stream, a batch waits this long for more (one fsync for many events)
 LINGER_GAP_S = 0.002  # ... looking again this often; a look that finds nothing new ends it (a burst is not a stream)
 STOP_TIMEOUT_S = 10.0
+LOG_EVERY_S = 10.0
+LOG_KINDS_MAX = 4096  # (what, agent) kinds remembered: a forger may invent any number of agent ids
 REPLAYS_PER_S = 50.0  # replay requests to all agents together, on average ...
 REPLAY_BURST = 200.0  # ... and at once; a gap past the budget waits its turn (counted)
 REPLAYS_REMEMBERED = 10_000  # replay txns awaiting the agent's answer
@@ -112,8 +114,8 @@ class Ingest:
         self._replays: dict[str, tuple[str, str]] = {}  # replay txn -> (agent, epoch) asked
         self._replay_budget = REPLAY_BURST
         self._budget_at = monotonic()
-        self._log = RateLimitedLog(_LOGGER, monotonic=monotonic)
-        self._store_log = RateLimitedLog(_LOGGER, monotonic=monotonic)
+        # Lines a sender controls: one per kind and agent per LOG_EVERY_S, the rest counted in the next.
+        self._log = LogLimiter(_LOGGER, lines=1, period_s=LOG_EVERY_S, clock=monotonic, kinds_max=LOG_KINDS_MAX)
         self._last_store_error: str | None = None
         self._batch_max = batch_max
         self._queue_max = queue_max
@@ -398,8 +400,8 @@ class Ingest:
                 if asked is not None and asked[0] == agent:
                     answers.append((agent, asked[1], msg, ts))
                 if not msg.ok:
-                    self._log.warning(("cmd-resp", agent), "agent %s answered txn %s: not ok: %s", agent, msg.txn,
-                                      msg.error or "")
+                    self._log.warning(("cmd-resp", agent), "agent %s answered txn %s: not ok: %s", agent, shown(msg.txn),
+                                      escaped(msg.error or ""))
                 # Whoever sent the command (the alarm book's alarm-ack) learns the answer.
                 self._tell("command_answered", agent, msg.txn, msg.ok, msg.error, optional=True)
         for agent, ts in heard.items():
@@ -513,7 +515,7 @@ class Ingest:
             conn.execute("COMMIT")
         except Exception as exc:
             self._last_store_error = f"{type(exc).__name__}: {_one_line(exc)}"
-            self._store_log.warning(type(exc).__name__, "could not store a batch of %s events (%s); trying again"
+            self._log.warning(("store", type(exc).__name__), "could not store a batch of %s events (%s); trying again"
                                     " message by message", len(events), _one_line(exc))
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
@@ -694,12 +696,12 @@ class Ingest:
             if held != got:
                 deltas[Counter.EVENTS_SUSPICIOUS] = deltas.get(Counter.EVENTS_SUSPICIOUS, 0) + 1
                 self._log.warning(("conflict", e.agent), "agent %s sent eseq %s of epoch %r again with different"
-                                  " content; kept the first: held %s, got %s", e.agent, e.eseq, e.epoch, held, got)
+                                  " content; kept the first: held %s, got %s", e.agent, e.eseq, e.epoch, shown(held), shown(got))
                 self._violation(self._integrity.eseq_conflict(e.agent, e.eseq, held, got, e.received_ts), deltas)
 
     def _violation(self, v: Violation, deltas: dict[str, int] | None = None) -> None:
         """Count it, keep it in the agent's flags (saved with the batch), raise it with the batch's alarms."""
-        self._log.warning(("violation", v.agent, str(v.reason)), "agent %s: %s: %s", v.agent, v.reason, v.detail)
+        self._log.warning(("violation", v.agent, str(v.reason)), "agent %s: %s: %s", v.agent, v.reason, escaped(v.detail))
         if deltas is None:
             with self._counts_lock:
                 self._deltas[v.counter] = self._deltas.get(v.counter, 0) + 1
@@ -756,7 +758,7 @@ class Ingest:
 
 
 def _one_line(exc: BaseException) -> str:
-    return repr(str(exc))[:200]
+    return escaped(str(exc), 200)
 
 
 def _content_payload(e: StoredEvent) -> bytes:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Hashable
 
 SHOWN_MAX_CHARS = 120
 LINES_PER_PERIOD = 5
@@ -42,23 +42,28 @@ class LogLimiter:
 
     def __init__(self, logger: logging.Logger, *, lines: int = LINES_PER_PERIOD, period_s: float = PERIOD_S,
                  clock: Callable[[], float] = time.monotonic, counters: dict[str, int] | None = None,
-                 counter: str = "log_lines_held") -> None:
+                 counter: str = "log_lines_held", kinds_max: int = KINDS_MAX) -> None:
         self.logger = logger
         self._counters = counters
         self._counter = counter
         self.lines = lines
         self.period_s = period_s
         self._clock = clock
-        self._windows: dict[str, list[float | int]] = {}  # kind -> [window start, lines in it, held back]
+        self._kinds_max = kinds_max
+        self._windows: dict[Hashable, list[float | int]] = {}  # kind -> [window start, lines in it, held back]
         self.held = 0  # lines held back in all, for a counter
 
-    def log(self, level: int, kind: str, msg: str, *args: Any) -> bool:
-        """Log ``msg % args`` unless ``kind`` has had its lines this period; True when it was written."""
+    def log(self, level: int, kind: Hashable, msg: str, *args: Any) -> bool:
+        """Log ``msg % args`` unless ``kind`` has had its lines this period; True when it was written.
+
+        A kind is any hashable: a fixed string, or (what, agent) where one
+        agent's flood must not silence another's lines.
+        """
         now = self._clock()
         window = self._windows.get(kind)
         if window is None or now - window[0] >= self.period_s:
             held = int(window[2]) if window is not None else 0
-            if window is None and len(self._windows) >= KINDS_MAX:
+            if window is None and len(self._windows) >= self._kinds_max:
                 self._windows.pop(next(iter(self._windows)))
             window = self._windows[kind] = [now, 0, 0]
             if held:
@@ -73,8 +78,8 @@ class LogLimiter:
         self.logger.log(level, msg, *args)
         return True
 
-    def warning(self, kind: str, msg: str, *args: Any) -> bool:
+    def warning(self, kind: Hashable, msg: str, *args: Any) -> bool:
         return self.log(logging.WARNING, kind, msg, *args)
 
-    def info(self, kind: str, msg: str, *args: Any) -> bool:
+    def info(self, kind: Hashable, msg: str, *args: Any) -> bool:
         return self.log(logging.INFO, kind, msg, *args)
