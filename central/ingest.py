@@ -199,6 +199,11 @@ class Ingest:
             out[Counter.QUEUE_OVERFLOW] = out.get(Counter.QUEUE_OVERFLOW, 0) + self._overflowed - self._overflow_taken
         return out
 
+    @property
+    def queue_depths(self) -> dict[str, int]:
+        """Decoded messages waiting for the writer: the main queue and the urgent (alarm) lane."""
+        return {"ingest": self._queue.qsize(), "ingest:urgent": len(self._urgent)}
+
     def send_command(self, agent_id: str, command: Command) -> bool:
         """Publish a command to an agent (thread-safe); False when it could not even be queued."""
         return self.session.send_command(agent_id, command)

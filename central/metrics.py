@@ -166,15 +166,11 @@ def agent_readings(list_agents: Callable[[], Iterable[AgentRowLike]]) -> Callabl
 
 
 def central_metrics(central: Central) -> Metrics:
-    """The metrics of a running central: its ingest's counters and queue, its store's alarms and agents.
-
-    TODO(lead): the one place metrics meet central's internals. ``Ingest`` has no
-    public queue depth yet, so it is read from ``_queue``.
-    """
+    """The metrics of a running central: its ingest's counters and queues, its store's alarms and agents."""
     ingest = central.ingest
 
     def queue_depths() -> dict[str, int]:
-        depths = {"ingest": ingest._queue.qsize()}
+        depths = dict(ingest.queue_depths)
         depths.update((f"relay:{relay.name}", relay.depth) for relay in central.relays)
         return depths
 
