@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import sqlite3
 import threading
 import time
 from collections import deque
@@ -33,7 +32,7 @@ from typing import Any, Callable, Iterable, Protocol, Sequence
 from central.bus import Bus
 from central.plan.model import Plan
 from central.plan.registry import PlanHistory
-from central.store import Store
+from central.store import Connection, Store, transaction
 from central.store import alarms as sql
 from central.store.alarms import (
     AGENT_KINDS,
@@ -49,7 +48,6 @@ from central.store.alarms import (
     list_alarms,
     list_steps,
 )
-from central.store.sqlite import transaction
 from wire.messages import Command, CommandName
 
 __all__ = ["AGENT_KINDS", "BY_MAX_LEN", "RESOLVED_BY_ACK", "Alarm", "AlarmBook", "AlarmError", "AlarmKind",
@@ -193,7 +191,7 @@ class AlarmBook:
 
     # -- inside ingest's transaction -----------------------------------------------
 
-    def write(self, conn: sqlite3.Connection, events: Iterable[Any],
+    def write(self, conn: Connection, events: Iterable[Any],
               suspicious: Iterable[tuple[str, str, str, int]] = ()) -> Pending:
         """Raise, retrip and restore for ``events`` (``StoredEvent``s just inserted, in stored order) and
         raise a ``suspicious`` alarm for each ``(agent, check, detail, ts_ms)``, on ``conn`` inside the
@@ -337,7 +335,7 @@ class AlarmBook:
         u = plan.unit_by_id.get(unit) if plan and unit is not None else None
         return str(u.tier) if u else None
 
-    def _apply(self, write: Callable[[sqlite3.Connection], Pending]) -> None:
+    def _apply(self, write: Callable[[Connection], Pending]) -> None:
         """Run ``write`` in a transaction of the book's own connection, then apply what it decided."""
         with self._lock:
             with transaction(self._conn):
@@ -352,7 +350,7 @@ class AlarmBook:
     def _restore(self, agent: str, source: str, ts: int, *, kinds: Sequence[AlarmKind]) -> None:
         self._apply(lambda conn: self._restore_on(conn, Pending(), agent, source, ts, kinds=kinds))
 
-    def _raise_on(self, conn: sqlite3.Connection, pending: Pending, agent: str, source: str, kind: AlarmKind,
+    def _raise_on(self, conn: Connection, pending: Pending, agent: str, source: str, kind: AlarmKind,
                   raised_ts: int, noticed_ts: int, *, eseq: int | None = None, epoch: str | None = None,
                   detail: str | None = None) -> Pending:
         held = sql.open_alarm(conn, agent, source, str(kind))
@@ -374,7 +372,7 @@ class AlarmBook:
         _LOGGER.warning("alarm %s raised: %s %r of %s (unit %s)", alarm_id, kind, source, agent, unit)
         return pending
 
-    def _restore_on(self, conn: sqlite3.Connection, pending: Pending, agent: str, source: str, ts: int, *,
+    def _restore_on(self, conn: Connection, pending: Pending, agent: str, source: str, ts: int, *,
                     kinds: Sequence[AlarmKind]) -> Pending:
         for alarm_id in sql.unrestored(conn, agent, source, map(str, kinds)):
             alarm = sql.mark_restored(conn, alarm_id)

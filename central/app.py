@@ -24,7 +24,7 @@ from central.ingest import Ingest, Listener
 from central.notify.notifier import Notifier  # issue 14
 from central.plan.registry import PlanRegistry
 from central.relay import Relay
-from central.store import Store, StoredEvent
+from central.store import StoredEvent, open_store
 from central.tracker import CompletionTracker, store_scans
 from wire.messages import Command
 
@@ -72,7 +72,7 @@ class Central:
         self.clock = clock
         self.bus = bus if bus is not None else Bus()
         config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = Store(config.store.path)
+        self.store = open_store(config.store.url)
         self.plans = PlanRegistry.for_data_dir(config.data_dir)
         # Derived work runs behind relays (bounded queues, threads of their own): ingest never waits on it.
         self.relays: list[Relay] = [Relay(BusBridge(self.bus), name="dashboard-feed")]
@@ -82,7 +82,7 @@ class Central:
         if alarms:
             esc = config.escalation
             self.alarm_book = AlarmBook(
-                self.store.path, plans=self.plans, grid_s=esc.grid_s, community_s=esc.community_s,
+                self.store, plans=self.plans, grid_s=esc.grid_s, community_s=esc.community_s,
                 street_s=esc.street_s, offline_grace_s=config.alarms.offline_grace_s,
                 send_command=self.ingest.send_command, bus=self.bus, offline_agents=offline_agents(self.store),
                 clock=clock,
@@ -156,9 +156,13 @@ class Central:
             self._housekeeping.clear()
             self._housekeeper = threading.Thread(target=self._keep_house, name="store-retention", daemon=True)
             self._housekeeper.start()
-        if self._want_web:
+        if self._want_web and self.store.path is None:
+            # The dashboard's reader and the staff accounts still open the SQLite file themselves.
+            _LOGGER.warning("central: the dashboard needs a SQLite store in this version; not started with %s",
+                            self.store.name)
+        elif self._want_web:
             self._start_web()
-        _LOGGER.info("central: store %s, broker %s:%s%s", self.store.path, self.config.mqtt.host, self.config.mqtt.port,
+        _LOGGER.info("central: store %s, broker %s:%s%s", self.store.name, self.config.mqtt.host, self.config.mqtt.port,
                      f", dashboard {self.web_url}" if self.web_url else "")
 
     def _keep_house(self) -> None:
@@ -222,6 +226,7 @@ class Central:
                 part.close()
         if self.alarm_book is not None:
             self.alarm_book.close()
+        self.store.close()
 
     def __enter__(self) -> Central:
         self.start()

@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 
 from central.config import CentralConfig, load_config
 from central.errors import CentralError
-from central.store import AgentRow, Store, StoredEvent
+from central.store import AgentRow, Store, StoredEvent, open_store
 from wire.messages import EventKind
 from wire.topics import is_valid_agent_id
 
@@ -72,9 +72,10 @@ def run_central(args: argparse.Namespace) -> int:
 
 
 def _migrate(config: CentralConfig) -> int:
-    before, after = Store(config.store.path).migrate()
-    print(f"store {config.store.path}: schema version {before} -> {after}" if before != after
-          else f"store {config.store.path}: schema already at version {after}")
+    store = open_store(config.store.url)
+    before, after = store.migrate()
+    print(f"store {store.name}: schema version {before} -> {after}" if before != after
+          else f"store {store.name}: schema already at version {after}")
     return 0
 
 
@@ -85,7 +86,7 @@ def _backup(config: CentralConfig, target: str | None) -> int:
     if store is None:
         return 1
     store.backup(Path(target))
-    print(f"store {store.path} copied to {target}")
+    print(f"store {store.name} copied to {target}")
     return 0
 
 
@@ -108,9 +109,9 @@ def run_quarantine(args: argparse.Namespace) -> int:
 
 
 def _store(config: CentralConfig) -> Store | None:
-    store = Store(config.store.path)
-    if not store.path.exists():
-        print(f"gridpatrol: store {store.path} does not exist yet (has `gridpatrol central` run?)", file=sys.stderr)
+    store = open_store(config.store.url)
+    if not store.exists():
+        print(f"gridpatrol: store {store.name} does not exist yet (has `gridpatrol central` run?)", file=sys.stderr)
         return None
     return store
 

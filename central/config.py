@@ -15,6 +15,7 @@ import re
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from gridpatrol.base.errors import ConfigError
 from gridpatrol.base.tomlconfig import Table, non_negative, not_empty, one_of, opt_path, parse_toml, positive, read_bytes
@@ -49,7 +50,7 @@ class StoreConfig:
     """Where the event store lives, and how long it keeps events and closed alarms (0: for ever)."""
 
     url: str
-    path: Path
+    path: Path | None  # the SQLite file; None for a PostgreSQL store
     retain_days: int = 0
 
 
@@ -182,18 +183,35 @@ def _listen(value: str) -> str | None:
     return None
 
 
-def store_path_from_url(url: str) -> Path:
-    """``sqlite:///abs/path.db`` -> ``/abs/path.db``; ValueError says what is wrong."""
+def store_path_from_url(url: str) -> Path | None:
+    """``sqlite:///abs/path.db`` -> ``/abs/path.db``; a ``postgresql://USER@HOST/DB`` url -> None (no file).
+
+    ValueError says what is wrong.
+    """
     scheme = url.partition(":")[0].lower()
     if scheme in ("postgresql", "postgres"):
-        raise ValueError(f"{url!r}: postgresql is not supported yet (use sqlite:///ABSOLUTE/PATH)")
+        _check_postgresql_url(url)
+        return None
     if not url.startswith(_SQLITE_PREFIX):
-        raise ValueError(f"{url!r} is not a sqlite:///ABSOLUTE/PATH url")
+        raise ValueError(f"{url!r} is not a sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST/DB url")
     rest = url[len(_SQLITE_PREFIX):]
     if not rest.startswith("/") or rest.strip("/") == "":
         raise ValueError(f"{url!r} does not name an absolute path (sqlite:///ABSOLUTE/PATH)")
     # sqlite:////abs (SQLAlchemy's spelling of an absolute path) means the same file.
     return Path("/" + rest.lstrip("/"))
+
+
+def _check_postgresql_url(url: str) -> None:
+    """A libpq URL that names a database; the rest (host, port, ?sslmode=...) is libpq's to read."""
+    if not url.startswith(("postgresql://", "postgres://")):
+        raise ValueError(f"{url!r}: write postgresql://USER@HOST/DB")
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises on a bad port)
+    except ValueError as exc:
+        raise ValueError(f"{url!r}: {exc} (postgresql://USER@HOST/DB)") from None
+    if not parts.path.strip("/"):
+        raise ValueError(f"{url!r} names no database (postgresql://USER@HOST/DB)")
 
 
 def load_config(path: str | Path) -> CentralConfig:

@@ -29,7 +29,6 @@ import json
 import logging
 import queue
 import re
-import sqlite3
 import threading
 import time
 from dataclasses import dataclass
@@ -386,7 +385,7 @@ class HomeAssistant:
     def _poll(self) -> None:
         try:
             rows = self._store.list_agents()
-        except (StoreError, sqlite3.Error) as exc:
+        except StoreError as exc:  # the driver's errors too (the store wraps them)
             self.counters["store_errors"] += 1
             _LOGGER.debug("Home Assistant: store not readable yet: %s", exc)
             return

@@ -35,7 +35,7 @@ from central.integrity import VIOLATIONS_KEPT, IntegrityChecker, Reason, Violati
 from central.ledger import GAP_GRACE_S, REPLAY_INTERVAL_S, EseqLedger, GapAction, GapPolicy
 from central.presence import REBIRTH_INTERVAL_S, AgentRecord, Presence, PresenceChange, PresenceState
 from central.session import CentralSession
-from central.store import AgentRow, Store, StoredEvent, quarantine
+from central.store import AgentRow, Store, StoredEvent, dialect_of, quarantine
 from central.timeest import ClockEstimator
 from gridpatrol.base.logsafe import LogLimiter, escaped, shown
 from wire import topics
@@ -479,7 +479,7 @@ class Ingest:
         progress: list[AgentRow] = []
         touched: set[tuple[str, str]] = {(e.agent, e.epoch) for e in events}
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            conn.execute(dialect_of(conn).begin)  # SQLite: BEGIN IMMEDIATE, the write lock at once
             if quarantine is not None:
                 self._quarantine(conn, *quarantine, deltas)
                 touched.add((quarantine[0].agent, quarantine[0].epoch))  # acked past at once

@@ -24,7 +24,7 @@ from central.plan.model import Plan, Tier
 from central.plan.parse import PlanError, load_plan_file, plan_to_data
 from central.plan.registry import PlanHistory, PlanRegistry
 from central.report import CompletionReport, build_report, render_csv, render_json, render_table, report_from_store
-from central.store import Store, StoreError
+from central.store import Store, StoreError, open_store
 from central.store import snapshots as album
 
 _LOGGER = logging.getLogger(__name__)
@@ -35,14 +35,14 @@ def _registry(config: CentralConfig) -> PlanRegistry:
     return PlanRegistry.for_data_dir(config.data_dir)
 
 
-def known_readers(store_path: Path) -> dict[str, frozenset[str]]:
+def known_readers(store: Store) -> dict[str, frozenset[str]]:
     """Readers each agent listed in its last birth, for agents that have reported one."""
-    if not store_path.exists():
+    if not store.exists():
         return {}
     try:
-        rows = Store(store_path).list_agents()
+        rows = store.list_agents()
     except StoreError as exc:  # a store without agents yet (or unreadable): nothing to check against
-        _LOGGER.warning("cannot read agents' births from %s (%s); readers not checked", store_path, exc)
+        _LOGGER.warning("cannot read agents' births from %s (%s); readers not checked", store.name, exc)
         return {}
     out: dict[str, frozenset[str]] = {}
     for row in rows:
@@ -59,7 +59,7 @@ def known_readers(store_path: Path) -> dict[str, frozenset[str]]:
 
 def run_plan_import(args: argparse.Namespace) -> int:
     config = load_config(args.config)
-    plan = load_plan_file(args.plan_file, default_timezone=config.timezone, known_readers=known_readers(config.store.path))
+    plan = load_plan_file(args.plan_file, default_timezone=config.timezone, known_readers=known_readers(open_store(config.store.url)))
     version = _registry(config).add(plan, source=str(Path(args.plan_file).resolve()))
     print(f"{Path(args.plan_file).name}: imported as version {version.version}, governing from {version.governs_from}: "
           f"{len(plan.units)} units, {len(plan.checkpoints)} checkpoints, {len(plan.teams)} teams, {len(plan.routes)} routes")
@@ -131,8 +131,8 @@ def run_alarms(args: argparse.Namespace) -> int:
         raise AlarmError(f"alarms: unexpected {args.alarm_id!r} (to acknowledge: alarms ack ID --by NAME)")
     alarms: list[Alarm] = []
     held: Mapping[int, list[int]] = {}
-    if config.store.path.exists():
-        store = Store(config.store.path)
+    store = open_store(config.store.url)
+    if store.exists():
         alarms = store.alarms(include_all=args.all)
         with closing(store.connect(readonly=True)) as conn:
             held = album.numbers(conn, [a.id for a in alarms])  # issue 14: docs/reference.md's `snapshots`
@@ -164,10 +164,10 @@ def _ack(config: CentralConfig, args: argparse.Namespace) -> int:
         alarm_id = int(args.alarm_id)
     except ValueError:
         raise AlarmError(f"alarms ack: ID {args.alarm_id!r} is not a number") from None
-    if not config.store.path.exists():
-        raise AlarmError(f"alarm {alarm_id} does not exist (no store at {config.store.path} yet)")
+    store = open_store(config.store.url)
+    if not store.exists():
+        raise AlarmError(f"alarm {alarm_id} does not exist (no store at {store.name} yet)")
     now_ms = int(time.time() * 1000)
-    store = Store(config.store.path)
     current = store.alarm(alarm_id)
     tier = None
     if current is not None and current.level is not None:
@@ -218,9 +218,10 @@ def run_report_completion(args: argparse.Namespace) -> int:
 
 
 def _report(config: CentralConfig, history: PlanHistory, day: dt.date, now_ms: int) -> CompletionReport:
-    if not config.store.path.exists():
+    store = open_store(config.store.url)
+    if not store.exists():
         return build_report(history, day, (), now_ms)  # no store yet: nothing was scanned
-    return report_from_store(Store(config.store.path), history, day, now_ms)
+    return report_from_store(store, history, day, now_ms)
 
 
 def parse_date(text: str) -> dt.date:

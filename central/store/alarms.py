@@ -13,13 +13,12 @@ ok, 2 confirmed (or nothing to tell).
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Iterable, Sequence
 
 from central.errors import CentralError
-from central.store.sqlite import transaction
+from central.store.dialect import Connection, transaction
 
 
 class AlarmState(StrEnum):
@@ -103,61 +102,61 @@ def _alarm(row: Sequence[Any]) -> Alarm:
                  int(notified), txn, epoch)
 
 
-def list_alarms(conn: sqlite3.Connection, *, include_all: bool = False) -> list[Alarm]:
+def list_alarms(conn: Connection, *, include_all: bool = False) -> list[Alarm]:
     """Open alarms (active or acknowledged), or every alarm; oldest first."""
     where = "" if include_all else " WHERE state != 'resolved'"
     return [_alarm(r) for r in conn.execute(f"SELECT {COLUMNS} FROM alarms{where} ORDER BY id")]
 
 
-def alarm_counts(conn: sqlite3.Connection) -> list[tuple[str, str, int]]:
+def alarm_counts(conn: Connection) -> list[tuple[str, str, int]]:
     """``(state, kind, count)`` over the whole book (central's metrics)."""
     return [(str(s), str(k), int(n)) for s, k, n in conn.execute("SELECT state, kind, COUNT(*) FROM alarms GROUP BY state, kind")]
 
 
-def get_alarm(conn: sqlite3.Connection, alarm_id: int) -> Alarm | None:
+def get_alarm(conn: Connection, alarm_id: int) -> Alarm | None:
     row = conn.execute(f"SELECT {COLUMNS} FROM alarms WHERE id = ?", (alarm_id,)).fetchone()
     return None if row is None else _alarm(row)
 
 
-def list_steps(conn: sqlite3.Connection, alarm_id: int) -> list[AlarmStep]:
+def list_steps(conn: Connection, alarm_id: int) -> list[AlarmStep]:
     rows = conn.execute("SELECT alarm_id, ts, unit, tier, action, detail FROM alarm_steps WHERE alarm_id = ?"
                         " ORDER BY rowid", (alarm_id,))
     return [AlarmStep(*r) for r in rows]
 
 
-def last_climb(conn: sqlite3.Connection, alarm_id: int) -> int | None:
+def last_climb(conn: Connection, alarm_id: int) -> int | None:
     """When an alarm reached its current level (its last raise or escalate step)."""
     row = conn.execute("SELECT MAX(ts) FROM alarm_steps WHERE alarm_id = ? AND action IN ('raise', 'escalate')",
                        (alarm_id,)).fetchone()
     return None if row is None or row[0] is None else int(row[0])
 
 
-def step(conn: sqlite3.Connection, alarm_id: int, ts: int, unit: str | None, tier: str | None, action: str,
+def step(conn: Connection, alarm_id: int, ts: int, unit: str | None, tier: str | None, action: str,
          detail: str | None = None) -> None:
     conn.execute("INSERT INTO alarm_steps(alarm_id, ts, unit, tier, action, detail) VALUES (?,?,?,?,?,?)",
                  (alarm_id, ts, unit, tier, action, detail))
 
 
-def open_alarm(conn: sqlite3.Connection, agent: str, source: str, kind: str) -> tuple[int, bool] | None:
+def open_alarm(conn: Connection, agent: str, source: str, kind: str) -> tuple[int, bool] | None:
     """(id, restored) of the open alarm of this input, if there is one."""
     row = conn.execute("SELECT id, restored FROM alarms WHERE agent = ? AND source = ? AND kind = ?"
                        " AND state != 'resolved' ORDER BY id DESC LIMIT 1", (agent, source, kind)).fetchone()
     return None if row is None else (int(row[0]), bool(row[1]))
 
 
-def insert_alarm(conn: sqlite3.Connection, *, agent: str, source: str, kind: str, unit: str | None, raised_ts: int,
+def insert_alarm(conn: Connection, *, agent: str, source: str, kind: str, unit: str | None, raised_ts: int,
                  eseq: int | None, epoch: str | None) -> int:
-    cur = conn.execute("INSERT INTO alarms(agent, source, kind, unit, state, raised_ts, event_eseq, event_epoch)"
-                       " VALUES (?,?,?,?,?,?,?,?)",
-                       (agent, source, kind, unit, str(AlarmState.ACTIVE), raised_ts, eseq, epoch))
-    return int(cur.lastrowid or 0)
+    row = conn.execute("INSERT INTO alarms(agent, source, kind, unit, state, raised_ts, event_eseq, event_epoch)"
+                       " VALUES (?,?,?,?,?,?,?,?) RETURNING id",
+                       (agent, source, kind, unit, str(AlarmState.ACTIVE), raised_ts, eseq, epoch)).fetchone()
+    return int(row[0])
 
 
-def mark_retripped(conn: sqlite3.Connection, alarm_id: int) -> None:
+def mark_retripped(conn: Connection, alarm_id: int) -> None:
     conn.execute("UPDATE alarms SET restored = 0 WHERE id = ?", (alarm_id,))
 
 
-def unrestored(conn: sqlite3.Connection, agent: str, source: str, kinds: Iterable[str]) -> list[int]:
+def unrestored(conn: Connection, agent: str, source: str, kinds: Iterable[str]) -> list[int]:
     kinds = list(kinds)
     marks = ",".join("?" * len(kinds))
     return [r[0] for r in conn.execute(
@@ -165,7 +164,7 @@ def unrestored(conn: sqlite3.Connection, agent: str, source: str, kinds: Iterabl
         " AND restored = 0", (agent, source, *kinds))]
 
 
-def mark_restored(conn: sqlite3.Connection, alarm_id: int) -> Alarm:
+def mark_restored(conn: Connection, alarm_id: int) -> Alarm:
     """Restored: resolved at once if it was acknowledged, else it stays active until the ack."""
     conn.execute("UPDATE alarms SET restored = 1, state = CASE WHEN state = 'acknowledged'"
                  " THEN 'resolved' ELSE state END WHERE id = ?", (alarm_id,))
@@ -174,13 +173,13 @@ def mark_restored(conn: sqlite3.Connection, alarm_id: int) -> Alarm:
     return alarm
 
 
-def escalate(conn: sqlite3.Connection, alarm_id: int, parent: str) -> bool:
+def escalate(conn: Connection, alarm_id: int, parent: str) -> bool:
     """Move an active alarm up to ``parent``; False when it is no longer active."""
     cur = conn.execute("UPDATE alarms SET escalated_to = ? WHERE id = ? AND state = 'active'", (parent, alarm_id))
     return cur.rowcount > 0
 
 
-def acknowledge(conn: sqlite3.Connection, alarm_id: int, by: str, now_ms: int, *, tier: str | None = None) -> Alarm:
+def acknowledge(conn: Connection, alarm_id: int, by: str, now_ms: int, *, tier: str | None = None) -> Alarm:
     """Record that ``by`` answered the alarm; a second acknowledgement is an error, not a record."""
     by = by.strip()
     if not by or len(by) > BY_MAX_LEN or not by.isprintable():
@@ -206,17 +205,17 @@ def acknowledge(conn: sqlite3.Connection, alarm_id: int, by: str, now_ms: int, *
     return alarm
 
 
-def acks_to_tell(conn: sqlite3.Connection) -> list[Alarm]:
+def acks_to_tell(conn: Connection) -> list[Alarm]:
     """Acknowledged alarms whose agent has not been told yet."""
     return [_alarm(r) for r in conn.execute(f"SELECT {COLUMNS} FROM alarms WHERE notified = 0 AND state != 'active'")]
 
 
-def acks_sent(conn: sqlite3.Connection, agent: str) -> list[Alarm]:
+def acks_sent(conn: Connection, agent: str) -> list[Alarm]:
     """Alarm-acks sent to ``agent`` and not yet confirmed by it."""
     return [_alarm(r) for r in conn.execute(f"SELECT {COLUMNS} FROM alarms WHERE agent = ? AND notified = 1", (agent,))]
 
 
-def set_notified(conn: sqlite3.Connection, alarm_id: int, notified: int, *, txn: str | None = None,
+def set_notified(conn: Connection, alarm_id: int, notified: int, *, txn: str | None = None,
                  only_from: int | None = None) -> None:
     sql = "UPDATE alarms SET notified = ?" + (", ack_txn = ?" if txn is not None else "") + " WHERE id = ?"
     args: list[Any] = [notified, *([txn] if txn is not None else []), alarm_id]
@@ -226,17 +225,17 @@ def set_notified(conn: sqlite3.Connection, alarm_id: int, notified: int, *, txn:
     conn.execute(sql, args)
 
 
-def confirm_ack(conn: sqlite3.Connection, agent: str, txn: str) -> None:
+def confirm_ack(conn: Connection, agent: str, txn: str) -> None:
     conn.execute("UPDATE alarms SET notified = 2 WHERE agent = ? AND ack_txn = ? AND notified = 1", (agent, txn))
 
 
-def last_alarm(conn: sqlite3.Connection, agent: str, source: str, kind: str) -> Alarm | None:
+def last_alarm(conn: Connection, agent: str, source: str, kind: str) -> Alarm | None:
     row = conn.execute(f"SELECT {COLUMNS} FROM alarms WHERE agent = ? AND source = ? AND kind = ? ORDER BY id DESC"
                        " LIMIT 1", (agent, source, kind)).fetchone()
     return None if row is None else _alarm(row)
 
 
-def open_latches(conn: sqlite3.Connection, agent: str) -> list[str]:
+def open_latches(conn: Connection, agent: str) -> list[str]:
     """Sources of the agent's panics that staff have not acknowledged yet (central's state wins on reconnect)."""
     return [r[0] for r in conn.execute("SELECT DISTINCT source FROM alarms WHERE agent = ? AND kind = 'panic'"
                                        " AND state = 'active'", (agent,))]

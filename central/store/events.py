@@ -1,9 +1,11 @@
 """Events, agents and counters: the tables ingest writes, and the queries on them.
 
-One writer (the ingest thread) and any number of readers (the dashboard, the
-command line in another process). Readers never block the writer and see only
-committed batches. Connections come from :mod:`central.store.sqlite`, the
-schema from :mod:`central.store.schema`.
+One writer per central (its ingest thread; several centrals may share one
+PostgreSQL store) and any number of readers (the dashboard, the command line
+in another process). Readers never block the writer and see only committed
+batches. Connections come from :mod:`central.store.sqlite` or
+:mod:`central.store.postgres`, the statements that differ between the two
+from :mod:`central.store.dialect`, the schema from :mod:`central.store.schema`.
 
 Events are keyed on ``(agent, epoch, eseq)``: an agent whose outbox is new (a
 replaced SD card) starts a new epoch at eseq 1, and the old epoch's events stay.
@@ -20,16 +22,20 @@ from functools import cache
 from itertools import chain
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
 from central.store import alarms as alarms_sql
 from central.store import notifications, quarantine, schema, snapshots, sqlite
+from central.store.dialect import Connection, dialect_of, transaction
 from central.store.errors import StoreError
 from wire.messages import Event, slot_setters
 
+if TYPE_CHECKING:
+    from central.store import postgres
+
 _LOGGER = logging.getLogger(__name__)
 
-INT64_MAX = 2**63 - 1  # SQLite's INTEGER: a larger Python int cannot even be bound
+INT64_MAX = 2**63 - 1  # SQLite's INTEGER, PostgreSQL's BIGINT: a larger Python int cannot even be bound
 # SQLite allows 32766 host parameters; stay far below for any build.
 _IN_CHUNK = 500
 
@@ -229,25 +235,34 @@ def _agent_from_row(r: Sequence[Any]) -> AgentRow:
 
 
 @cache
-def _insert_events_sql(rows: int) -> str:
-    return f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES " + ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+def _insert_events_sql(rows: int, returning: bool = False) -> str:
+    values = ",".join(["(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"] * rows)
+    if returning:  # PostgreSQL: the keys it inserted, the others skipped (already held, or twice in the batch)
+        return f"INSERT INTO events({_EVENT_COLUMNS}) VALUES {values} ON CONFLICT DO NOTHING RETURNING agent, epoch, eseq"
+    return f"INSERT OR IGNORE INTO events({_EVENT_COLUMNS}) VALUES {values}"
 
 
-def _insert_rows(conn: sqlite3.Connection, rows: Sequence[tuple[Any, ...]]) -> None:
+def _insert_rows(conn: Connection, rows: Sequence[tuple[Any, ...]], *,
+                 returning: bool = False) -> set[tuple[str, str, int]]:
     """Insert ``rows`` many to a statement: 128 at a time, the rest in halving sizes (at most 8 statements cached).
 
     Not executemany: sqlite3 lets go of the GIL around every step of a
     statement, once per row there, and each time paho's thread, which sets
     the ingest rate, hands the GIL over and waits to get it back (issue 7:
     one wait per event stored). Here that happens once per statement; the
-    values are bound exactly as executemany binds them.
+    values are bound exactly as executemany binds them. On PostgreSQL it is
+    one round trip per 128 rows. With ``returning``, the keys inserted.
     """
+    inserted: set[tuple[str, str, int]] = set()
     start, size = 0, _ROWS_PER_INSERT
     while start < len(rows):
         while size > len(rows) - start:
             size //= 2
-        conn.execute(_insert_events_sql(size), list(chain.from_iterable(rows[start:start + size])))
+        cur = conn.execute(_insert_events_sql(size, returning), list(chain.from_iterable(rows[start:start + size])))
+        if returning:
+            inserted.update(cur.fetchall())
         start += size
+    return inserted
 
 
 def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[Any]]:
@@ -256,7 +271,7 @@ def _chunks(items: Sequence[Any], size: int = _IN_CHUNK) -> Iterator[Sequence[An
 
 
 class Store:
-    """Central's SQLite store at ``path``: connections, migrations, and the queries other code needs.
+    """Central's store, SQLite at ``path`` or PostgreSQL: connections, migrations, and the queries other code needs.
 
     Query methods take an optional ``conn``; without one they open a short
     read-only connection of their own, so any thread may call them. Writes
@@ -264,16 +279,44 @@ class Store:
     ingest thread's batch), so that what belongs together commits together.
     """
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path | None = None, *, backend: sqlite.Backend | postgres.Backend | None = None) -> None:
+        if backend is None:
+            if path is None:
+                raise TypeError("Store: give the SQLite file's path, or a backend")
+            backend = sqlite.Backend(Path(path))
+        self.backend = backend
+        # The SQLite file (None on PostgreSQL): what `gridpatrol central backup` copies.
+        self.path: Path | None = backend.path if isinstance(backend, sqlite.Backend) else None
 
     @property
     def url(self) -> str:
-        return f"sqlite://{self.path}"
+        return self.backend.url
 
-    def connect(self, readonly: bool = False, *, check_same_thread: bool = True) -> sqlite3.Connection:
+    @property
+    def name(self) -> str:
+        """The store as messages name it: the file, or the URL without its password."""
+        return self.backend.name
+
+    @property
+    def errors(self) -> tuple[type[BaseException], ...]:
+        """The driver's exceptions (sqlite3's or psycopg's root)."""
+        return self.backend.errors
+
+    def exists(self) -> bool:
+        """The SQLite file exists, or the PostgreSQL database answers."""
+        return self.backend.exists()
+
+    def close(self) -> None:
+        """Let go of pooled connections (PostgreSQL's readers); the store can still be used after."""
+        self.backend.close()
+
+    def connect(self, readonly: bool = False, *, check_same_thread: bool = True) -> Connection:
         """A connection with the store's policy; a writer's also brings the schema to this version."""
-        conn = sqlite.connect(self.path, readonly=readonly, check_same_thread=check_same_thread)
+        backend = self.backend
+        if isinstance(backend, sqlite.Backend):
+            conn: Connection = backend.connect(readonly=readonly, check_same_thread=check_same_thread)
+        else:
+            conn = backend.connect(readonly=readonly)  # psycopg's connections may be shared between threads
         if readonly:
             return conn
         try:
@@ -285,8 +328,11 @@ class Store:
 
     def migrate(self) -> tuple[int, int]:
         """Bring the schema to this version; (version before, after). ``gridpatrol central migrate``."""
-        with closing(sqlite.connect(self.path)) as conn:
-            return schema.migrate(conn)
+        try:
+            with closing(self.backend.connect()) as conn:
+                return schema.migrate(conn)
+        except self.errors as exc:
+            raise StoreError(f"store {self.name}: {exc}") from exc
 
     def schema_version(self) -> int:
         with self._reading(None) as c:
@@ -297,19 +343,24 @@ class Store:
 
         The copy is written beside ``target`` and renamed over it when whole,
         so a failed backup never leaves a half file under the name asked for.
+        A PostgreSQL store is the server's to back up (pg_dump, or its own
+        continuous archiving): refused here.
         """
+        if self.path is None:
+            raise StoreError(f"backup: store {self.name} is PostgreSQL; back it up with pg_dump")
         target = Path(target)
         if target.resolve() == self.path.resolve():
             raise StoreError(f"backup: {target} is the store itself")
         part = target.with_name(target.name + ".part")
         part.unlink(missing_ok=True)
         with closing(self.connect(readonly=True)) as src, closing(sqlite3.connect(part)) as dst:
+            assert isinstance(src, sqlite3.Connection)
             src.backup(dst, pages=1024)
             dst.execute("PRAGMA journal_mode = DELETE")
         part.replace(target)
 
     @contextmanager
-    def _reading(self, conn: sqlite3.Connection | None) -> Iterator[sqlite3.Connection]:
+    def _reading(self, conn: Connection | None) -> Iterator[Connection]:
         """The caller's connection, or a short read-only one whose driver errors become :class:`StoreError`."""
         if conn is not None:
             yield conn
@@ -317,17 +368,17 @@ class Store:
         try:
             with closing(self.connect(readonly=True)) as own:
                 yield own
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+        except self.errors as exc:
+            raise StoreError(f"store {self.name}: {exc}") from exc
 
     @contextmanager
-    def _writing(self) -> Iterator[sqlite3.Connection]:
+    def _writing(self) -> Iterator[Connection]:
         """A short write connection for the command line; driver errors become :class:`StoreError`."""
         try:
             with closing(self.connect()) as own:
                 yield own
-        except sqlite3.Error as exc:
-            raise StoreError(f"store {self.path}: {exc}") from exc
+        except self.errors as exc:
+            raise StoreError(f"store {self.name}: {exc}") from exc
 
     def prune(self, before_ms: int, *, chunk: int = 5000) -> dict[str, int]:
         """Retention: delete events received, and alarms closed, before ``before_ms``; quarantine too.
@@ -339,7 +390,7 @@ class Store:
         removed = {"events": 0, "alarms": 0, "quarantine": 0}
         with self._writing() as c:
             while True:
-                with sqlite.transaction(c):
+                with transaction(c):
                     n = c.execute(
                         "DELETE FROM events WHERE (agent, epoch, eseq) IN (SELECT e.agent, e.epoch, e.eseq FROM events e"
                         " WHERE e.received_ts < ? AND e.eseq < (SELECT MAX(f.eseq) FROM events f WHERE f.agent = e.agent"
@@ -347,7 +398,7 @@ class Store:
                 removed["events"] += n
                 if n < chunk:
                     break
-            with sqlite.transaction(c):
+            with transaction(c):
                 ids = [r[0] for r in c.execute("SELECT id FROM alarms WHERE state = 'resolved' AND raised_ts < ?"
                                                " AND COALESCE(acked_ts, 0) < ?", (before_ms, before_ms))]
                 for part in _chunks(ids):
@@ -393,7 +444,7 @@ class Store:
     # -- writing (the ingest thread, inside its batch transaction) -------------
 
     @staticmethod
-    def insert_events(conn: sqlite3.Connection, events: Sequence[StoredEvent]) -> list[StoredEvent]:
+    def insert_events(conn: Connection, events: Sequence[StoredEvent]) -> list[StoredEvent]:
         """Insert the events not yet stored; return those inserted, in the order given.
 
         An (agent, epoch, eseq) already in the table, or twice in ``events``,
@@ -402,8 +453,19 @@ class Store:
         """
         if not events:
             return []
-        # Fast path: a batch with nothing stored before, the usual case. If the
-        # row count says otherwise, undo it and sort the batch out properly.
+        if not isinstance(conn, sqlite3.Connection):
+            # PostgreSQL says which rows it inserted. Another central inserting
+            # the same key at the same moment makes this statement wait for
+            # that one's commit, then skip the row: stored once, either way.
+            keys = _insert_rows(conn, [_event_row(e) for e in events], returning=True)
+            inserted_in_order = []
+            for e in events:
+                if e.key in keys:
+                    keys.discard(e.key)  # the first of the batch's copies is the one inserted
+                    inserted_in_order.append(e)
+            return inserted_in_order
+        # SQLite's fast path: a batch with nothing stored before, the usual case. If
+        # the row count says otherwise, undo it and sort the batch out properly.
         conn.execute("SAVEPOINT insert_events")
         before = conn.total_changes
         _insert_rows(conn, [_event_row(e) for e in events])
@@ -428,7 +490,7 @@ class Store:
         return fresh
 
     @staticmethod
-    def _held(conn: sqlite3.Connection, keys: Iterable[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
+    def _held(conn: Connection, keys: Iterable[tuple[str, str, int]]) -> set[tuple[str, str, int]]:
         by_stream: dict[tuple[str, str], set[int]] = {}
         for agent, epoch, eseq in keys:
             by_stream.setdefault((agent, epoch), set()).add(eseq)
@@ -442,7 +504,7 @@ class Store:
         return held
 
     @staticmethod
-    def stored_contents(conn: sqlite3.Connection,
+    def stored_contents(conn: Connection,
                         keys: Iterable[tuple[str, str, int]]) -> dict[tuple[str, str, int], dict[str, Any]]:
         """The :meth:`StoredEvent.content` of each stored (agent, epoch, eseq) among ``keys``."""
         by_stream: dict[tuple[str, str], set[int]] = {}
@@ -459,7 +521,7 @@ class Store:
         return found
 
     @staticmethod
-    def delete_events(conn: sqlite3.Connection, agent: str, epoch: str, above: int) -> list[StoredEvent]:
+    def delete_events(conn: Connection, agent: str, epoch: str, above: int) -> list[StoredEvent]:
         """Take the events of one epoch above ``above`` out of ``events`` (to quarantine them); returns them."""
         rows = conn.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE agent = ? AND epoch = ? AND eseq > ?"
                             " ORDER BY eseq", (agent, epoch, above)).fetchall()
@@ -467,46 +529,49 @@ class Store:
         return [_event_from_row(r) for r in rows]
 
     @staticmethod
-    def save_agents(conn: sqlite3.Connection, rows: Iterable[AgentRow]) -> None:
+    def save_agents(conn: Connection, rows: Iterable[AgentRow]) -> None:
         conn.executemany(
-            f"INSERT OR REPLACE INTO agents({_AGENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO agents({_AGENT_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(agent) DO UPDATE SET "
+            + ", ".join(f"{c} = excluded.{c}" for c in _AGENT_COLUMNS.split(", ")[1:]),
             [(r.agent, r.state, r.bdseq, r.boot_id, r.last_seen, r.acked_eseq, r.first_seen, _dumps(r.birth),
               _dumps(r.tele), _dumps(r.snapshot), _dumps(r.flags), r.epoch) for r in rows],
         )
 
     @staticmethod
-    def save_agent_progress(conn: sqlite3.Connection, rows: Iterable[AgentRow]) -> None:
+    def save_agent_progress(conn: Connection, rows: Iterable[AgentRow]) -> None:
         """Only ``last_seen``, ``acked_eseq`` and ``epoch`` of agents already saved in full."""
         conn.executemany("UPDATE agents SET last_seen = ?, acked_eseq = ?, epoch = ? WHERE agent = ?",
                          [(r.last_seen, r.acked_eseq, r.epoch, r.agent) for r in rows])
 
     @staticmethod
-    def add_counters(conn: sqlite3.Connection, deltas: Mapping[str, int]) -> None:
+    def add_counters(conn: Connection, deltas: Mapping[str, int]) -> None:
         """Add ``deltas``; a counter stops at 2**63 - 1 (a hostile agent's lost range alone can be ~2**63, and
         a value past 64 bits would fail the batch that counts it, and every batch after it, none acked)."""
         conn.executemany(
             "INSERT INTO counters(name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET value = "
-            f"CASE WHEN value > {INT64_MAX} - excluded.value THEN {INT64_MAX} ELSE value + excluded.value END",
+            f"CASE WHEN counters.value > {INT64_MAX} - excluded.value THEN {INT64_MAX} ELSE counters.value + excluded.value END",
             [(name, min(n, INT64_MAX)) for name, n in deltas.items() if n],
         )
 
     @staticmethod
-    def record_lost(conn: sqlite3.Connection, agent: str, epoch: str, first: int, last: int, now_ms: int, *,
+    def record_lost(conn: Connection, agent: str, epoch: str, first: int, last: int, now_ms: int, *,
                     reason: str) -> None:
         """Eseq ``first``..``last`` of ``epoch`` are covered with no event: the agent said they are gone
         (``reason="gone"``), or the one message was quarantined (``"quarantined"``). Central stops waiting."""
-        conn.execute("INSERT OR REPLACE INTO lost(agent, epoch, first, last, recorded_ts, reason) VALUES (?,?,?,?,?,?)",
+        conn.execute("INSERT INTO lost(agent, epoch, first, last, recorded_ts, reason) VALUES (?,?,?,?,?,?)"
+                     " ON CONFLICT(agent, epoch, first) DO UPDATE SET last = excluded.last,"
+                     " recorded_ts = excluded.recorded_ts, reason = excluded.reason",
                      (agent, epoch, first, last, now_ms, reason))
 
     # -- queries ---------------------------------------------------------------
 
-    def lost_ranges(self, agent: str, epoch: str, *, conn: sqlite3.Connection | None = None) -> list[tuple[int, int]]:
+    def lost_ranges(self, agent: str, epoch: str, *, conn: Connection | None = None) -> list[tuple[int, int]]:
         with self._reading(conn) as c:
             return [(a, b) for a, b in c.execute("SELECT first, last FROM lost WHERE agent = ? AND epoch = ?"
                                                  " ORDER BY first", (agent, epoch))]
 
     def contiguous_eseq(self, agent: str, epoch: str = "", *, after: int = 0,
-                        conn: sqlite3.Connection | None = None) -> int:
+                        conn: Connection | None = None) -> int:
         """The highest eseq of ``epoch`` held with none missing between ``after`` and it.
 
         ``after`` is an eseq known to be covered already (the last ack). A
@@ -527,19 +592,21 @@ class Store:
                              (agent, epoch, moved + 1)).fetchone() is None:
                     return moved
                 # The end of the run that starts at moved + 1: the first held eseq whose successor is missing.
+                # (The last eseq there can be has none; PostgreSQL would fail on its + 1, SQLite make it a REAL.)
                 row = c.execute(
                     "SELECT MIN(e.eseq) FROM events e WHERE e.agent = ? AND e.epoch = ? AND e.eseq > ? AND NOT EXISTS "
-                    "(SELECT 1 FROM events f WHERE f.agent = e.agent AND f.epoch = e.epoch AND f.eseq = e.eseq + 1)",
+                    "(SELECT 1 FROM events f WHERE f.agent = e.agent AND f.epoch = e.epoch AND f.eseq = "
+                    f"CASE WHEN e.eseq < {INT64_MAX} THEN e.eseq + 1 END)",
                     (agent, epoch, moved),
                 ).fetchone()
                 after = int(row[0])
 
-    def eseqs_above(self, agent: str, epoch: str, eseq: int, *, conn: sqlite3.Connection | None = None) -> list[int]:
+    def eseqs_above(self, agent: str, epoch: str, eseq: int, *, conn: Connection | None = None) -> list[int]:
         with self._reading(conn) as c:
             return [e for (e,) in c.execute("SELECT eseq FROM events WHERE agent = ? AND epoch = ? AND eseq > ?"
                                             " ORDER BY eseq", (agent, epoch, eseq))]
 
-    def iter_events(self, conn: sqlite3.Connection, *, agent: str | None = None, kind: str | None = None,
+    def iter_events(self, conn: Connection, *, agent: str | None = None, kind: str | None = None,
                     since: int | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
         """Matching events oldest first: by agent, its epochs in the order they began, then eseq.
 
@@ -569,12 +636,12 @@ class Store:
             yield _event_from_row(row)
 
     def list_events(self, agent: str | None = None, kind: str | None = None, since: int | None = None,
-                    limit: int | None = None, *, conn: sqlite3.Connection | None = None) -> list[StoredEvent]:
+                    limit: int | None = None, *, conn: Connection | None = None) -> list[StoredEvent]:
         with self._reading(conn) as c:
             return list(self.iter_events(c, agent=agent, kind=kind, since=since, limit=limit))
 
     def recent_events(self, limit: int = 100, *, kind: str | None = None, agent: str | None = None,
-                      conn: sqlite3.Connection | None = None) -> list[StoredEvent]:
+                      conn: Connection | None = None) -> list[StoredEvent]:
         """The last ``limit`` events to arrive, newest first (for a live page)."""
         where, args = [], []
         if agent is not None:
@@ -591,7 +658,7 @@ class Store:
             return [_event_from_row(r) for r in c.execute(sql, (*args, limit))]
 
     def events_between(self, kind: str, start_ms: int, end_ms: int, *,
-                       conn: sqlite3.Connection | None = None) -> list[StoredEvent]:
+                       conn: Connection | None = None) -> list[StoredEvent]:
         """Events of ``kind`` whose ``ts_est`` is in [start_ms, end_ms), in time order."""
         with self._reading(conn) as c:
             rows = c.execute(
@@ -609,15 +676,15 @@ class Store:
         this a fraction. It uses the (kind, ts_est) index.
         """
         with self._reading(None) as c:
-            return c.execute(
-                "SELECT agent, source, ts_est, eseq, CASE WHEN json_valid(fields) THEN json_extract(fields, '$.tag') END"
-                " FROM events WHERE kind = 'scan' AND ts_est >= ? AND ts_est < ?", (lo_ms, hi_ms)).fetchall()
+            tag = dialect_of(c).json_string("fields", "tag")
+            return c.execute(f"SELECT agent, source, ts_est, eseq, {tag} FROM events WHERE kind = 'scan'"
+                             " AND ts_est >= ? AND ts_est < ?", (lo_ms, hi_ms)).fetchall()
 
-    def list_agents(self, *, conn: sqlite3.Connection | None = None) -> list[AgentRow]:
+    def list_agents(self, *, conn: Connection | None = None) -> list[AgentRow]:
         with self._reading(conn) as c:
             return [_agent_from_row(r) for r in c.execute(f"SELECT {_AGENT_COLUMNS} FROM agents ORDER BY agent")]
 
-    def get_agent(self, agent: str, *, conn: sqlite3.Connection | None = None) -> AgentRow | None:
+    def get_agent(self, agent: str, *, conn: Connection | None = None) -> AgentRow | None:
         with self._reading(conn) as c:
             row = c.execute(f"SELECT {_AGENT_COLUMNS} FROM agents WHERE agent = ?", (agent,)).fetchone()
             return None if row is None else _agent_from_row(row)
@@ -631,6 +698,6 @@ class Store:
                 "alarms": dict(c.execute("SELECT state, COUNT(*) FROM alarms GROUP BY state").fetchall()),
             }
 
-    def counters(self, *, conn: sqlite3.Connection | None = None) -> dict[str, int]:
+    def counters(self, *, conn: Connection | None = None) -> dict[str, int]:
         with self._reading(conn) as c:
             return dict(c.execute("SELECT name, value FROM counters ORDER BY name"))

@@ -9,9 +9,10 @@ quarantine`` and on the dashboard.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any
+
+from central.store.dialect import Connection
 
 REASON_MAX_CHARS = 500
 PAYLOAD_MAX_BYTES = 64 * 1024  # an agent's message is bounded by the wire; a forged one is cut to this
@@ -35,22 +36,24 @@ class Quarantined:
                 "payload_hex": self.payload.hex()}
 
 
-def put(conn: sqlite3.Connection, *, agent: str | None, topic: str, payload: bytes, reason: str, received_ts: int,
+def put(conn: Connection, *, agent: str | None, topic: str, payload: bytes, reason: str, received_ts: int,
         epoch: str | None = None, eseq: int | None = None) -> int:
     """Keep one message; the same (agent, epoch, eseq) sent again (its ack was lost) is kept once."""
     if eseq is not None and eseq < 2**63:
-        held = conn.execute("SELECT id FROM quarantine WHERE agent IS ? AND epoch IS ? AND eseq = ?",
-                            (agent, epoch, eseq)).fetchone()
+        # IS NOT DISTINCT FROM: = that holds for NULLs too (SQLite 3.39+, PostgreSQL).
+        held = conn.execute("SELECT id FROM quarantine WHERE agent IS NOT DISTINCT FROM ? AND epoch IS NOT DISTINCT"
+                            " FROM ? AND eseq = ?", (agent, epoch, eseq)).fetchone()
         if held is not None:
             return int(held[0])
-    cur = conn.execute(
-        "INSERT INTO quarantine(agent, topic, payload, reason, received_ts, epoch, eseq) VALUES (?,?,?,?,?,?,?)",
+    row = conn.execute(
+        "INSERT INTO quarantine(agent, topic, payload, reason, received_ts, epoch, eseq) VALUES (?,?,?,?,?,?,?)"
+        " RETURNING id",
         (agent, topic, bytes(payload[:PAYLOAD_MAX_BYTES]), reason[:REASON_MAX_CHARS], received_ts, epoch,
-         eseq if eseq is None or eseq < 2**63 else None))
-    return int(cur.lastrowid or 0)
+         eseq if eseq is None or eseq < 2**63 else None)).fetchone()
+    return int(row[0])
 
 
-def list_quarantined(conn: sqlite3.Connection, *, limit: int | None = None,
+def list_quarantined(conn: Connection, *, limit: int | None = None,
                      before: int | None = None) -> list[Quarantined]:
     """Newest first; ``before`` is an id from the previous page."""
     sql = "SELECT id, agent, topic, payload, reason, received_ts, epoch, eseq FROM quarantine"
@@ -65,5 +68,5 @@ def list_quarantined(conn: sqlite3.Connection, *, limit: int | None = None,
     return [Quarantined(r[0], r[1], r[2], bytes(r[3]), r[4], r[5], r[6], r[7]) for r in conn.execute(sql, args)]
 
 
-def count(conn: sqlite3.Connection) -> int:
+def count(conn: Connection) -> int:
     return int(conn.execute("SELECT COUNT(*) FROM quarantine").fetchone()[0])

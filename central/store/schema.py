@@ -14,11 +14,10 @@ would not know what the newer tables mean.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from typing import Callable
 
+from central.store.dialect import Connection, dialect_of, transaction
 from central.store.errors import StoreError
-from central.store.sqlite import transaction
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -41,7 +40,7 @@ CREATE TABLE IF NOT EXISTS events(
     fields TEXT NOT NULL,
     unplanned INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(agent, eseq)
-) WITHOUT ROWID;
+) {WITHOUT_ROWID};
 CREATE TABLE IF NOT EXISTS agents(
     agent TEXT PRIMARY KEY,
     state TEXT,
@@ -60,7 +59,7 @@ CREATE TABLE IF NOT EXISTS counters(
     value INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS alarms(
-    id INTEGER PRIMARY KEY,
+    id {ID},
     agent TEXT NOT NULL,
     source TEXT NOT NULL,
     kind TEXT NOT NULL,
@@ -76,6 +75,7 @@ CREATE TABLE IF NOT EXISTS alarms(
     ack_txn TEXT
 );
 CREATE TABLE IF NOT EXISTS alarm_steps(
+    {ROWID}
     alarm_id INTEGER NOT NULL,
     ts INTEGER NOT NULL,
     unit TEXT,
@@ -91,8 +91,8 @@ CREATE TABLE IF NOT EXISTS users(
 """
 
 
-def _v1(conn: sqlite3.Connection) -> None:
-    for statement in _V1.split(";"):
+def _v1(conn: Connection) -> None:
+    for statement in dialect_of(conn).ddl(_V1).split(";"):
         if statement.strip():
             conn.execute(statement)
 
@@ -117,7 +117,7 @@ CREATE TABLE events_v2(
     fields TEXT NOT NULL,           -- JSON: the kind's own keys
     unplanned INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY(agent, epoch, eseq)
-) WITHOUT ROWID
+) {WITHOUT_ROWID}
 """
 
 _V2_REST = """
@@ -130,10 +130,10 @@ ALTER TABLE alarm_steps ADD COLUMN detail TEXT;
 CREATE INDEX IF NOT EXISTS alarms_open ON alarms(state, agent, source);
 CREATE INDEX IF NOT EXISTS alarm_steps_alarm ON alarm_steps(alarm_id);
 CREATE TABLE quarantine(
-    id INTEGER PRIMARY KEY,
+    id {ID},
     agent TEXT,
     topic TEXT NOT NULL,
-    payload BLOB NOT NULL,          -- the message as it came, byte for byte
+    payload {BLOB} NOT NULL,          -- the message as it came, byte for byte
     reason TEXT NOT NULL,
     received_ts INTEGER NOT NULL,
     epoch TEXT,
@@ -148,19 +148,20 @@ CREATE TABLE lost(
     recorded_ts INTEGER NOT NULL,
     reason TEXT NOT NULL,           -- gone: the agent said so | quarantined: kept raw, acked past
     PRIMARY KEY(agent, epoch, first)
-) WITHOUT ROWID
+) {WITHOUT_ROWID}
 """
 
 
-def _v2(conn: sqlite3.Connection) -> None:
-    conn.execute(_V2_EVENTS)
+def _v2(conn: Connection) -> None:
+    dialect = dialect_of(conn)
+    conn.execute(dialect.ddl(_V2_EVENTS))
     conn.execute(
         "INSERT INTO events_v2(agent, epoch, eseq, boot_id, kind, source, ts, ts_est, ts_estimated, mono_ms,"
         " clock_synced, replayed, received_ts, fields, unplanned) SELECT agent, '', eseq, boot_id, kind, source, ts,"
         " ts_est, ts_estimated, mono_ms, clock_synced, replayed, received_ts, fields, unplanned FROM events")
     conn.execute("DROP TABLE events")
     conn.execute("ALTER TABLE events_v2 RENAME TO events")
-    for statement in _V2_REST.split(";"):
+    for statement in dialect.ddl(_V2_REST).split(";"):
         if statement.strip():
             conn.execute(statement)
 
@@ -173,7 +174,7 @@ CREATE TABLE notify_cursor(
     step_rowid INTEGER NOT NULL          -- the last alarm_steps rowid routed
 );
 CREATE TABLE notifications(
-    id INTEGER PRIMARY KEY,
+    id {ID},
     step_rowid INTEGER,                  -- the alarm step that caused it (NULL for a summary)
     alarm_id INTEGER,                    -- NULL for a summary
     target TEXT NOT NULL,                -- the target's key (a hash of its URL and unit: never the URL)
@@ -204,15 +205,15 @@ CREATE TABLE snapshots(
     ts INTEGER NOT NULL,                 -- when it was taken (UTC ms)
     camera TEXT NOT NULL,                -- the plan's camera id
     size INTEGER NOT NULL,
-    jpeg BLOB NOT NULL,
+    jpeg {BLOB} NOT NULL,
     PRIMARY KEY(alarm_id, n)
 );
 CREATE INDEX snapshots_ts ON snapshots(ts)
 """
 
 
-def _v3(conn: sqlite3.Connection) -> None:
-    for statement in _V3.split(";"):
+def _v3(conn: Connection) -> None:
+    for statement in dialect_of(conn).ddl(_V3).split(";"):
         if statement.strip():
             conn.execute(statement)
 
@@ -231,26 +232,25 @@ CREATE INDEX sessions_user ON sessions(user)
 """
 
 
-def _v4(conn: sqlite3.Connection) -> None:
-    for statement in _V4.split(";"):
+def _v4(conn: Connection) -> None:
+    for statement in dialect_of(conn).ddl(_V4).split(";"):
         if statement.strip():
             conn.execute(statement)
 
 
-MIGRATIONS: tuple[Callable[[sqlite3.Connection], None], ...] = (_v1, _v2, _v3, _v4)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_v1, _v2, _v3, _v4)
 VERSION = len(MIGRATIONS)
 
 
-def version_of(conn: sqlite3.Connection) -> int:
+def version_of(conn: Connection) -> int:
     """The schema version of the store behind ``conn`` (0: made before versions, or empty)."""
-    has = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
-    if has is None:
+    if not dialect_of(conn).has_table(conn, "schema_version"):
         return 0
     row = conn.execute("SELECT version FROM schema_version").fetchone()
     return 0 if row is None else int(row[0])
 
 
-def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
+def migrate(conn: Connection) -> tuple[int, int]:
     """Bring the store to :data:`VERSION`; returns (version before, version after)."""
     before = version_of(conn)
     if before > VERSION:
@@ -258,6 +258,7 @@ def migrate(conn: sqlite3.Connection) -> tuple[int, int]:
                          " upgrade Gridpatrol instead")
     for version in range(before + 1, VERSION + 1):
         with transaction(conn):
+            dialect_of(conn).lock_schema(conn)
             if version_of(conn) >= version:  # another process migrated meanwhile
                 continue
             MIGRATIONS[version - 1](conn)

@@ -1,4 +1,4 @@
-"""The one connection policy for central's SQLite store.
+"""The connection policy for a SQLite store (the default: one file beside central).
 
 Every connection to the store file is made here, with the same settings:
 WAL (readers never block the writer), ``synchronous = FULL`` on writers
@@ -11,9 +11,7 @@ even by mistake.
 from __future__ import annotations
 
 import sqlite3
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 from urllib.parse import quote
 
 from central.store.errors import StoreError
@@ -47,18 +45,27 @@ def connect(path: Path, *, readonly: bool = False, check_same_thread: bool = Tru
     return conn
 
 
-@contextmanager
-def transaction(conn: sqlite3.Connection, *, immediate: bool = True) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception.
+class Backend:
+    """Where a SQLite store is (one file) and how to connect to it."""
 
-    IMMEDIATE takes the write lock at the start, so a transaction that reads
-    and then writes never fails half-way with SQLITE_BUSY on the upgrade.
-    """
-    conn.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
+    errors: tuple[type[BaseException], ...] = (sqlite3.Error,)
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    @property
+    def url(self) -> str:
+        return f"sqlite://{self.path}"
+
+    @property
+    def name(self) -> str:
+        return str(self.path)
+
+    def connect(self, *, readonly: bool = False, check_same_thread: bool = True) -> sqlite3.Connection:
+        return connect(self.path, readonly=readonly, check_same_thread=check_same_thread)
+
+    def exists(self) -> bool:
+        return self.path.exists()
+
+    def close(self) -> None:
+        """Nothing held between connections."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import textwrap
 from contextlib import closing
 from pathlib import Path
@@ -38,17 +37,17 @@ def event(eseq: int, kind: str, source: str, ts: int, *, agent: str = AGENT, rec
 
 
 class Book:
-    def __init__(self, tmp_path: Path, **kw: Any) -> None:
+    def __init__(self, tmp_path: Path, store: Store | None = None, **kw: Any) -> None:
         self.clock = Clock()
         self.registry = PlanRegistry(tmp_path / "plan.json", clock=self.clock)
         self.registry.add(plan())
-        self.store = Store(tmp_path / "central.db")
+        self.store = store if store is not None else Store(tmp_path / "central.db")
         self.store.connect().close()
         self.sent: list[tuple[str, Command]] = []
         self.bus = Bus()
         self.notices: list[Notice] = []
         self.bus.subscribe(self.notices.append)
-        self.book = AlarmBook(self.store.path, plans=self.registry, send_command=self._send, bus=self.bus,
+        self.book = AlarmBook(self.store, plans=self.registry, send_command=self._send, bus=self.bus,
                               clock=self.clock, new_txn=self._txn, **kw)
         self._n = 0
 
@@ -74,8 +73,9 @@ class Book:
 
 
 @pytest.fixture
-def book(tmp_path: Path) -> Iterator[Book]:
-    b = Book(tmp_path)
+def book(tmp_path: Path, store: Store) -> Iterator[Book]:
+    """An alarm book on each engine's store."""
+    b = Book(tmp_path, store)
     try:
         yield b
     finally:
@@ -212,7 +212,7 @@ def test_a_flapping_agent_is_flagged_and_calms_down(book: Book) -> None:
 
 def test_an_ack_from_another_process_stops_escalation_and_reaches_the_agent(book: Book, tmp_path: Path) -> None:
     book.book.events_stored([event(1, "panic", "office-panic", T0)])
-    with closing(sqlite3.connect(book.store.path, isolation_level=None)) as other:  # as `gridpatrol alarms ack` does
+    with closing(book.store.connect()) as other:  # as `gridpatrol alarms ack` does
         acknowledge(other, 1, "Zhou", T0 + 30_000)
     book.tick(0.5)
     assert book.sent == [(AGENT, Command(CommandName.ALARM_ACK, "txn-1", {"source": "office-panic"}))]
@@ -228,7 +228,7 @@ def test_an_ack_from_another_process_stops_escalation_and_reaches_the_agent(book
     book.book.presence_changed(AGENT, "online", T0 + 700_000)
     book.tick(702)
     assert len(book.sent) == 2
-    with closing(sqlite3.connect(book.store.path)) as conn:
+    with closing(book.store.connect(readonly=True)) as conn:
         assert get_alarm(conn, 1).notified == 2  # type: ignore[union-attr]
         assert [s.action for s in list_steps(conn, 1)] == ["raise", "ack", "resolve"]
 

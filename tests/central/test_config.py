@@ -32,7 +32,7 @@ host = "127.0.0.1"
 port = 1883
 
 [store]
-url = "sqlite:///var/lib/gridpatrol/central.db"   # postgresql://... once the scale-out work lands
+url = "sqlite:///var/lib/gridpatrol/central.db"   # or postgresql://USER@HOST/DB
 
 [escalation]                          # seconds an alarm may stay unacknowledged at a tier before it goes up
 grid_s = 120
@@ -71,6 +71,11 @@ def test_defaults() -> None:
     assert (config.web.listen, config.web.secret_key, config.web.cookie_secure) == ("127.0.0.1:8080", None, False)
     assert config.homeassistant.enabled is False
     assert config.alarms.offline_grace_s == 60.0
+
+
+def test_a_postgresql_store_has_no_file() -> None:
+    config = parse_config(MINIMAL + '[store]\nurl = "postgresql://gridpatrol@db.example:5433/gp?sslmode=require"\n')
+    assert config.store == StoreConfig(url="postgresql://gridpatrol@db.example:5433/gp?sslmode=require", path=None)
 
 
 def test_every_optional_key_reads() -> None:
@@ -127,9 +132,13 @@ offline_grace_s = 0
         (MINIMAL + '[mqtt]\npassword = "p"\n', "c.toml: mqtt.password: needs mqtt.username"),
         (MINIMAL + '[mqtt]\nclient_id = "a b"\n',
          "c.toml: mqtt.client_id: 'a b' is not a valid client id ([A-Za-z0-9_-], 1 to 64 characters)"),
-        (MINIMAL + '[store]\nurl = "postgresql://db/gridpatrol"\n',
-         "c.toml: store.url: 'postgresql://db/gridpatrol': postgresql is not supported yet (use sqlite:///ABSOLUTE/PATH)"),
-        (MINIMAL + '[store]\nurl = "mysql://db"\n', "c.toml: store.url: 'mysql://db' is not a sqlite:///ABSOLUTE/PATH url"),
+        (MINIMAL + '[store]\nurl = "postgresql://db"\n',
+         "c.toml: store.url: 'postgresql://db' names no database (postgresql://USER@HOST/DB)"),
+        (MINIMAL + '[store]\nurl = "postgresql://db:port/gp"\n',
+         "c.toml: store.url: 'postgresql://db:port/gp': Port could not be cast to integer value as 'port'"
+         " (postgresql://USER@HOST/DB)"),
+        (MINIMAL + '[store]\nurl = "mysql://db"\n',
+         "c.toml: store.url: 'mysql://db' is not a sqlite:///ABSOLUTE/PATH or postgresql://USER@HOST/DB url"),
         (MINIMAL + '[store]\nurl = "sqlite://rel.db"\n',
          "c.toml: store.url: 'sqlite://rel.db' does not name an absolute path (sqlite:///ABSOLUTE/PATH)"),
         (MINIMAL + "[escalation]\ngrid_s = 0\n", "c.toml: escalation.grid_s: must be greater than 0, not 0.0"),

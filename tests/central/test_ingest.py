@@ -14,7 +14,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from central.ingest import Ingest
-from central.store import Store, StoredEvent
+from central.store import Store, StoredEvent, transaction
 from tests.support import BOOT, T0, Broker, FakeAgent, hang_up, make_ingest, wait_until
 from wire import topics
 from wire.codec import pack
@@ -35,9 +35,6 @@ class Recorder:
         self.presence.append((agent, state))
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "central.db")
 
 
 @pytest.fixture
@@ -466,17 +463,21 @@ def test_a_batch_that_fails_once_is_stored_message_by_message(broker: Broker, tm
 
 
 @pytest.mark.allow_logged_exceptions
-def test_a_message_the_store_refuses_is_quarantined_and_acked_past(broker: Broker, store: Store,
+def test_a_message_the_store_refuses_is_quarantined_and_acked_past(broker: Broker, store: Store, tmp_path: Path,
                                                                     agent: FakeAgent) -> None:
     from central.alarms import AlarmBook
     from central.plan.registry import PlanRegistry
 
-    store.connect().close()
-    with closing(sqlite3.connect(store.path)) as conn:  # a poison the store refuses, every time
-        conn.execute("CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.source = 'poison'"
-                     " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
-        conn.commit()
-    book = AlarmBook(store, plans=PlanRegistry(tmp_path_of(store) / "plan.json"))
+    with closing(store.connect()) as conn, transaction(conn):  # a poison the store refuses, every time
+        if store.path is not None:
+            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON events WHEN NEW.source = 'poison'"
+                         " BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
+        else:
+            conn.execute("CREATE FUNCTION poison() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                         " RAISE EXCEPTION 'refused by the test'; END $$")
+            conn.execute("CREATE TRIGGER poison BEFORE INSERT ON events FOR EACH ROW"
+                         " WHEN (NEW.source = 'poison') EXECUTE FUNCTION poison()")
+    book = AlarmBook(store, plans=PlanRegistry(tmp_path / "plan.json"))
     ing = make_ingest(broker, store, writers=[book])
     other = FakeAgent(broker, "gate-other")
     ing.start()
@@ -508,6 +509,3 @@ def test_a_message_the_store_refuses_is_quarantined_and_acked_past(broker: Broke
         other.close()
         book.close()
 
-
-def tmp_path_of(store: Store) -> Path:
-    return store.path.parent

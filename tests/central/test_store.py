@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import sqlite3
+import dataclasses
 from contextlib import closing
-from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from central.store import AgentRow, Store, StoredEvent, StoreError
+from central.store import INT64_MAX, AgentRow, Store, StoredEvent, StoreError
 from tests.support import ev, insert
 from wire.messages import Event
 
 
-@pytest.fixture
-def store(tmp_path: Path) -> Store:
-    return Store(tmp_path / "sub" / "central.db")
-
-
-def test_connect_creates_the_file_in_wal_mode(store: Store) -> None:
+def test_connect_creates_the_file_in_wal_mode(sqlite_store: Store) -> None:
+    store = sqlite_store
     with closing(store.connect()) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert conn.execute("PRAGMA synchronous").fetchone() == (2,)  # FULL
@@ -31,11 +26,12 @@ def test_connect_creates_the_file_in_wal_mode(store: Store) -> None:
 def test_a_readonly_connection_cannot_write(store: Store) -> None:
     store.connect().close()
     with closing(store.connect(readonly=True)) as conn:
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(store.errors):
             conn.execute("DELETE FROM events")
 
 
-def test_reading_a_store_that_does_not_exist_says_so(store: Store) -> None:
+def test_reading_a_store_that_does_not_exist_says_so(sqlite_store: Store) -> None:
+    store = sqlite_store
     with pytest.raises(StoreError) as info:
         store.list_events()
     assert str(info.value) == f"store {store.path} does not exist (has `gridpatrol central` run?)"
@@ -79,6 +75,18 @@ def test_contiguous_eseq(store: Store) -> None:
     assert store.contiguous_eseq("a", after=7) == 7
     assert store.eseqs_above("a", "", 3) == [5, 6, 9]
     assert store.contiguous_eseq("a", "another-epoch") == 0  # each epoch counts on its own
+
+
+def test_the_last_eseq_there_can_be_is_stored_and_counted(store: Store) -> None:
+    top = INT64_MAX
+    insert(store, [dataclasses.replace(ev("a", 1), eseq=n) for n in (1, 2, top - 1, top)])
+    assert store.contiguous_eseq("a") == 2
+    assert store.contiguous_eseq("a", after=top - 2) == top
+    assert store.eseqs_above("a", "", 2) == [top - 1, top]
+    with closing(store.connect()) as conn:
+        store.add_counters(conn, {"lost": top})
+        store.add_counters(conn, {"lost": top})  # stops at the top, never fails the batch
+    assert store.counters() == {"lost": top}
 
 
 def test_ranges_the_agent_said_are_gone_count_as_covered(store: Store) -> None:

@@ -12,9 +12,8 @@ from pathlib import Path
 import pytest
 
 from central.relay import Relay
-from central.store import Store, StoreError, quarantine, schema
+from central.store import Store, StoreError, dialect_of, open_store, quarantine, schema, transaction
 from central.store import alarms as alarms_sql
-from central.store.sqlite import transaction
 from tests.support import ev, insert, run_cli, wait_until
 
 # The tables as the first round of Gridpatrol made them: no schema_version, events keyed on (agent, eseq).
@@ -67,22 +66,18 @@ def test_a_first_round_store_is_migrated_with_its_history(tmp_path: Path) -> Non
     assert [(e.epoch, e.eseq) for e in store.list_events()] == [("", 1), ("", 2), ("e2", 1)]
 
 
-def test_an_empty_store_is_created_at_the_current_version(tmp_path: Path) -> None:
-    store = Store(tmp_path / "new" / "central.db")
+def test_an_empty_store_is_created_at_the_current_version(store: Store) -> None:
     store.connect().close()
     assert store.schema_version() == schema.VERSION
     with closing(store.connect(readonly=True)) as conn:
-        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
-    assert {"events", "agents", "counters", "alarms", "alarm_steps", "users", "quarantine", "lost",
-            "schema_version"} <= tables
+        missing = [t for t in ("events", "agents", "counters", "alarms", "alarm_steps", "users", "quarantine", "lost",
+                               "schema_version") if not dialect_of(conn).has_table(conn, t)]
+    assert missing == []
 
 
-def test_a_store_newer_than_this_code_is_refused(tmp_path: Path) -> None:
-    store = Store(tmp_path / "central.db")
-    store.connect().close()
-    with closing(sqlite3.connect(store.path)) as conn:
+def test_a_store_newer_than_this_code_is_refused(store: Store) -> None:
+    with closing(store.connect()) as conn, transaction(conn):
         conn.execute("UPDATE schema_version SET version = ?", (schema.VERSION + 1,))
-        conn.commit()
     with pytest.raises(StoreError, match="newer than this Gridpatrol"):
         store.connect()
 
@@ -101,6 +96,45 @@ def test_migrate_and_backup_from_the_command_line(tmp_path: Path) -> None:
     assert [e.eseq for e in copy.list_events()] == [1, 2] and copy.schema_version() == schema.VERSION
     out = run_cli("central", "backup", "--config", str(config))
     assert out.returncode == 2 and "give the FILE" in out.stderr
+
+
+def test_central_migrate_brings_an_empty_postgresql_database_to_the_current_schema(pg_url: str,
+                                                                                   tmp_path: Path) -> None:
+    config = tmp_path / "central.toml"
+    config.write_text(f'timezone = "Asia/Shanghai"\ndata_dir = "{tmp_path / "data"}"\n[store]\nurl = "{pg_url}"\n')
+    out = run_cli("central", "migrate", "--config", str(config))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout == f"store {pg_url}: schema version 0 -> {schema.VERSION}\n"
+    out = run_cli("central", "migrate", "--config", str(config))
+    assert out.stdout == f"store {pg_url}: schema already at version {schema.VERSION}\n"
+    store = open_store(pg_url)
+    try:
+        assert store.schema_version() == schema.VERSION
+        fresh = [ev("gate-a", 1), dataclasses.replace(ev("gate-a", 1), epoch="e2")]
+        assert insert(store, fresh) == fresh
+        with pytest.raises(StoreError) as info:
+            store.backup(tmp_path / "copy.db")
+        assert str(info.value) == f"backup: store {pg_url} is PostgreSQL; back it up with pg_dump"
+    finally:
+        store.close()
+    out = run_cli("central", "backup", str(tmp_path / "copy.db"), "--config", str(config))
+    assert out.returncode == 1 and "pg_dump" in out.stderr and not (tmp_path / "copy.db").exists()
+
+
+def test_two_centrals_migrating_one_postgresql_database_at_once_agree(pg_url: str) -> None:
+    stores = [open_store(pg_url) for _ in range(3)]
+    results: list[tuple[int, int]] = []
+    try:
+        threads = [threading.Thread(target=lambda s=s: results.append(s.migrate())) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sorted(results) == [(0, schema.VERSION)] * 3  # each saw version 0, one did the work
+        assert stores[0].schema_version() == schema.VERSION
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_a_backup_is_consistent_while_a_writer_commits(tmp_path: Path) -> None:
@@ -136,8 +170,7 @@ def test_a_backup_is_consistent_while_a_writer_commits(tmp_path: Path) -> None:
         store.backup(store.path)
 
 
-def test_retention_removes_old_events_and_closed_alarms_only(tmp_path: Path) -> None:
-    store = Store(tmp_path / "central.db")
+def test_retention_removes_old_events_and_closed_alarms_only(store: Store) -> None:
     insert(store, [ev("gate-a", n, received_ts=1000 * n) for n in range(1, 11)])
     with closing(store.connect()) as conn, transaction(conn):
         old = alarms_sql.insert_alarm(conn, agent="gate-a", source="s", kind="panic", unit=None, raised_ts=10,
@@ -155,14 +188,12 @@ def test_retention_removes_old_events_and_closed_alarms_only(tmp_path: Path) -> 
     assert store.prune(10**15)["events"] == 4  # the newest event of the epoch stays: the ack point's witness
 
 
-def test_the_quarantine_list_on_the_command_line(tmp_path: Path) -> None:
-    (tmp_path / "data").mkdir()
-    store = Store(tmp_path / "data" / "central.db")
+def test_the_quarantine_list_on_the_command_line(store: Store, tmp_path: Path) -> None:
     with closing(store.connect()) as conn, transaction(conn):
         quarantine.put(conn, agent="gate-a", topic="gridpatrol/v1/gate-a/evt", payload=b"\x81\xa1a\x01",
                        reason="refused:\nby a trigger", received_ts=1_700_000_000_000, epoch="e1", eseq=7)
     config = tmp_path / "central.toml"
-    config.write_text(f'timezone = "Asia/Shanghai"\ndata_dir = "{tmp_path / "data"}"\n')
+    config.write_text(f'timezone = "Asia/Shanghai"\ndata_dir = "{tmp_path / "data"}"\n[store]\nurl = "{store.url}"\n')
     out = run_cli("quarantine", "--config", str(config), "--json")
     assert out.returncode == 0, out.stderr
     (row,) = json.loads(out.stdout)
