@@ -123,6 +123,7 @@ class AlarmBook:
         clock: Callable[[], float] = time.time,
         new_txn: Callable[[], str] = lambda: secrets.token_hex(6),
         poll_s: float = POLL_S,
+        leading: Callable[[], bool] | None = None,
     ) -> None:
         self._store = store if isinstance(store, Store) else Store(Path(store))
         self._plans = plans
@@ -134,6 +135,10 @@ class AlarmBook:
         self._clock = clock
         self._new_txn = new_txn
         self._poll_s = poll_s
+        # In a group (docs/scaling.md) only the leader ticks: escalations, offline alarms, flapping, telling
+        # agents of acks. Every member writes the alarms of the events it stores (write()); the leader reads
+        # the alarms others raised back from the store each tick. None: a central on its own, always leading.
+        self._leading = leading
         self._lock = threading.RLock()
         self._conn = self._store.connect(check_same_thread=False)
         self._climb: dict[int, int] = {}  # active alarm id -> when it reached its current level (UTC ms)
@@ -185,9 +190,25 @@ class AlarmBook:
 
     def _load_active(self) -> None:
         for a in list_alarms(self._conn):
-            if a.state is AlarmState.ACTIVE:
+            if a.state is AlarmState.ACTIVE and a.id not in self._climb:
                 at = sql.last_climb(self._conn, a.id)
                 self._climb[a.id] = at if at is not None else a.raised_ts
+
+    def take_over(self) -> None:
+        """This central became its group's leader: pick up the clocks from the store, as on a start."""
+        with self._lock:
+            self._load_active()
+            if self._offline_agents is not None:
+                for agent, since in self._offline_agents():
+                    self._offline_since.setdefault(agent, since)
+            for a in list_alarms(self._conn):
+                if a.kind == AlarmKind.AGENT_OFFLINE:
+                    self._offline_alarmed.add(a.agent)  # raised by the leader before: not twice
+        _LOGGER.info("alarm book: took over %s active alarms, %s agents offline", len(self._climb),
+                     len(self._offline_since))
+
+    def _lead(self) -> bool:
+        return self._leading is None or self._leading()
 
     # -- inside ingest's transaction -----------------------------------------------
 
@@ -197,6 +218,11 @@ class AlarmBook:
         raise a ``suspicious`` alarm for each ``(agent, check, detail, ts_ms)``, on ``conn`` inside the
         caller's transaction. Nothing in memory changes until :meth:`committed`."""
         pending = Pending()
+        events = list(events)
+        suspicious = list(suspicious)
+        # Several centrals may write one agent's alarms at once: each agent's in turn, in one order.
+        sql.lock_agents(conn, [e.agent for e in events if e.kind in AGENT_KINDS or e.kind == "restore"]
+                        + [agent for agent, _, _, _ in suspicious])
         for e in events:
             kind = e.kind
             if kind in AGENT_KINDS:
@@ -232,6 +258,8 @@ class AlarmBook:
             else:
                 self._offline_since.pop(agent, None)
                 self._offline_alarmed.discard(agent)
+            if not self._lead():
+                return  # every member sees every status; the leader raises and restores
             if state == "offline":
                 changes = self._changes.setdefault(agent, deque())
                 changes.append(ts)
@@ -272,7 +300,8 @@ class AlarmBook:
             current = get_alarm(self._conn, alarm_id)
             alarm = acknowledge(self._conn, alarm_id, by, now_ms, tier=self._tier(current.level if current else None, now_ms))
             self._climb.pop(alarm_id, None)
-            self._notify_agents(now_ms)
+            if self._lead():
+                self._notify_agents(now_ms)  # else the leader tells the agent at its next tick
         return alarm
 
     def alarms(self, *, include_all: bool = False) -> list[Alarm]:
@@ -293,7 +322,11 @@ class AlarmBook:
     def tick(self, now: float | None = None) -> None:
         """Tell agents of acks, escalate what waited too long, raise offline and calm flapping."""
         now_ms = int((self._clock() if now is None else now) * 1000)
+        if not self._lead():
+            return
         with self._lock:
+            if self._leading is not None:
+                self._load_active()  # alarms the other centrals raised
             self._notify_agents(now_ms)
             for agent, at in list(self._resend_at.items()):
                 if at <= now_ms:
@@ -353,6 +386,7 @@ class AlarmBook:
     def _raise_on(self, conn: Connection, pending: Pending, agent: str, source: str, kind: AlarmKind,
                   raised_ts: int, noticed_ts: int, *, eseq: int | None = None, epoch: str | None = None,
                   detail: str | None = None) -> Pending:
+        sql.lock_agents(conn, [agent])  # held already when called from write()
         held = sql.open_alarm(conn, agent, source, str(kind))
         if held is not None:
             # The same input tripping again before it was dealt with: one alarm, not a flood.
@@ -374,6 +408,7 @@ class AlarmBook:
 
     def _restore_on(self, conn: Connection, pending: Pending, agent: str, source: str, ts: int, *,
                     kinds: Sequence[AlarmKind]) -> Pending:
+        sql.lock_agents(conn, [agent])
         for alarm_id in sql.unrestored(conn, agent, source, map(str, kinds)):
             alarm = sql.mark_restored(conn, alarm_id)
             tier = self._tier(alarm.level, ts)

@@ -21,9 +21,11 @@ from central.cameras.taker import SnapshotTaker  # issue 14
 from central.config import CentralConfig
 from central.homeassistant import HomeAssistant
 from central.ingest import Ingest, Listener
+from central.leader import Leadership
 from central.notify.notifier import Notifier  # issue 14
 from central.plan.registry import PlanRegistry
 from central.relay import Relay
+from central.session import GroupVoice
 from central.store import StoredEvent, open_store
 from central.tracker import CompletionTracker, store_scans
 from wire.messages import Command
@@ -36,6 +38,7 @@ _LOGGER = logging.getLogger(__name__)
 # A loop that has not turned for this long is stalled: the watchdog pings stop.
 STALL_S = 30.0
 RETENTION_EVERY_S = 3600.0
+GROUP_RESYNC_S = 5.0
 
 
 def config_retains(config: CentralConfig) -> bool:
@@ -76,8 +79,17 @@ class Central:
         self.plans = PlanRegistry.for_data_dir(config.data_dir)
         # Derived work runs behind relays (bounded queues, threads of their own): ingest never waits on it.
         self.relays: list[Relay] = [Relay(BusBridge(self.bus), name="dashboard-feed")]
+        group = config.ingest.group
         self.ingest = Ingest(config.mqtt, self.store, listeners=(*listeners, self.relays[0]),
-                             is_planned=is_planned if is_planned is not None else self.plans.is_planned, clock=clock)
+                             is_planned=is_planned if is_planned is not None else self.plans.is_planned, clock=clock,
+                             group=group)
+        # A group's once-only duties go to the member that holds the store's lock (central/leader.py).
+        self.leadership: Leadership | None = None
+        self.voice: GroupVoice | None = None
+        if group is not None:
+            self.leadership = Leadership(self.store, group, on_gain=self._lead, on_loss=self._follow)
+            self.ingest.session.member_changed = self._member_changed
+        leading = self._leading
         self.alarm_book: AlarmBook | None = None
         if alarms:
             esc = config.escalation
@@ -85,7 +97,7 @@ class Central:
                 self.store, plans=self.plans, grid_s=esc.grid_s, community_s=esc.community_s,
                 street_s=esc.street_s, offline_grace_s=config.alarms.offline_grace_s,
                 send_command=self.ingest.send_command, bus=self.bus, offline_agents=offline_agents(self.store),
-                clock=clock,
+                clock=clock, leading=leading if group is not None else None,
             )
             self.ingest.add_writer(self.alarm_book)  # alarms commit with their events
             self.ingest.add_listener(self.alarm_book)  # presence and command answers
@@ -98,12 +110,12 @@ class Central:
         self.tracker: CompletionTracker | None = None
         if tracker:
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
-                                             publish=self.ingest.publish, bus=self.bus, clock=clock)
+                                             publish=self._leader_publish, bus=self.bus, clock=clock)
             self._relay(self.tracker, "completion-tracker")
         self.homeassistant: HomeAssistant | None = None
         if config.homeassistant.enabled:  # docs/homeassistant.md
             self.homeassistant = HomeAssistant(config.homeassistant, store=self.store, plans=self.plans,
-                                               publish=self.ingest.publish, clock=clock)
+                                               publish=self._leader_publish, clock=clock)
             for topic_filter in self.homeassistant.subscriptions:
                 self.ingest.subscribe_extra(topic_filter, self.homeassistant.message_received)
             self._relay(self.homeassistant, "homeassistant")
@@ -112,6 +124,60 @@ class Central:
         self._started = False
         self._housekeeping = threading.Event()
         self._housekeeper: threading.Thread | None = None
+        self._group_stop = threading.Event()
+        self._group_wake = threading.Event()
+        self._group_thread: threading.Thread | None = None
+        self._resync_at = 0.0
+
+    # -- a group's leader ([ingest] group, docs/scaling.md) ----------------------------
+
+    def _leading(self) -> bool:
+        return self.leadership is None or self.leadership.leading
+
+    def _leader_publish(self, topic: str, payload: bytes, *, retain: bool = False) -> bool:
+        """Publications made once for the group (completion, Home Assistant): only the leader's go out.
+
+        A member that does not lead answers False, as for a publish that could
+        not be queued, so the caller keeps it as unpublished.
+        """
+        return self._leading() and self.ingest.publish(topic, payload, retain=retain)
+
+    def _lead(self) -> None:
+        """This member leads now: central's status, the alarm book's clocks, the group-wide views."""
+        assert self.config.ingest.group is not None
+        self.voice = GroupVoice(self.config.mqtt, self.config.ingest.group, clock=self.clock)
+        self.voice.start()
+        if self.alarm_book is not None:
+            self.alarm_book.take_over()
+        self._resync_at = 0.0
+        self._group_wake.set()
+
+    def _follow(self) -> None:
+        voice, self.voice = self.voice, None
+        if voice is not None:
+            voice.stop()
+
+    def _member_changed(self, member: str, online: bool, retained: bool) -> None:
+        """A member of the group went offline (its Will): the leader says central is online anew, so every
+        agent sends again what no ack covered, among it what the dead member had taken and not stored."""
+        voice = self.voice
+        if not online and not retained and voice is not None and member != self.config.mqtt.client_id:
+            _LOGGER.warning("group member %s is gone: agents are asked to send their unacknowledged events again",
+                            member)
+            voice.announce()
+
+    def _group_duties(self) -> None:
+        """While leading: read the completion of the day back from the store every GROUP_RESYNC_S (every
+        member stores a share of the scans; the leader's tracker counts them all)."""
+        while not self._group_stop.is_set():
+            if self._leading() and self.tracker is not None and time.monotonic() >= self._resync_at:
+                self._resync_at = time.monotonic() + GROUP_RESYNC_S
+                try:
+                    self.tracker.resync()
+                except Exception:
+                    _LOGGER.exception("reading the completion back from the store failed")
+            self._group_wake.wait(1.0)
+            self._group_wake.clear()
 
     def _relay(self, listener: Listener, name: str) -> None:
         relay = Relay(listener, name=name)
@@ -152,6 +218,11 @@ class Central:
             self.tracker.start()
         if self.homeassistant is not None:
             self.homeassistant.start()
+        if self.leadership is not None:
+            self.leadership.start()
+            self._group_stop.clear()
+            self._group_thread = threading.Thread(target=self._group_duties, name="group-duties", daemon=True)
+            self._group_thread.start()
         if config_retains(self.config):
             self._housekeeping.clear()
             self._housekeeper = threading.Thread(target=self._keep_house, name="store-retention", daemon=True)
@@ -199,6 +270,8 @@ class Central:
             return False
         if self.alarm_book is not None and not self.alarm_book.alive(STALL_S):
             return False
+        if self.leadership is not None and not self.leadership.alive(STALL_S):
+            return False
         return all(relay.alive() for relay in self.relays)
 
     def stop(self) -> None:
@@ -214,6 +287,13 @@ class Central:
         if self._housekeeper is not None:
             self._housekeeper.join(timeout=30)
             self._housekeeper = None
+        if self.leadership is not None:
+            self._group_stop.set()
+            self._group_wake.set()
+            if self._group_thread is not None:
+                self._group_thread.join(timeout=30)
+                self._group_thread = None
+            self.leadership.stop()  # hands the voice over: its Will waits for the next leader
         self.ingest.stop()
         for relay in self.relays:
             relay.stop()

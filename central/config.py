@@ -10,8 +10,10 @@ central and agent never import each other.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
+import socket
 import zoneinfo
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +24,11 @@ from gridpatrol.base.tomlconfig import Table, non_negative, not_empty, one_of, o
 from gridpatrol.base.tomlconfig import port as port_number
 
 DEFAULT_CLIENT_ID = "gridpatrol-central"
+# A member of a group ([ingest] group) ends its session when it disconnects: Mosquitto keeps
+# routing a share of $share messages to an offline member whose session lives, and those would
+# wait there; the agents' outboxes and the other members carry the data instead (docs/scaling.md).
+GROUP_SESSION_EXPIRY_S = 0
+_GROUP_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}\Z")
 # A week: long enough that a central down over a holiday weekend finds its
 # queued messages; the agents' outboxes carry the guarantee beyond that.
 DEFAULT_SESSION_EXPIRY_S = 7 * 24 * 3600
@@ -120,6 +127,13 @@ class CamerasConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class IngestConfig:
+    """``group``: the name of a group of centrals that share one PostgreSQL store and the agents' messages."""
+
+    group: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class CentralConfig:
     timezone: str
     data_dir: Path
@@ -131,6 +145,7 @@ class CentralConfig:
     alarms: AlarmsConfig = field(default_factory=AlarmsConfig)
     notify: tuple[NotifyTarget, ...] = ()
     cameras: CamerasConfig = field(default_factory=CamerasConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     source: str = "<config>"
 
     @property
@@ -233,9 +248,9 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
         keepalive_s=t.get("keepalive_s", int, 30,
                           check=lambda v: None if 2 <= v <= 3600 else f"{v} is out of range (2 to 3600)"),
         client_id=t.get("client_id", str, DEFAULT_CLIENT_ID, check=_client_id),
-        session_expiry_s=t.get("session_expiry_s", int, DEFAULT_SESSION_EXPIRY_S,
-                               check=lambda v: None if 60 <= v <= SESSION_EXPIRY_MAX_S
-                               else f"{v} is out of range (60 to {SESSION_EXPIRY_MAX_S})"),
+        session_expiry_s=t.get("session_expiry_s", int, -1,
+                               check=lambda v: None if 0 <= v <= SESSION_EXPIRY_MAX_S
+                               else f"{v} is out of range (0 to {SESSION_EXPIRY_MAX_S})"),
         tls_ca=opt_path(t.get("tls_ca", str, None, check=not_empty)),
         tls_cert=opt_path(t.get("tls_cert", str, None, check=not_empty)),
         tls_key=opt_path(t.get("tls_key", str, None, check=not_empty)),
@@ -308,7 +323,24 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
     cameras = CamerasConfig(keep_days=t.get("keep_days", float, 30.0, check=positive),
                             max_mb=t.get("max_mb", float, 1024.0, check=positive))
     t.done()
+
+    t = top.table("ingest")
+    ingest = IngestConfig(group=t.get("group", str, None, check=lambda v: None if _GROUP_RE.match(v)
+                                      else f"{v!r} is not a valid group name ([A-Za-z0-9_-], 1 to 64 characters)"))
+    t.done()
     top.done()
+    if ingest.group is not None and store.path is not None:
+        raise fail("ingest.group", "a group shares one store: set store.url to postgresql://USER@HOST/DB")
+    if ingest.group is not None and mqtt.client_id == DEFAULT_CLIENT_ID:
+        # Each member needs its own id (one id is one session): the group's and the host's names by default.
+        host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+        mqtt = dataclasses.replace(mqtt, client_id=f"{DEFAULT_CLIENT_ID}-{ingest.group}-{host}"[:64])
+    if mqtt.session_expiry_s == -1:  # not given
+        expiry = GROUP_SESSION_EXPIRY_S if ingest.group is not None else DEFAULT_SESSION_EXPIRY_S
+        mqtt = dataclasses.replace(mqtt, session_expiry_s=expiry)
+    elif ingest.group is None and mqtt.session_expiry_s < 60:
+        raise fail("mqtt.session_expiry_s", f"{mqtt.session_expiry_s} is out of range (60 to {SESSION_EXPIRY_MAX_S};"
+                   " 0 only in a group)")
 
     return CentralConfig(
         timezone=timezone,
@@ -321,6 +353,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
         alarms=alarms,
         notify=notify,
         cameras=cameras,
+        ingest=ingest,
         source=source,
     )
 

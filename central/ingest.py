@@ -102,8 +102,10 @@ class Ingest:
                  is_planned: Callable[[str], bool] | None = None, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, gap_grace_s: float = GAP_GRACE_S,
                  replay_interval_s: float = REPLAY_INTERVAL_S, rebirth_interval_s: float = REBIRTH_INTERVAL_S,
-                 batch_max: int = BATCH_MAX, queue_max: int = QUEUE_MAX, writers: Iterable[BatchWriter] = ()) -> None:
+                 batch_max: int = BATCH_MAX, queue_max: int = QUEUE_MAX, writers: Iterable[BatchWriter] = (),
+                 group: str | None = None) -> None:
         self._config = config
+        self._group = group  # docs/scaling.md: other centrals store some of the same agents' events
         self._store = store
         self._listeners: tuple[Listener, ...] = tuple(listeners)
         self.is_planned = is_planned
@@ -140,7 +142,7 @@ class Ingest:
         self._start_error: BaseException | None = None
         self._writer: threading.Thread | None = None
         self.last_beat = 0.0  # monotonic time the writer last went round its loop (for the watchdog)
-        self.session = CentralSession(config, deliver=self._on_message, clock=clock)
+        self.session = CentralSession(config, deliver=self._on_message, clock=clock, group=group)
 
     # -- life cycle -------------------------------------------------------------
 
@@ -434,6 +436,9 @@ class Ingest:
             done = self._one_by_one(events, answers, commands, now, raws or {})
         self._overflow_taken = overflowed
         inserted, acks, pending = done
+        if self._group is not None:
+            for key in acks:
+                self._catch_up(key, now)
         for key in sorted(acks):
             ledger = self._ledgers.get(key)
             if ledger is not None and ledger.contiguous > 0:
@@ -729,6 +734,20 @@ class Ingest:
             ledger = self._ledgers[key] = EseqLedger(contiguous, above, progress_at=now, covered=covered)
         return ledger
 
+    def _catch_up(self, key: tuple[str, str], now: float) -> None:
+        """In a group: the ack point as the store has it, every central's committed events counted.
+
+        Read after this central's commit, each statement on its own (autocommit),
+        so it sees whatever any central committed before it: the ack never passes
+        what is committed, and of two centrals that stored one agent's events at
+        once, the one that reads last acks them all.
+        """
+        ledger = self._ledger(key, now)
+        held = self._store.contiguous_eseq(key[0], key[1], after=ledger.contiguous, conn=self._conn)
+        if held > ledger.contiguous:
+            ledger.covered_to(held, now)
+            self._presence.set_acked(key[0], ledger.contiguous, key[1])
+
     def _look_at_gaps(self, now: float, commands: list[tuple[str, Command]],
                       deltas: dict[str, int]) -> set[tuple[str, str]]:
         """Ask for replays of gaps that stand still, within the per-agent backoff and the total budget.
@@ -744,6 +763,11 @@ class Ingest:
                 self._gapped.discard(key)
                 continue
             agent, epoch = key
+            if self._group is not None and ledger.next_action(now, self._gap_policy) is GapAction.REPLAY:
+                self._catch_up(key, now)  # another central may hold what this one misses
+                if not ledger.gap:
+                    self._gapped.discard(key)
+                    continue
             rec: AgentRecord | None = self._presence.get(agent)
             state = rec.state if rec is not None else PresenceState.UNKNOWN
             if state in (PresenceState.OFFLINE, PresenceState.DISCONNECTED):

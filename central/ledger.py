@@ -68,6 +68,18 @@ class EseqLedger:
             self.above.add(eseq)
         # eseq <= contiguous: a late arrival of a range the agent said was gone; nothing moves.
 
+    def covered_to(self, eseq: int, now: float) -> None:
+        """Everything up to ``eseq`` is held, as the store says (in a group, other centrals store some)."""
+        if eseq <= self.contiguous:
+            return
+        self.contiguous = eseq
+        self.above = {e for e in self.above if e > eseq}
+        while self.contiguous + 1 in self.above:
+            self.contiguous += 1
+            self.above.remove(self.contiguous)
+        self.progress_at = now
+        self.attempts = 0
+
     def next_action(self, now: float, policy: GapPolicy) -> GapAction | None:
         """What to do about the gap now."""
         if not self.above or now - self.progress_at < policy.grace_s:

@@ -18,7 +18,7 @@ from enum import StrEnum
 from typing import Any, Iterable, Sequence
 
 from central.errors import CentralError
-from central.store.dialect import Connection, transaction
+from central.store.dialect import Connection, dialect_of, transaction
 
 
 class AlarmState(StrEnum):
@@ -135,6 +135,11 @@ def step(conn: Connection, alarm_id: int, ts: int, unit: str | None, tier: str |
          detail: str | None = None) -> None:
     conn.execute("INSERT INTO alarm_steps(alarm_id, ts, unit, tier, action, detail) VALUES (?,?,?,?,?,?)",
                  (alarm_id, ts, unit, tier, action, detail))
+
+
+def lock_agents(conn: Connection, agents: Iterable[str]) -> None:
+    """Inside a transaction: until it ends, no other central decides on these agents' alarms."""
+    dialect_of(conn).lock_names(conn, (f"alarms:{agent}" for agent in agents))
 
 
 def open_alarm(conn: Connection, agent: str, source: str, kind: str) -> tuple[int, bool] | None:

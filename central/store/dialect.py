@@ -18,11 +18,12 @@ keep taking just the connection.
 
 from __future__ import annotations
 
+import hashlib
 import re
 import sqlite3
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping, Protocol
+from typing import Any, Iterable, Iterator, Mapping, Protocol
 
 
 
@@ -75,6 +76,22 @@ class Dialect:
         """Inside a migration's transaction: one migrating process at a time."""
         if self.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already is that lock
             conn.execute("SELECT pg_advisory_xact_lock(?)", (SCHEMA_LOCK,))
+
+    def lock_names(self, conn: Any, names: Iterable[str]) -> None:
+        """Inside a transaction: hold a lock on each name until it ends (taken in sorted order).
+
+        Several centrals on one PostgreSQL store decide "is this input's alarm
+        open?" and then write; the lock makes that one step per name. SQLite
+        needs none: BEGIN IMMEDIATE already lets one writer in at a time.
+        """
+        if self.name == "postgresql":
+            for name in sorted(set(names)):
+                conn.execute("SELECT pg_advisory_xact_lock(?)", (name_key(name),))
+
+
+def name_key(name: str) -> int:
+    """A stable signed 64-bit advisory lock key for ``name``."""
+    return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=8).digest(), "big", signed=True)
 
 
 SCHEMA_LOCK = 0x67705F73636865  # "gp_sche": the advisory lock key of migrations

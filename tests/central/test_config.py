@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 
 import pytest
@@ -11,11 +13,13 @@ from hypothesis import strategies as st
 from central.config import (
     DEFAULT_CLIENT_ID,
     DEFAULT_SESSION_EXPIRY_S,
+    GROUP_SESSION_EXPIRY_S,
     AlarmsConfig,
     CentralConfig,
     ConfigError,
     EscalationConfig,
     HomeAssistantConfig,
+    IngestConfig,
     MqttConfig,
     StoreConfig,
     WebConfig,
@@ -76,6 +80,33 @@ def test_defaults() -> None:
 def test_a_postgresql_store_has_no_file() -> None:
     config = parse_config(MINIMAL + '[store]\nurl = "postgresql://gridpatrol@db.example:5433/gp?sslmode=require"\n')
     assert config.store == StoreConfig(url="postgresql://gridpatrol@db.example:5433/gp?sslmode=require", path=None)
+
+
+def test_a_group_member_gets_its_own_client_id_and_a_session_that_ends_with_it() -> None:
+    pg = '[store]\nurl = "postgresql://gp@db/gp"\n'
+    config = parse_config(MINIMAL + pg + '[ingest]\ngroup = "district-1"\n')
+    assert config.ingest == IngestConfig(group="district-1")
+    host = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+    assert config.mqtt.client_id == f"gridpatrol-central-district-1-{host}"[:64]
+    assert config.mqtt.session_expiry_s == GROUP_SESSION_EXPIRY_S == 0
+    config = parse_config(MINIMAL + '[mqtt]\nclient_id = "c-2"\nsession_expiry_s = 120\n' + pg
+                          + '[ingest]\ngroup = "d1"\n')
+    assert (config.mqtt.client_id, config.mqtt.session_expiry_s) == ("c-2", 120)
+    assert parse_config(MINIMAL).ingest == IngestConfig(group=None)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    (MINIMAL + '[ingest]\ngroup = "d1"\n',
+     "c.toml: ingest.group: a group shares one store: set store.url to postgresql://USER@HOST/DB"),
+    (MINIMAL + '[store]\nurl = "postgresql://gp@db/gp"\n[ingest]\ngroup = "$share"\n',
+     "c.toml: ingest.group: '$share' is not a valid group name ([A-Za-z0-9_-], 1 to 64 characters)"),
+    (MINIMAL + '[mqtt]\nsession_expiry_s = 0\n',
+     "c.toml: mqtt.session_expiry_s: 0 is out of range (60 to 4294967295; 0 only in a group)"),
+])
+def test_group_mistakes(text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_config(text, source="c.toml")
+    assert str(info.value) == message
 
 
 def test_every_optional_key_reads() -> None:
