@@ -58,6 +58,7 @@ _LOGGER = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how soon a running central notices an ack made by the command line
 ACK_RESEND_DELAY_S = 1.0  # after an agent comes back, give it time to subscribe before resending
+RECHECK_S = 30.0  # an open alarm not yet due is read again at least this often (a new plan may shorten its wait)
 FLAP_WINDOW_S = 600.0
 # This many drops to offline inside the window flag an agent. Drops, not every
 # change: an agent that starts, loses its link once and comes back has changed
@@ -142,6 +143,9 @@ class AlarmBook:
         self._lock = threading.RLock()
         self._conn = self._store.connect(check_same_thread=False)
         self._climb: dict[int, int] = {}  # active alarm id -> when it reached its current level (UTC ms)
+        # active alarm id -> the earliest it can next climb (UTC ms): a tick reads only those due, not
+        # every open alarm (500 open alarms were 500 queries a tick, holding the book's lock).
+        self._next_check: dict[int, int] = {}
         self._offline_since: dict[str, int] = {}  # agent -> when it went offline (UTC ms)
         self._offline_alarmed: set[str] = set()
         self._changes: dict[str, deque[int]] = {}
@@ -333,7 +337,8 @@ class AlarmBook:
                     del self._resend_at[agent]
                     self._resend(agent)
             for alarm_id, since in list(self._climb.items()):
-                self._escalate(alarm_id, since, now_ms)
+                if self._next_check.get(alarm_id, 0) <= now_ms:
+                    self._escalate(alarm_id, since, now_ms)
             for agent, since in list(self._offline_since.items()):
                 if agent not in self._offline_alarmed and now_ms - since >= self._grace_ms:
                     at = since + self._grace_ms
@@ -422,7 +427,10 @@ class AlarmBook:
         alarm = get_alarm(self._conn, alarm_id)
         if alarm is None or alarm.state is not AlarmState.ACTIVE:
             self._climb.pop(alarm_id, None)
+            self._next_check.pop(alarm_id, None)
             return
+        # Checked again when its wait at this level ends, or in RECHECK_S (a new plan, an ack elsewhere).
+        self._next_check[alarm_id] = now_ms + int(RECHECK_S * 1000)
         plan = self._plan(now_ms)
         climbed = False
         level = alarm.level
@@ -434,6 +442,7 @@ class AlarmBook:
                 break  # a district (or a unit no longer in the plan) is as high as it goes
             due = since + int(wait_s * 1000)
             if due > now_ms:
+                self._next_check[alarm_id] = min(due, now_ms + int(RECHECK_S * 1000))
                 break
             with transaction(self._conn):
                 if not sql.escalate(self._conn, alarm_id, parent):

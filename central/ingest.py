@@ -519,8 +519,7 @@ class Ingest:
                     self._presence.mark_dirty(agent)
                 self._times_changed.clear()
                 full, progress = self._presence.take_dirty()
-                self._store.save_agents(conn, full)
-                self._store.save_agent_progress(conn, progress)
+                self._store.save_agent_rows(conn, full, progress)
             self._store.add_counters(conn, deltas)
             conn.execute("COMMIT")
         except Exception as exc:
