@@ -149,6 +149,9 @@ class Central:
         self.voice.start()
         if self.alarm_book is not None:
             self.alarm_book.take_over()
+        for part in (self.notifier, self.snapshots):  # notifications and camera snapshots: once per group
+            if part is not None:
+                part.start()
         self._resync_at = 0.0
         self._group_wake.set()
 
@@ -156,6 +159,9 @@ class Central:
         voice, self.voice = self.voice, None
         if voice is not None:
             voice.stop()
+        for part in (self.notifier, self.snapshots):
+            if part is not None:
+                part.stop()
 
     def _member_changed(self, member: str, online: bool, retained: bool) -> None:
         """A member of the group went offline (its Will): the leader says central is online anew, so every
@@ -212,7 +218,7 @@ class Central:
         if self.alarm_book is not None:
             self.alarm_book.start()
         for part in (self.notifier, self.snapshots):  # issue 14
-            if part is not None:
+            if part is not None and self.leadership is None:  # in a group: the leader's (_lead)
                 part.start()
         if self.tracker is not None:
             self.tracker.start()

@@ -238,10 +238,15 @@ class GroupVoice:
         will.WillDelayInterval = will_delay_s
         client.will_set(topics.CENTRAL_STATUS, self._status(False), qos=1, retain=True, properties=will)
         client.reconnect_delay_set(min_delay=1, max_delay=5)
+        self._disconnected = threading.Event()
         client.on_connect = self._on_connect
-        client.on_disconnect = lambda *args: self._connected.clear()
+        client.on_disconnect = self._on_disconnect
         client.on_socket_open = no_delay
         self._client = client
+
+    def _on_disconnect(self, *args: Any) -> None:
+        self._connected.clear()
+        self._disconnected.set()
 
     def _status(self, online: bool) -> bytes:
         return CentralStatus(online=online, ts=int(self._clock() * 1000)).to_payload()
@@ -263,7 +268,9 @@ class GroupVoice:
     def stop(self) -> None:
         """Hand the voice over: disconnect *with* the Will, which fires unless another leader comes in time."""
         if self._client.is_connected():
+            self._disconnected.clear()
             self._client.disconnect(reasoncode=ReasonCode(PacketTypes.DISCONNECT, "Disconnect with will message"))
+            self._disconnected.wait(STOP_TIMEOUT_S)  # paho's thread closes the socket once DISCONNECT is out
         else:
             self._client.disconnect()
         self._client.loop_stop()

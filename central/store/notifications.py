@@ -12,11 +12,10 @@ rowid of a step, which SQLite hands out in commit order (one writer at a time).
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from central.store.sqlite import transaction
+from central.store.dialect import Connection, transaction
 
 _CURSOR = "alarm_steps"
 _COLUMNS = "id, step_rowid, alarm_id, target, action, title, body, state, created_ts, attempts, sent_ts"
@@ -66,16 +65,16 @@ class NewNotification:
     body: str
 
 
-def cursor(conn: sqlite3.Connection) -> int | None:
+def cursor(conn: Connection) -> int | None:
     row = conn.execute("SELECT step_rowid FROM notify_cursor WHERE name = ?", (_CURSOR,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def last_step(conn: sqlite3.Connection) -> int:
+def last_step(conn: Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM alarm_steps").fetchone()[0])
 
 
-def steps_after(conn: sqlite3.Connection, after: int, *, actions: Sequence[str], limit: int = 500) -> list[StepFact]:
+def steps_after(conn: Connection, after: int, *, actions: Sequence[str], limit: int = 500) -> list[StepFact]:
     """Steps past ``after`` (by rowid) of the given actions, with their alarm's columns."""
     marks = ",".join("?" * len(actions))
     rows = conn.execute(
@@ -88,54 +87,54 @@ def steps_after(conn: sqlite3.Connection, after: int, *, actions: Sequence[str],
             for r in rows]
 
 
-def told_about(conn: sqlite3.Connection, alarm_id: int, target: str) -> bool:
+def told_about(conn: Connection, alarm_id: int, target: str) -> bool:
     """Whether ``target`` was told of the alarm's raise or escalation."""
     return conn.execute("SELECT 1 FROM notifications WHERE alarm_id = ? AND target = ? AND action IN ('raise', 'escalate')"
                         " LIMIT 1", (alarm_id, target)).fetchone() is not None
 
 
-def record(conn: sqlite3.Connection, new_cursor: int, items: Iterable[NewNotification], now_ms: int) -> None:
+def record(conn: Connection, new_cursor: int, items: Iterable[NewNotification], now_ms: int) -> None:
     """Write what the router decided and move its cursor, in one transaction."""
     with transaction(conn):
         conn.executemany(
-            "INSERT OR IGNORE INTO notifications(step_rowid, alarm_id, target, action, title, body, state, created_ts)"
-            " VALUES (?,?,?,?,?,?,'pending',?)",
+            "INSERT INTO notifications(step_rowid, alarm_id, target, action, title, body, state, created_ts)"
+            " VALUES (?,?,?,?,?,?,'pending',?) ON CONFLICT DO NOTHING",
             [(n.step_rowid, n.alarm_id, n.target, n.action, n.title, n.body, now_ms) for n in items])
         conn.execute("INSERT INTO notify_cursor(name, step_rowid) VALUES (?, ?)"
                      " ON CONFLICT(name) DO UPDATE SET step_rowid = excluded.step_rowid", (_CURSOR, new_cursor))
 
 
-def pending(conn: sqlite3.Connection, target: str) -> list[Notification]:
+def pending(conn: Connection, target: str) -> list[Notification]:
     rows = conn.execute(f"SELECT {_COLUMNS} FROM notifications WHERE target = ? AND state = 'pending' ORDER BY id", (target,))
     return [Notification(*r) for r in rows]
 
 
-def sent_since(conn: sqlite3.Connection, target: str, since_ms: int) -> list[int]:
+def sent_since(conn: Connection, target: str, since_ms: int) -> list[int]:
     """When each message to ``target`` since ``since_ms`` was delivered, oldest first (the rate window)."""
     return [r[0] for r in conn.execute(
         "SELECT sent_ts FROM notifications WHERE target = ? AND state = 'sent' AND sent_ts >= ? ORDER BY sent_ts",
         (target, since_ms))]
 
 
-def summarize(conn: sqlite3.Connection, target: str, covered: Sequence[int], title: str, body: str, now_ms: int) -> int:
+def summarize(conn: Connection, target: str, covered: Sequence[int], title: str, body: str, now_ms: int) -> int:
     """One summary row carrying ``covered``; returns its id."""
     with transaction(conn):
-        cur = conn.execute("INSERT INTO notifications(target, action, title, body, state, created_ts)"
-                           " VALUES (?, 'summary', ?, ?, 'pending', ?)", (target, title, body, now_ms))
-        summary_id = int(cur.lastrowid or 0)
+        summary_id = int(conn.execute("INSERT INTO notifications(target, action, title, body, state, created_ts)"
+                                      " VALUES (?, 'summary', ?, ?, 'pending', ?) RETURNING id",
+                                      (target, title, body, now_ms)).fetchone()[0])
         conn.executemany("UPDATE notifications SET state = 'summarized', summary_id = ? WHERE id = ? AND state = 'pending'",
                          [(summary_id, n) for n in covered])
     return summary_id
 
 
-def _alarms_of(conn: sqlite3.Connection, note: Notification) -> list[int]:
+def _alarms_of(conn: Connection, note: Notification) -> list[int]:
     if note.alarm_id is not None:
         return [note.alarm_id]
     return [r[0] for r in conn.execute(
         "SELECT DISTINCT alarm_id FROM notifications WHERE summary_id = ? AND alarm_id IS NOT NULL ORDER BY alarm_id", (note.id,))]
 
 
-def attempted(conn: sqlite3.Connection, note: Notification, *, label: str, ok: bool, detail: str, now_ms: int,
+def attempted(conn: Connection, note: Notification, *, label: str, ok: bool, detail: str, now_ms: int,
               final_state: str | None = None) -> None:
     """One delivery attempt: counted on the row and written to the trail of every alarm it carried."""
     state = "sent" if ok else (final_state or "pending")
@@ -146,7 +145,7 @@ def attempted(conn: sqlite3.Connection, note: Notification, *, label: str, ok: b
                          [(a, note.id, now_ms, label, int(ok), detail) for a in _alarms_of(conn, note)])
 
 
-def drop_unknown_targets(conn: sqlite3.Connection, known: Sequence[str]) -> int:
+def drop_unknown_targets(conn: Connection, known: Sequence[str]) -> int:
     """Pending rows of targets no longer configured are dropped (their URL is gone with them)."""
     marks = ",".join("?" * len(known)) or "''"
     with transaction(conn):
@@ -154,7 +153,7 @@ def drop_unknown_targets(conn: sqlite3.Connection, known: Sequence[str]) -> int:
                             tuple(known)).rowcount
 
 
-def forget(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> None:
+def forget(conn: Connection, alarm_ids: Sequence[int]) -> None:
     """With the alarms retention removes (inside its transaction): their notifications and attempts."""
     marks = ",".join("?" * len(alarm_ids))
     if marks:
@@ -162,7 +161,7 @@ def forget(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> None:
         conn.execute(f"DELETE FROM notifications WHERE alarm_id IN ({marks})", tuple(alarm_ids))
 
 
-def trail(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> list[dict[str, Any]]:
+def trail(conn: Connection, alarm_ids: Sequence[int]) -> list[dict[str, Any]]:
     """Delivery attempts of these alarms as trail items (``notify-sent`` / ``notify-failed``), oldest first."""
     if not alarm_ids:
         return []

@@ -23,6 +23,7 @@ from typing import Any, Iterable, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+import psycopg.errors
 from psycopg import pq
 from psycopg_pool import ConnectionPool
 
@@ -147,11 +148,16 @@ class Backend:
             return self._pool
 
     def exists(self) -> bool:
-        """The database can be reached (its tables are the migrations' business)."""
+        """The database exists (its tables are the migrations' business); a server that does not answer is a
+        :class:`StoreError`, not an empty store."""
         try:
             psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S).close()
-        except psycopg.Error:
+        except psycopg.errors.InvalidCatalogName:
             return False
+        except psycopg.Error as exc:
+            if "does not exist" in str(exc) and "database" in str(exc):  # libpq's text when the server says so
+                return False
+            raise StoreError(f"store {self.name}: {_first_line(exc)}") from exc
         return True
 
     def close(self) -> None:

@@ -8,11 +8,10 @@ and ``max_mb``) keeps the file from growing without end.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
-from central.store.sqlite import transaction
+from central.store.dialect import Connection, transaction
 
 TRIP_ACTIONS = ("raise", "retrip")
 AGENT_KINDS = ("alarm", "tamper", "panic")  # raised by an agent's input: what a camera can watch
@@ -29,11 +28,11 @@ class Trip:
     raised_ts: int  # when the alarm happened (the step's ts is when central learnt of it)
 
 
-def last_step(conn: sqlite3.Connection) -> int:
+def last_step(conn: Connection) -> int:
     return int(conn.execute("SELECT COALESCE(MAX(rowid), 0) FROM alarm_steps").fetchone()[0])
 
 
-def trips_after(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[Trip]:
+def trips_after(conn: Connection, after: int, limit: int = 500) -> list[Trip]:
     """Raises and retrips of agents' inputs committed past step ``after`` (alarm_steps' rowid)."""
     rows = conn.execute(
         "SELECT s.rowid, s.alarm_id, s.ts, a.agent, a.source, s.action, a.raised_ts FROM alarm_steps s"
@@ -44,7 +43,7 @@ def trips_after(conn: sqlite3.Connection, after: int, limit: int = 500) -> list[
     return [Trip(*r) for r in rows]
 
 
-def add(conn: sqlite3.Connection, alarm_id: int, camera: str, ts: int, jpeg: bytes) -> int:
+def add(conn: Connection, alarm_id: int, camera: str, ts: int, jpeg: bytes) -> int:
     """Keep one snapshot with its alarm; returns its number."""
     with transaction(conn):
         n = int(conn.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM snapshots WHERE alarm_id = ?", (alarm_id,)).fetchone()[0])
@@ -53,7 +52,7 @@ def add(conn: sqlite3.Connection, alarm_id: int, camera: str, ts: int, jpeg: byt
     return n
 
 
-def prune(conn: sqlite3.Connection, *, older_than_ms: int, max_bytes: int) -> int:
+def prune(conn: Connection, *, older_than_ms: int, max_bytes: int) -> int:
     """Forget snapshots taken before ``older_than_ms``, then the oldest until the rest fit ``max_bytes``."""
     with transaction(conn):
         gone = conn.execute("DELETE FROM snapshots WHERE ts < ?", (older_than_ms,)).rowcount
@@ -70,19 +69,19 @@ def prune(conn: sqlite3.Connection, *, older_than_ms: int, max_bytes: int) -> in
     return gone
 
 
-def forget(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> None:
+def forget(conn: Connection, alarm_ids: Sequence[int]) -> None:
     """With the alarms retention removes (inside its transaction): their snapshots."""
     marks = ",".join("?" * len(alarm_ids))
     if marks:
         conn.execute(f"DELETE FROM snapshots WHERE alarm_id IN ({marks})", tuple(alarm_ids))
 
 
-def jpeg(conn: sqlite3.Connection, alarm_id: int, n: int) -> bytes | None:
+def jpeg(conn: Connection, alarm_id: int, n: int) -> bytes | None:
     row = conn.execute("SELECT jpeg FROM snapshots WHERE alarm_id = ? AND n = ?", (alarm_id, n)).fetchone()
     return None if row is None else bytes(row[0])
 
 
-def numbers(conn: sqlite3.Connection, alarm_ids: Sequence[int]) -> Mapping[int, list[int]]:
+def numbers(conn: Connection, alarm_ids: Sequence[int]) -> Mapping[int, list[int]]:
     """The snapshot numbers each alarm still holds (retention may have taken the first ones)."""
     out: dict[int, list[int]] = {}
     if not alarm_ids:

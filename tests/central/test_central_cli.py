@@ -163,13 +163,13 @@ def test_bad_usage_exits_2_with_one_line(tmp_path: Path, broker: Broker) -> None
     out = run_cli("events", "--config", str(config), "--agent", "Not An Id", "--json")
     assert out.returncode == 2 and out.stdout == ""
     bad = tmp_path / "pg.toml"
-    bad.write_text('timezone = "UTC"\ndata_dir = "/tmp/x"\n[store]\nurl = "postgresql://db/gp"\n')
+    bad.write_text('timezone = "UTC"\ndata_dir = "/tmp/x"\n[store]\nurl = "postgresql://db"\n')
     out = run_cli("agents", "--config", str(bad), "--json")
     assert out.returncode == 2
-    assert out.stderr == (f"gridpatrol: {bad}: store.url: 'postgresql://db/gp': postgresql is not supported yet "
-                          "(use sqlite:///ABSOLUTE/PATH)\n")
+    assert out.stderr == (f"gridpatrol: {bad}: store.url: 'postgresql://db' names no database"
+                          " (postgresql://USER@HOST/DB)\n")
     out = run_cli("central", "--config", str(bad))
-    assert out.returncode == 2 and "postgresql is not supported yet" in out.stderr
+    assert out.returncode == 2 and "names no database" in out.stderr
 
 
 def test_before_central_ever_ran_the_lists_are_empty(tmp_path: Path, broker: Broker) -> None:

@@ -40,8 +40,12 @@ class Statuses:
             return [online for _, online in self.seen]
 
     def close(self) -> None:
+        gone = threading.Event()
+        self.client.on_disconnect = lambda *a: gone.set()
         self.client.disconnect()
+        gone.wait(10)  # paho's thread closes the socket once DISCONNECT is out
         self.client.loop_stop()
+        self.client._reset_sockets(sockpair_only=True)  # noqa: SLF001
 
 
 def test_the_voice_passes_between_leaders_without_an_offline_and_says_offline_when_the_group_is_gone(

@@ -14,7 +14,7 @@ import pytest
 from central.relay import Relay
 from central.store import Store, StoreError, dialect_of, open_store, quarantine, schema, transaction
 from central.store import alarms as alarms_sql
-from tests.support import ev, insert, run_cli, wait_until
+from tests.support import ev, free_port, insert, run_cli, wait_until
 
 # The tables as the first round of Gridpatrol made them: no schema_version, events keyed on (agent, eseq).
 FIRST_ROUND = """
@@ -232,3 +232,12 @@ def test_a_relay_never_blocks_its_caller_and_resyncs_after_dropping() -> None:
     finally:
         relay.stop()
     assert not relay.alive()
+
+
+def test_a_postgresql_that_does_not_answer_is_an_error_not_an_empty_store(tmp_path: Path) -> None:
+    config = tmp_path / "central.toml"
+    url = f"postgresql://gp@127.0.0.1:{free_port()}/gp"  # nothing listens there
+    config.write_text(f'timezone = "UTC"\ndata_dir = "{tmp_path}"\n[store]\nurl = "{url}"\n')
+    out = run_cli("agents", "--config", str(config), "--json")
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.startswith(f"gridpatrol: error: store {url}: connection failed:")

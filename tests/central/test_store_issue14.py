@@ -5,8 +5,7 @@ from __future__ import annotations
 from contextlib import closing
 from pathlib import Path
 
-from central.store import Store, notifications, schema, snapshots
-from central.store.sqlite import transaction
+from central.store import Store, notifications, schema, snapshots, transaction
 
 
 def test_migration_3_makes_the_tables_and_retention_takes_them_with_their_alarms(tmp_path: Path) -> None:

@@ -84,8 +84,12 @@ class StatusWatch:
             return any(online for at, online, _ in self.seen if at >= t)
 
     def close(self) -> None:
+        gone = threading.Event()
+        self._client.on_disconnect = lambda *a: gone.set()
         self._client.disconnect()
+        gone.wait(10)  # paho's thread closes the socket once DISCONNECT is out
         self._client.loop_stop()
+        self._client._reset_sockets(sockpair_only=True)  # noqa: SLF001
 
 
 @pytest.mark.timeout(240)
