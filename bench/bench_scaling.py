@@ -193,7 +193,7 @@ def alarm_latency(engine: str, members: int, samples: int, admin_url: str) -> li
                 start = time.perf_counter()
                 client.publish(topics.evt(agent), payload, qos=1)
                 with acked:
-                    if not acked.wait_for(lambda: state["ack"] >= eseq, timeout=10):
+                    if not acked.wait_for(lambda n=eseq: state["ack"] >= n, timeout=10):
                         raise RuntimeError(f"no ack of panic {eseq}")
                 out.append((time.perf_counter() - start) * 1000)
                 time.sleep(0.01)

@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Iterator, Mapping, Protocol
 
 
-
 class Connection(Protocol):
     """What the store's modules are given: ``sqlite3.Connection``, or :class:`central.store.postgres.Connection`."""
 
