@@ -74,9 +74,7 @@ class EseqLedger:
             return
         self.contiguous = eseq
         self.above = {e for e in self.above if e > eseq}
-        while self.contiguous + 1 in self.above:
-            self.contiguous += 1
-            self.above.remove(self.contiguous)
+        self._run_on()
         self.progress_at = now
         self.attempts = 0
 

@@ -224,11 +224,11 @@ _V4 = """
 ALTER TABLE users ADD COLUMN disabled INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE sessions(
     id_hash TEXT PRIMARY KEY,       -- SHA-256 of the session id in the cookie
-    user TEXT NOT NULL,
+    "user" TEXT NOT NULL,           -- quoted: a reserved word in PostgreSQL (the column is user on SQLite too)
     created_ts INTEGER NOT NULL,
     expires_ts INTEGER NOT NULL
 );
-CREATE INDEX sessions_user ON sessions(user)
+CREATE INDEX sessions_user ON sessions("user")
 """
 
 

@@ -14,6 +14,7 @@ import sqlite3
 from pathlib import Path
 from urllib.parse import quote
 
+from central.store.dialect import transaction  # noqa: F401  (moved to dialect.py, which serves both engines)
 from central.store.errors import StoreError
 
 BUSY_TIMEOUT_S = 5.0

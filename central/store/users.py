@@ -83,7 +83,7 @@ class AccountStore:
         with closing(self._writing()) as db, transaction(db):
             changed = db.execute("UPDATE users SET pw_hash = ? WHERE name = ?", (pw_hash, name)).rowcount
             if changed and end_sessions:
-                db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+                db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
         return bool(changed)
 
     def set_disabled(self, name: str, disabled: bool) -> bool:
@@ -91,13 +91,13 @@ class AccountStore:
         with closing(self._writing()) as db, transaction(db):
             changed = db.execute("UPDATE users SET disabled = ? WHERE name = ?", (int(disabled), name)).rowcount
             if changed and disabled:
-                db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+                db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
         return bool(changed)
 
     def delete_user(self, name: str) -> bool:
         with closing(self._writing()) as db, transaction(db):
             changed = db.execute("DELETE FROM users WHERE name = ?", (name,)).rowcount
-            db.execute("DELETE FROM sessions WHERE user = ?", (name,))
+            db.execute('DELETE FROM sessions WHERE "user" = ?', (name,))
         return bool(changed)
 
     # --- sessions ------------------------------------------------------------
@@ -105,14 +105,14 @@ class AccountStore:
     def insert_session(self, session_id: str, user: str, now_ms: int, expires_ms: int) -> None:
         with closing(self._writing()) as db, transaction(db):
             db.execute("DELETE FROM sessions WHERE expires_ts <= ?", (now_ms,))
-            db.execute("INSERT INTO sessions(id_hash, user, created_ts, expires_ts) VALUES (?, ?, ?, ?)",
+            db.execute('INSERT INTO sessions(id_hash, "user", created_ts, expires_ts) VALUES (?, ?, ?, ?)',
                        (session_hash(session_id), user, now_ms, expires_ms))
 
     def session_user(self, session_id: str, now_ms: int) -> UserRow | None:
         """The enabled user of a live session, else None (logged out, expired, disabled, removed)."""
         with closing(self._reading()) as db:
             row = db.execute(
-                "SELECT u.name, u.unit, u.created_ts, u.disabled FROM sessions s JOIN users u ON u.name = s.user "
+                'SELECT u.name, u.unit, u.created_ts, u.disabled FROM sessions s JOIN users u ON u.name = s."user" '
                 "WHERE s.id_hash = ? AND s.expires_ts > ? AND u.disabled = 0",
                 (session_hash(session_id), now_ms)).fetchone()
         return UserRow(row[0], row[1], row[2], bool(row[3])) if row else None
@@ -123,4 +123,4 @@ class AccountStore:
 
     def session_count(self, user: str) -> int:
         with closing(self._reading()) as db:
-            return int(db.execute("SELECT count(*) FROM sessions WHERE user = ?", (user,)).fetchone()[0])
+            return int(db.execute('SELECT count(*) FROM sessions WHERE "user" = ?', (user,)).fetchone()[0])

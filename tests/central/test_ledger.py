@@ -79,3 +79,11 @@ def test_ranges_covered_without_events_are_stepped_over() -> None:
     ledger = EseqLedger(5, set(), progress_at=0.0, covered=[(7, 10)])
     ledger.add(6, 1.0)
     assert (ledger.contiguous, ledger.gap) == (10, False)
+
+
+def test_covered_to_takes_what_other_centrals_stored_and_runs_on() -> None:
+    ledger = EseqLedger(2, {5, 6, 9}, progress_at=0.0, covered=[(7, 8)])
+    ledger.covered_to(1, 1.0)  # behind: nothing moves
+    assert (ledger.contiguous, ledger.progress_at) == (2, 0.0)
+    ledger.covered_to(4, 2.0)  # 3 and 4 are in the store (another member): on over 5, 6, the lost 7-8, 9
+    assert (ledger.contiguous, ledger.above, ledger.gap, ledger.progress_at) == (9, set(), False, 2.0)
