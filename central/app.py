@@ -89,7 +89,6 @@ class Central:
         if group is not None:
             self.leadership = Leadership(self.store, group, on_gain=self._lead, on_loss=self._follow)
             self.ingest.session.member_changed = self._member_changed
-        leading = self._leading
         self.alarm_book: AlarmBook | None = None
         if alarms:
             esc = config.escalation
@@ -97,7 +96,7 @@ class Central:
                 self.store, plans=self.plans, grid_s=esc.grid_s, community_s=esc.community_s,
                 street_s=esc.street_s, offline_grace_s=config.alarms.offline_grace_s,
                 send_command=self.ingest.send_command, bus=self.bus, offline_agents=offline_agents(self.store),
-                clock=clock, leading=leading if group is not None else None,
+                clock=clock, leading=self._leading if group is not None else None,
             )
             self.ingest.add_writer(self.alarm_book)  # alarms commit with their events
             self.ingest.add_listener(self.alarm_book)  # presence and command answers
