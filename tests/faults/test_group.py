@@ -3,7 +3,7 @@
 The group shares the agents' events through ``$share/district-1/...``; the
 store decides the ack point and the leader. Killing the leader mid-stream
 must lose and double nothing (every agent's outbox drains, the store holds
-each eseq once), leave one alarm per input, and move the leader's duties
+each eseq once), leave one alarm per input and one per panic, and move the leader's duties
 (central's status among them) to the survivor within 10 s.
 """
 
@@ -57,6 +57,58 @@ def stored(pg_url: str, agent: str) -> list[int]:
         store.close()
 
 
+PANIC_PIN = 27
+PANIC_HOLD_S = 0.75  # the button's hold_ms is 600 (tests/e2e/site.py)
+
+
+class Staff:
+    """Presses one agent's panic button, waits for its alarm in the store, acknowledges it, again."""
+
+    def __init__(self, site: FaultSite, agent_id: str, pg_url: str) -> None:
+        self.agent = site.agents[agent_id]
+        self.store = open_store(pg_url)
+        self.presses = 0
+        self.failure: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"staff {agent_id}", daemon=True)
+
+    def start(self) -> Staff:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=60)
+        self.store.close()
+
+    def _open_panic(self) -> int | None:
+        return next((a.id for a in self.store.alarms() if a.agent == self.agent.agent_id and a.kind == "panic"
+                     and a.state == "active"), None)
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                self.agent.drive(PANIC_PIN, "low")
+                time.sleep(PANIC_HOLD_S)
+                self.agent.drive(PANIC_PIN, "high")
+                self.presses += 1
+                alarm_id = wait_until(self._open_panic, timeout=30, interval=0.2, message="the panic's alarm")
+                self.store.acknowledge(alarm_id, "fault-suite", int(time.time() * 1000))
+                self._stop.wait(0.3)
+        except Exception as exc:  # noqa: BLE001  # a thread's exception would otherwise only be printed
+            self.failure = f"{self.agent.agent_id}: press {self.presses}: {exc!r}"
+
+
+def panics_and_alarms(pg_url: str, agent: str) -> tuple[int, int]:
+    store = open_store(pg_url)
+    try:
+        events = len(store.list_events(agent=agent, kind="panic"))
+        alarms = sum(1 for a in store.alarms(include_all=True) if a.agent == agent and a.kind == "panic")
+    finally:
+        store.close()
+    return events, alarms
+
+
 class StatusWatch:
     """Every central status the broker delivers (retained first), with the time it came."""
 
@@ -105,12 +157,14 @@ def test_two_collectors_one_sigkilled_mid_stream_lose_and_double_nothing(make_si
             wait_until(lambda: leads(site, "one"), timeout=20, message="the first collector leading")
     watch = StatusWatch(site.broker.port)
     togglers: list[Toggler] = []
+    staff: list[Staff] = []
     try:
         wait_until(lambda: watch.online_since(0), message="central's status online")
         for agent_id in AGENTS:
             site.add_agent(agent_id, resend_s=2, keepalive_s=5)
             site.start_agent(agent_id)
         togglers = [Toggler(site.agents[a]).start() for a in AGENTS]
+        staff = [Staff(site, a, pg_url).start() for a in AGENTS]
         wait_until(lambda: all(len(stored(pg_url, a)) >= 40 for a in AGENTS), timeout=60, interval=0.2,
                    message="the stream reaching both collectors")
         two_log = (site.root / "two.log").read_text(errors="replace")
@@ -126,6 +180,10 @@ def test_two_collectors_one_sigkilled_mid_stream_lose_and_double_nothing(make_si
                    message="the stream going on through the survivor")
         for t in togglers:
             t.stop()
+        for person in staff:
+            person.stop()
+        assert [p.failure for p in staff if p.failure] == []
+        assert all(p.presses >= 2 for p in staff), [p.presses for p in staff]
 
         def drained() -> bool:
             for a in AGENTS:
@@ -149,6 +207,10 @@ def test_two_collectors_one_sigkilled_mid_stream_lose_and_double_nothing(make_si
         # The zones tripped hundreds of times, never acknowledged: one alarm per input, however many members.
         assert {k: n for k, n in by_input.items() if k[2] == "alarm"} == {(a, "north-fence", "alarm"): 1
                                                                           for a in AGENTS}
+        # Every panic stored is one alarm (each was acknowledged before the next press): none lost, none doubled.
+        for a in AGENTS:
+            events, alarms_of_panics = panics_and_alarms(pg_url, a)
+            assert events == alarms_of_panics >= 2, (a, events, alarms_of_panics)
         assert took_over_s < TAKEOVER_S
         if killed == "member":  # the leader asked every agent to send its unacknowledged events again
             log = (site.root / "one.log").read_text(errors="replace")
@@ -158,4 +220,6 @@ def test_two_collectors_one_sigkilled_mid_stream_lose_and_double_nothing(make_si
     finally:
         for t in togglers:
             t.stop()
+        for person in staff:
+            person.stop()
         watch.close()
