@@ -232,11 +232,7 @@ class Central:
             self._housekeeping.clear()
             self._housekeeper = threading.Thread(target=self._keep_house, name="store-retention", daemon=True)
             self._housekeeper.start()
-        if self._want_web and self.store.path is None:
-            # The dashboard's reader and the staff accounts still open the SQLite file themselves.
-            _LOGGER.warning("central: the dashboard needs a SQLite store in this version; not started with %s",
-                            self.store.name)
-        elif self._want_web:
+        if self._want_web:
             self._start_web()
         _LOGGER.info("central: store %s, broker %s:%s%s", self.store.name, self.config.mqtt.host, self.config.mqtt.port,
                      f", dashboard {self.web_url}" if self.web_url else "")

@@ -15,15 +15,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from contextlib import closing
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 from central.store import notifications as outbox  # issue 14: delivery attempts in the trail
 from central.store import snapshots as album  # issue 14: snapshots kept with alarms
-from central.store import sqlite
+from central.store.dialect import Connection, dialect_of
 from central.store.errors import StoreError
+from central.store.events import Store
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -54,45 +54,54 @@ def _json_object(text: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _no_tables_yet(exc: BaseException) -> bool:
+    """Before ingest or the alarm book has made its tables (a fresh install) there is nothing to show."""
+    text = str(exc)
+    return ("no such table" in text or "unable to open" in text  # SQLite
+            or type(exc).__name__ == "UndefinedTable")  # PostgreSQL
+
+
 class StoreReader:
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, where: Path | str | Store) -> None:
+        """``where``: the store, or the path of a SQLite store."""
+        self._store = where if isinstance(where, Store) else Store(Path(where))
+        self.path = self._store.path  # None on PostgreSQL
 
-    def _connect(self) -> sqlite3.Connection:
-        db = sqlite.connect(self.path, readonly=True)
-        db.row_factory = sqlite3.Row
-        return db
+    def _connect(self) -> Connection:
+        return self._store.connect(readonly=True)
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _rows(self, db: Connection, sql: str, params: Sequence[Any]) -> Iterable[Mapping[str, Any]]:
+        """The rows of ``sql``, each readable by column name."""
+        return dialect_of(db).by_name(db, sql, params)
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Mapping[str, Any]]:
         try:
             with closing(self._connect()) as db:
-                return db.execute(sql, params).fetchall()
+                return list(self._rows(db, sql, params))
         except StoreError:
             return []  # no store file yet: a fresh install has nothing to show
-        except sqlite3.OperationalError as exc:
-            # Before ingest or the alarm book has made its tables (a fresh
-            # install), there is simply nothing to show yet.
-            if "no such table" in str(exc) or "unable to open" in str(exc):
+        except self._store.errors as exc:
+            if _no_tables_yet(exc):
                 return []
             raise
 
-    def _query_bounded(self, sql: str, params: Sequence[Any]) -> tuple[list[sqlite3.Row], bool]:
+    def _query_bounded(self, sql: str, params: Sequence[Any]) -> tuple[list[Mapping[str, Any]], bool]:
         """Rows until their ``fields`` pass EVENTS_MAX_BYTES: a thousand of the largest events an agent
         can send would be 64 MB, and eight worker threads each holding that is more than a Pi has.
         The first row is always kept; True: cut short, the caller's cursor continues after the last one."""
-        out: list[sqlite3.Row] = []
+        out: list[Mapping[str, Any]] = []
         size = 0
         try:
             with closing(self._connect()) as db:
-                for row in db.execute(sql, params):
+                for row in self._rows(db, sql, params):
                     size += len(row["fields"] or "")
                     if out and size > EVENTS_MAX_BYTES:
                         return out, True
                     out.append(row)
         except StoreError:
             return [], False
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc):
+        except self._store.errors as exc:
+            if _no_tables_yet(exc):
                 return [], False
             raise
         return out, False
@@ -109,7 +118,7 @@ class StoreReader:
         return self._agent(rows[0]) if rows else None
 
     @staticmethod
-    def _agent(row: sqlite3.Row) -> dict[str, Any]:
+    def _agent(row: Mapping[str, Any]) -> dict[str, Any]:
         tele = _json_object(row["tele"])
         return {
             "agent": row["agent"],
@@ -146,7 +155,7 @@ class StoreReader:
         ``by_time`` asks for the order in which they happened (the event log).
         ``before`` (ts, agent, eseq) pages back: only events older than that one.
         """
-        where: list[str] = ["1"]
+        where: list[str] = ["1 = 1"]  # TRUE on either engine
         params: list[Any] = []
         if agents is not None:
             names = sorted(set(agents))
@@ -201,7 +210,7 @@ class StoreReader:
         return self._event(rows[0]) if rows else None
 
     @staticmethod
-    def _event(row: sqlite3.Row) -> dict[str, Any]:
+    def _event(row: Mapping[str, Any]) -> dict[str, Any]:
         fields = _json_object(row["fields"])
         event = {key: value for key, value in fields.items() if key not in _EVENT_CORE_KEYS}
         event.update({
@@ -227,7 +236,7 @@ class StoreReader:
 
     def alarm_page(self, *, include_closed: bool, before_id: int | None, limit: int) -> list[dict[str, Any]]:
         """For /api/alarms: up to ``limit`` alarms older than ``before_id``, newest first, each with the last step of its trail."""
-        where = ["1" if include_closed else "state = 'active'"]
+        where = ["1 = 1" if include_closed else "state = 'active'"]
         params: list[Any] = []
         if before_id is not None:
             where.append("id < ?")
@@ -247,7 +256,7 @@ class StoreReader:
         return alarm
 
     @staticmethod
-    def _alarm(row: sqlite3.Row) -> dict[str, Any]:
+    def _alarm(row: Mapping[str, Any]) -> dict[str, Any]:
         alarm = dict(row)
         alarm["replayed"] = bool(alarm.get("replayed"))
         return alarm
@@ -270,7 +279,7 @@ class StoreReader:
                 "SELECT alarm_id, ts, unit, tier, action, total FROM ("
                 "SELECT alarm_id, ts, unit, tier, action, rowid AS r, count(*) OVER (PARTITION BY alarm_id) AS total, "
                 "row_number() OVER (PARTITION BY alarm_id ORDER BY ts DESC, rowid DESC) AS n "
-                f"FROM alarm_steps WHERE alarm_id IN ({','.join('?' * len(chunk))})) {keep} ORDER BY ts, r",
+                f"FROM alarm_steps WHERE alarm_id IN ({','.join('?' * len(chunk))})) AS steps {keep} ORDER BY ts, r",
                     [*chunk, *(() if newest is None else (newest,))]):
                 alarm = by_id[step["alarm_id"]]
                 alarm["trail_length"] = step["total"]
@@ -286,8 +295,8 @@ class StoreReader:
                 held = album.numbers(db, list(by_id))
         except StoreError:
             attempts, held = [], {}
-        except sqlite3.OperationalError as exc:
-            if "no such table" not in str(exc) and "unable to open" not in str(exc):
+        except self._store.errors as exc:
+            if not _no_tables_yet(exc):
                 raise  # before the store is made (or migrated to version 3) there is nothing to show
             attempts, held = [], {}
         for item in attempts:
@@ -308,8 +317,8 @@ class StoreReader:
                 return album.jpeg(db, alarm_id, n)
         except StoreError:
             return None
-        except sqlite3.OperationalError as exc:
-            if "no such table" in str(exc) or "unable to open" in str(exc):
+        except self._store.errors as exc:
+            if _no_tables_yet(exc):
                 return None
             raise
 

@@ -71,6 +71,18 @@ class Dialect:
         # Every row's fields were written by the store as JSON text (SQLite keeps the first round's too).
         return f"CASE WHEN json_typeof({column}::json -> '{key}') = 'string' THEN {column}::json ->> '{key}' END"
 
+    def by_name(self, conn: Any, sql: str, params: Any = ()) -> Any:
+        """Execute ``sql``; its rows can be read by column name (``row["agent"]``, ``dict(row)``)."""
+        if self.name == "sqlite":
+            cur = conn.cursor()
+            cur.row_factory = sqlite3.Row
+            return cur.execute(sql, params)
+        from psycopg.rows import dict_row
+
+        from central.store.postgres import to_pyformat
+
+        return conn.raw.cursor(row_factory=dict_row).execute(to_pyformat(sql) if params else sql, params or None)
+
     def lock_schema(self, conn: Any) -> None:
         """Inside a migration's transaction: one migrating process at a time."""
         if self.name == "postgresql":  # SQLite's BEGIN IMMEDIATE already is that lock

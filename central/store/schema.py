@@ -191,6 +191,7 @@ CREATE TABLE notifications(
 CREATE INDEX notifications_target_state ON notifications(target, state);
 CREATE INDEX notifications_alarm ON notifications(alarm_id);
 CREATE TABLE notify_attempts(
+    {ROWID}
     alarm_id INTEGER NOT NULL,
     notification_id INTEGER NOT NULL,
     ts INTEGER NOT NULL,

@@ -14,14 +14,12 @@ The web (central/web/users.py) holds the policy: names, passwords, hashing.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
-from central.store import sqlite
+from central.store.dialect import Connection, transaction
 from central.store.events import Store
-from central.store.sqlite import transaction
 
 
 @dataclass(slots=True, frozen=True)
@@ -39,28 +37,28 @@ def session_hash(session_id: str) -> str:
 class AccountStore:
     """Each call opens its own short connection: any thread may call."""
 
-    def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+    def __init__(self, where: Path | str | Store) -> None:
+        """``where``: the store, or the path of a SQLite store."""
+        self._store = where if isinstance(where, Store) else Store(Path(where))
+        self.path = self._store.path  # None on PostgreSQL
         # A writer's connection brings the schema to this version (``users add`` may come before central ever ran).
-        Store(self.path).connect().close()
+        self._store.connect().close()
 
-    def _reading(self) -> sqlite3.Connection:
-        return sqlite.connect(self.path, readonly=True)
+    def _reading(self) -> Connection:
+        return self._store.connect(readonly=True)
 
-    def _writing(self) -> sqlite3.Connection:
-        return sqlite.connect(self.path)
+    def _writing(self) -> Connection:
+        return self._store.backend.connect()  # migrated above
 
     # --- users ---------------------------------------------------------------
 
     def insert_user(self, user: UserRow, pw_hash: str) -> bool:
         """False when the name is taken."""
-        try:
-            with closing(self._writing()) as db, transaction(db):
-                db.execute("INSERT INTO users(name, unit, pw_hash, created_ts, disabled) VALUES (?, ?, ?, ?, ?)",
-                           (user.name, user.unit, pw_hash, user.created_ts, int(user.disabled)))
-        except sqlite3.IntegrityError:
-            return False
-        return True
+        with closing(self._writing()) as db, transaction(db):
+            row = db.execute("INSERT INTO users(name, unit, pw_hash, created_ts, disabled) VALUES (?, ?, ?, ?, ?)"
+                             " ON CONFLICT(name) DO NOTHING RETURNING name",
+                             (user.name, user.unit, pw_hash, user.created_ts, int(user.disabled))).fetchone()
+        return row is not None
 
     def user(self, name: str) -> UserRow | None:
         with closing(self._reading()) as db:

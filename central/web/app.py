@@ -20,6 +20,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from central.bus import Bus
+from central.store import Store
 from central.store.dashboard import StoreReader
 from central.web.admin import admin_routes
 from central.web.api import api_routes
@@ -98,13 +99,14 @@ def build_app(*, config: Any, store: Any, bus: Bus, plan: PlanSource, alarms: Al
     ``metrics``, when given, is served at ``/metrics`` to whom ``web.metrics``
     says: staff with a session (``login``, the default) or anyone (``open``).
     """
-    store_path = Path(store.path)
-    users = users or UserBook(store_path)
+    # The store itself (either engine), or, from a test, anything with the path of a SQLite store.
+    where = store if isinstance(store, Store) else Path(store.path)
+    users = users or UserBook(where)
     web = getattr(config, "web", None)
     secret_key = getattr(web, "secret_key", None)
     secret = secret_key.encode() if secret_key else load_secret(Path(config.data_dir) / SECRET_FILE)
     codec = SessionCodec(secret, max_age_s=getattr(web, "session_max_age_s", SESSION_MAX_AGE_S))
-    dashboard = Dashboard(reader=StoreReader(store_path), plan=plan, alarms=alarms, reports=report,
+    dashboard = Dashboard(reader=StoreReader(where), plan=plan, alarms=alarms, reports=report,
                           tz=config.tz, clock=clock)
     hub = LiveHub(bus, NoticeShaper(dashboard))
 

@@ -21,6 +21,7 @@ from typing import Callable, TextIO
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from central.store import Store, open_store
 from central.store.users import AccountStore, UserRow
 from central.web import UserError
 
@@ -71,12 +72,14 @@ class UserBook:
     Any thread may call; each call is a short transaction of its own.
     """
 
-    def __init__(self, path: Path | str, *, hasher: PasswordHasher | None = None, clock: Callable[[], float] = time.time) -> None:
-        self.path = Path(path)
+    def __init__(self, where: Path | str | Store, *, hasher: PasswordHasher | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        """``where``: the store (either engine), or the path of a SQLite store."""
         self._hasher = hasher or production_hasher()
         self._clock = clock
         self._dummy: str | None = None
-        self.accounts = AccountStore(self.path)
+        self.accounts = AccountStore(where if isinstance(where, Store) else Path(where))
+        self.path = self.accounts.path  # None on PostgreSQL
 
     def _dummy_hash(self) -> str:
         """Verifying against this when the name is unknown keeps the answer time
@@ -170,7 +173,7 @@ def read_password(*, stdin: TextIO | None = None, prompt: Callable[[str], str] =
 
 def run_users_add(args: argparse.Namespace) -> int:
     """``gridpatrol users add NAME --unit UNIT --config central.toml``."""
-    from central.web.wiring import load_central_config, plan_unit_ids, store_path_of
+    from central.web.wiring import load_central_config, plan_unit_ids
 
     config = load_central_config(args.config)
     check_name(args.name)
@@ -180,20 +183,21 @@ def run_users_add(args: argparse.Namespace) -> int:
     if known is None:
         _LOGGER.warning("no plan imported yet: unit %s is not checked", args.unit)
     password = check_password(read_password())
-    path = store_path_of(config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    user = UserBook(path).add(args.name, args.unit, password)
+    store = open_store(config.store.url)
+    if store.path is not None:
+        store.path.parent.mkdir(parents=True, exist_ok=True)
+    user = UserBook(store).add(args.name, args.unit, password)
     print(f"user {user.name} added, scope {user.unit}")
     return 0
 
 
 def _book(args: argparse.Namespace) -> UserBook:
-    from central.web.wiring import load_central_config, store_path_of
+    from central.web.wiring import load_central_config
 
-    path = store_path_of(load_central_config(args.config))
-    if not path.exists():
-        raise UserError(f"store {path} does not exist yet: no users (add one with `gridpatrol users add`)")
-    return UserBook(path)
+    store = open_store(load_central_config(args.config).store.url)
+    if not store.exists():
+        raise UserError(f"store {store.name} does not exist yet: no users (add one with `gridpatrol users add`)")
+    return UserBook(store)
 
 
 def run_users_list(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ from typing import Any, Callable, Protocol
 from central.config import CentralConfig, load_config
 from central.plan.registry import PlanRegistry
 from central.report import CompletionReport, report_from_store
-from central.store import StoreError
 
 
 def load_central_config(path: str | Path) -> CentralConfig:
@@ -22,9 +21,6 @@ def load_central_config(path: str | Path) -> CentralConfig:
 
 
 def store_path_of(config: CentralConfig) -> Path:
-    if config.store.path is None:  # docs/scaling.md: accounts and the dashboard still read the SQLite file
-        raise StoreError(f"store {config.store.url}: staff accounts and the dashboard need a sqlite:// store"
-                         " in this version")
     return Path(config.store.path)
 
 
