@@ -133,6 +133,10 @@ def last_climb(conn: Connection, alarm_id: int) -> int | None:
 
 def step(conn: Connection, alarm_id: int, ts: int, unit: str | None, tier: str | None, action: str,
          detail: str | None = None) -> None:
+    # The notifier and the snapshot taker follow alarm_steps by rowid, which must therefore grow in commit
+    # order. SQLite's one writer guarantees it; on PostgreSQL, where several centrals write, the transactions
+    # that add steps take this lock (after their agents' locks) and so commit one after the other.
+    dialect_of(conn).lock_names(conn, ("alarm_steps",))
     conn.execute("INSERT INTO alarm_steps(alarm_id, ts, unit, tier, action, detail) VALUES (?,?,?,?,?,?)",
                  (alarm_id, ts, unit, tier, action, detail))
 
