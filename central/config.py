@@ -269,6 +269,7 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> CentralConfi
     t.done()
     if not 0 <= retain_days <= 36_500:
         raise fail("store.retain_days", f"{retain_days}: expected 0 (keep everything) to 36500 days")
+    store_path: Path | None
     if url is None:
         store_path = data_dir / "central.db"
         url = f"{_SQLITE_PREFIX}{store_path}"

@@ -18,7 +18,6 @@ allows, they all travel as one summary, which counts as one message.
 from __future__ import annotations
 
 import logging
-import sqlite3
 import threading
 import time
 import warnings
@@ -31,7 +30,7 @@ from central.notify import message, route
 from central.notify.route import Target
 from central.plan.model import Plan
 from central.plan.registry import PlanHistory
-from central.store import Store
+from central.store import Connection, Store
 from central.store import notifications as outbox
 
 _LOGGER = logging.getLogger(__name__)
@@ -211,7 +210,7 @@ class Notifier:
         finally:
             conn.close()
 
-    def deliver_once(self, target: Target, conn: sqlite3.Connection | None = None) -> float | None:
+    def deliver_once(self, target: Target, conn: Connection | None = None) -> float | None:
         """Send what is due to ``target``; returns how long to wait before trying again (None: until woken)."""
         conn = conn or self._conn
         now = self._clock()
@@ -240,7 +239,7 @@ class Notifier:
                 return self._retry_at[target.key] - self._clock()
         return 0.0  # look again at once: more may have come meanwhile
 
-    def _deliver(self, conn: sqlite3.Connection, target: Target, note: outbox.Notification) -> bool:
+    def _deliver(self, conn: Connection, target: Target, note: outbox.Notification) -> bool:
         try:
             result = self._send(target.config, note.title, note.body)
         except Exception as exc:  # a plugin's bug is one failed attempt, not a dead sender
@@ -257,7 +256,7 @@ class Notifier:
         _LOGGER.warning("notify: sending to %s failed (%s); trying again in %.0f s", target.label, result.detail, delay)
         return False
 
-    def _expire(self, conn: sqlite3.Connection, target: Target, notes: list[outbox.Notification],
+    def _expire(self, conn: Connection, target: Target, notes: list[outbox.Notification],
                 now_ms: int) -> list[outbox.Notification]:
         limit_ms = int(target.config.give_up_s * 1000)
         keep = []

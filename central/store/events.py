@@ -423,7 +423,7 @@ class Store:
 
     def alarm_counts(self) -> list[tuple[str, str, int]]:
         """Alarms by ``(state, kind, count)``; none before central made its store."""
-        if not self.path.exists():
+        if not self.exists():
             return []
         with self._reading(None) as c:
             return alarms_sql.alarm_counts(c)

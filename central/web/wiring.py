@@ -14,6 +14,7 @@ from typing import Any, Callable, Protocol
 from central.config import CentralConfig, load_config
 from central.plan.registry import PlanRegistry
 from central.report import CompletionReport, report_from_store
+from central.store import StoreError
 
 
 def load_central_config(path: str | Path) -> CentralConfig:
@@ -21,6 +22,8 @@ def load_central_config(path: str | Path) -> CentralConfig:
 
 
 def store_path_of(config: CentralConfig) -> Path:
+    if config.store.path is None:
+        raise StoreError(f"store {config.store.url} is not a file (PostgreSQL): open it with open_store(url)")
     return Path(config.store.path)
 
 

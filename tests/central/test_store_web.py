@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from contextlib import closing
 
-from central.store import Store, transaction
+from central.store import Store, quarantine, transaction
 from central.store import alarms as alarms_sql
-from central.store import quarantine
 from central.store.dashboard import StoreReader
 from central.store.users import AccountStore, UserRow
-from tests.central.test_store import ev, insert
+from tests.support import ev, insert
 
 
 def test_accounts_and_sessions(store: Store) -> None:
