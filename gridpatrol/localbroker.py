@@ -61,6 +61,7 @@ class LocalBroker:
             # (the default of 1000 does; see systemd/mosquitto-gridpatrol.conf).
             "max_queued_messages 0",
             "max_inflight_messages 0",
+            "set_tcp_nodelay true",  # as systemd/mosquitto-gridpatrol.conf: no Nagle delay on a lone alarm
             *extra,
         ]
         self.conf.write_text("\n".join(lines) + "\n")
