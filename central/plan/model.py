@@ -13,6 +13,8 @@ from types import MappingProxyType
 from typing import Mapping
 from zoneinfo import ZoneInfo
 
+from central.cards import LOW24, Card, Roster, parse_card, scan_bits
+
 MINUTES_PER_DAY = 24 * 60
 
 
@@ -70,8 +72,11 @@ class Checkpoint:
 
 @dataclass(slots=True, frozen=True)
 class Member:
+    """A patrol member, enrolled by ``tag``, by a printed ``card`` number, or both."""
+
     name: str
-    tag: str  # upper-case hex, as the agent reports it
+    tag: str | None = None  # upper-case hex, as the agent reports it
+    card: str | None = None  # "0008075634" or "123,14706", as printed on the card
 
 
 @dataclass(slots=True, frozen=True)
@@ -150,8 +155,9 @@ class Plan:
     checkpoint_at: Mapping[tuple[str, str], Checkpoint] = field(init=False, repr=False, compare=False)
     route_by_id: Mapping[str, Route] = field(init=False, repr=False, compare=False)
     routes_at: Mapping[str, tuple[Route, ...]] = field(init=False, repr=False, compare=False)
-    route_tags: Mapping[str, frozenset[str]] = field(init=False, repr=False, compare=False)
+    route_tags: Mapping[str, Roster] = field(init=False, repr=False, compare=False)  # who may scan on a route
     member_by_tag: Mapping[str, tuple[Team, Member]] = field(init=False, repr=False, compare=False)
+    member_by_card: Mapping[Card, tuple[Team, Member]] = field(init=False, repr=False, compare=False)
     agent_unit: Mapping[str, str] = field(init=False, repr=False, compare=False)
     planned_agents: frozenset[str] = field(init=False, repr=False, compare=False)
     cameras_at: Mapping[tuple[str, str], tuple[Camera, ...]] = field(init=False, repr=False, compare=False)
@@ -174,11 +180,10 @@ class Plan:
                 at.setdefault(cp, []).append(r)
         put(self, "routes_at", MappingProxyType({k: tuple(v) for k, v in at.items()}))
         team_by_id = {t.id: t for t in self.teams}
-        put(self, "route_tags", MappingProxyType({
-            r.id: frozenset(m.tag for tid in r.teams if tid in team_by_id for m in team_by_id[tid].members)
-            for r in self.routes
-        }))
-        put(self, "member_by_tag", MappingProxyType({m.tag: (t, m) for t in self.teams for m in t.members}))
+        put(self, "route_tags", MappingProxyType({r.id: self._roster(r, team_by_id) for r in self.routes}))
+        put(self, "member_by_tag", MappingProxyType({m.tag: (t, m) for t in self.teams for m in t.members if m.tag}))
+        put(self, "member_by_card", MappingProxyType({
+            parse_card(m.card): (t, m) for t in self.teams for m in t.members if m.card}))
         put(self, "agent_unit", MappingProxyType(self._agent_units()))
         put(self, "planned_agents", frozenset(a.id for a in self.agents) | {c.agent for c in self.checkpoints})
         watching: dict[tuple[str, str], list[Camera]] = {}
@@ -186,6 +191,25 @@ class Plan:
             for source in cam.sources:
                 watching.setdefault((cam.agent, source), []).append(cam)
         put(self, "cameras_at", MappingProxyType({k: tuple(v) for k, v in watching.items()}))
+
+    @staticmethod
+    def _roster(route: Route, team_by_id: Mapping[str, Team]) -> Roster:
+        members = [m for tid in route.teams if tid in team_by_id for m in team_by_id[tid].members]
+        return Roster.of((m.tag for m in members if m.tag), (parse_card(m.card) for m in members if m.card))
+
+    def member_of(self, tag: str, fmt: str | None = None) -> tuple[Team, Member] | None:
+        """The member whose card made this scan: by tag, else by printed number."""
+        hit = self.member_by_tag.get(tag)
+        if hit is not None or not self.member_by_card:
+            return hit
+        bits = scan_bits(tag, fmt)
+        if bits is None:
+            return None
+        if bits.low32 is not None:
+            hit = self.member_by_card.get(Card(bits.low32, 32))
+        else:  # a Wiegand 26 scan: any ten-digit card with these low 24 bits
+            hit = next((v for c, v in self.member_by_card.items() if c.width == 32 and c.value & LOW24 == bits.low24), None)
+        return hit or self.member_by_card.get(Card(bits.low24, 24))
 
     def _agent_units(self) -> dict[str, str]:
         """An agent's unit: its own entry, else where its checkpoints are.

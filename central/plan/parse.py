@@ -14,6 +14,7 @@ import zoneinfo
 from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
+from central.cards import CardError, looks_printed, parse_card
 from central.errors import CentralError
 from central.plan.model import MINUTES_PER_DAY, AgentEntry, Camera, Checkpoint, Member, Order, Plan, Route, Team, Tier, Unit, Window
 from wire.topics import is_valid_agent_id
@@ -319,16 +320,28 @@ class _Parser:
             unit = self._unit_ref(e, unit_ids)
             members = []
             for j, raw in enumerate(e.list_of("members", lambda v: v)):
-                m = _Entry(self.file, f"team[{i}] {tid!r}: member", j, raw, frozenset({"name", "tag"}), ("name", "tag"), label="name")
+                m = _Entry(self.file, f"team[{i}] {tid!r}: member", j, raw, frozenset({"name", "tag", "card"}), ("name",), label="name")
                 member_name = m.text("name")
-                tag = m.text("tag", max_len=32).strip().upper()
-                if not TAG_RE.match(tag):
-                    raise m.fail(f"tag {m.item['tag']!r} must be 2 to 32 hex digits")
-                if tag in owner:
-                    other_team, other_name = owner[tag]
-                    raise m.fail(f"card {tag} already belongs to {other_name!r} of team {other_team!r}")
-                owner[tag] = (tid, member_name)
-                members.append(Member(name=member_name, tag=tag))
+                if "tag" not in m.item and "card" not in m.item:
+                    raise m.fail("needs a 'tag' (as the reader reports it) or a 'card' (the number printed on it), or both")
+                tag = card = None
+                if "tag" in m.item:
+                    tag = m.text("tag", max_len=32).strip().upper()
+                    if not TAG_RE.match(tag):
+                        raise m.fail(f"tag {m.item['tag']!r} must be 2 to 32 hex digits")
+                if "card" in m.item:
+                    try:
+                        card = parse_card(m.text("card", max_len=32)).text
+                    except CardError as exc:
+                        raise m.fail(str(exc)) from None
+                for key in (f"tag {tag}" if tag else None, f"card {card}" if card else None):
+                    if key is None:
+                        continue
+                    if key in owner:
+                        other_team, other_name = owner[key]
+                        raise m.fail(f"{key} already belongs to {other_name!r} of team {other_team!r}")
+                    owner[key] = (tid, member_name)
+                members.append(Member(name=member_name, tag=tag, card=card))
             out.append(Team(id=tid, unit=unit, members=tuple(members), name=e.text("name", default="")))
         return tuple(out)
 
@@ -435,6 +448,27 @@ def _minutes(value: Any, *, end: bool) -> int | None:
     return hours * 60 + minutes
 
 
+def plan_warnings(plan: Plan, name: str = "plan.toml") -> list[str]:
+    """What is valid but most likely a mistake: a ``tag`` written as a printed decimal number."""
+    out = []
+    for i, t in enumerate(plan.teams):
+        for j, m in enumerate(t.members):
+            if m.tag and looks_printed(m.tag):
+                out.append(f"{name}: team[{i}] {t.id!r}: member[{j}] {m.name!r}: tag {m.tag!r} looks like a number"
+                           f" printed on the card, not what a reader reports (hex); if it is printed, write"
+                           f" card = \"{m.tag}\"")
+    return out
+
+
+def _member_data(m: Member) -> dict[str, Any]:
+    d: dict[str, Any] = {"name": m.name}
+    if m.tag:
+        d["tag"] = m.tag
+    if m.card:
+        d["card"] = m.card
+    return d
+
+
 def plan_to_data(plan: Plan) -> dict[str, Any]:
     """The plan as TOML-shaped plain data (JSON-safe); ``parse_plan`` reads it back."""
 
@@ -460,7 +494,7 @@ def plan_to_data(plan: Plan) -> dict[str, Any]:
     data["agent"] = [named({"id": a.id, "unit": a.unit}, a.name) for a in plan.agents]
     data["checkpoint"] = [named({"id": c.id, "unit": c.unit, "agent": c.agent, "reader": c.reader}, c.name) for c in plan.checkpoints]
     data["team"] = [
-        named({"id": t.id, "unit": t.unit, "members": [{"name": m.name, "tag": m.tag} for m in t.members]}, t.name)
+        named({"id": t.id, "unit": t.unit, "members": [_member_data(m) for m in t.members]}, t.name)
         for t in plan.teams
     ]
     data["route"] = [

@@ -34,7 +34,7 @@ def test_the_design_example_parses_into_the_tree_it_describes() -> None:
     assert route.order is Order.STRICT
     assert route.windows[0].text() == "22:00-06:00 every 120 min, tolerance 15 min"
     assert p.checkpoint_at[("school-9-gate-1", "gate-2")].id == "cp-north-fence"
-    assert p.route_tags["night-loop"] == frozenset({"67003B51C6", "67003B51C7"})
+    assert p.route_tags["night-loop"].tags == frozenset({"67003B51C6", "67003B51C7"})
     assert p.agent_unit == {"school-9-gate-1": "chengzhou-g1"}
     assert p.is_planned("school-9-gate-1") and not p.is_planned("school-10-gate-1")
     assert p.effective is None
@@ -143,9 +143,9 @@ def test_end_of_day_and_several_windows_parse() -> None:
 
 def test_card_on_two_members() -> None:
     text = DESIGN_PLAN.replace('{ name = "Zhao", tag = "0A0B0C0D" }', '{ name = "Zhao", tag = "67003b51c6" }')
-    assert error_of(text) == "plan.toml: team[1] 'volunteers-8': member[0] 'Zhao': card 67003B51C6 already belongs to 'Lin' of team 'volunteers-7'"
+    assert error_of(text) == "plan.toml: team[1] 'volunteers-8': member[0] 'Zhao': tag 67003B51C6 already belongs to 'Lin' of team 'volunteers-7'"
     same_team = DESIGN_PLAN.replace('tag = "67003B51C7"', 'tag = "67003B51C6"')
-    assert error_of(same_team) == "plan.toml: team[0] 'volunteers-7': member[1] 'Wu': card 67003B51C6 already belongs to 'Lin' of team 'volunteers-7'"
+    assert error_of(same_team) == "plan.toml: team[0] 'volunteers-7': member[1] 'Wu': tag 67003B51C6 already belongs to 'Lin' of team 'volunteers-7'"
     not_hex = DESIGN_PLAN.replace('tag = "0A0B0C0D"', 'tag = "0A0B-0C0D"')
     assert error_of(not_hex) == "plan.toml: team[1] 'volunteers-8': member[0] 'Zhao': tag '0A0B-0C0D' must be 2 to 32 hex digits"
 
@@ -154,7 +154,7 @@ def test_card_on_two_members() -> None:
     ('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\nversion = 2', "plan.toml: unknown key 'version'"),
     ('tier = "district",  name', 'tier = "district",  nmae', "plan.toml: unit[0] 'fengze': unknown key 'nmae'"),
     ('order = "strict"', 'ordr = "strict"', "plan.toml: route[0] 'night-loop': unknown key 'ordr'"),
-    ('{ name = "Lin", tag', '{ name = "Lin", card = "1", tag', "plan.toml: team[0] 'volunteers-7': member[0] 'Lin': unknown key 'card'"),
+    ('{ name = "Lin", tag', '{ name = "Lin", badge = "1", tag', "plan.toml: team[0] 'volunteers-7': member[0] 'Lin': unknown key 'badge'"),
     ('agent = "school-9-gate-1", reader = "gate-1" }', 'agent = "school-9-gate-1", reader = "gate-1", pin = 4 }',
      "plan.toml: checkpoint[0] 'cp-east-gate': unknown key 'pin'"),
 ])
@@ -262,3 +262,21 @@ def test_the_registry_form_is_checked_the_same_way() -> None:
     with pytest.raises(PlanError) as info:
         parse_plan(data)
     assert str(info.value) == "plan.toml: route[0].checkpoints[0]: integer out of range (TOML integers are 64-bit)"
+
+
+def test_a_member_may_be_enrolled_by_a_printed_card() -> None:
+    p = plan(DESIGN_PLAN.replace('{ name = "Wu", tag = "67003B51C7" }', '{ name = "Wu", card = " 123 , 14706" }'))
+    wu = p.teams[0].members[1]
+    assert (wu.tag, wu.card) == (None, "123,14706")
+    assert p.route_tags["night-loop"].admits("6F007B3972", "em4100")
+    assert p.member_of("7B3972", "wiegand26") == (p.teams[0], wu)
+    assert parse_plan(plan_to_data(p)).teams[0].members[1] == wu
+
+
+def test_an_invalid_card_is_refused_naming_team_member_and_value() -> None:
+    text = DESIGN_PLAN.replace('{ name = "Wu", tag = "67003B51C7" }', '{ name = "Wu", card = "8075634" }')
+    assert error_of(text) == ("plan.toml: team[0] 'volunteers-7': member[1] 'Wu': card '8075634' must be a printed number:"
+                              " ten digits up to 4294967295 (\"0008075634\") or facility,number up to 255,65535 (\"123,14706\")")
+    neither = DESIGN_PLAN.replace('{ name = "Wu", tag = "67003B51C7" }', '{ name = "Wu" }')
+    assert error_of(neither) == ("plan.toml: team[0] 'volunteers-7': member[1] 'Wu': needs a 'tag' (as the reader reports it)"
+                                 " or a 'card' (the number printed on it), or both")
