@@ -22,11 +22,10 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from central.bus import Bus
-from central.completion import Round, RoundStatus, Scan, Slot, judge
+from central.completion import Round, RoundStatus, RoundTally, Scan, Slot
 from central.plan.model import Route, Unit
 from central.plan.registry import PlanHistory, PlanVersion
 from central.report import CompletionReport, Counts, UnitRow, planned_slots, rollup, scan_range, scans_between, tree_order, unit_tree
@@ -51,20 +50,33 @@ def store_scans(store: Any) -> LoadScans:
     return lambda lo_ms, hi_ms: scans_between(store, lo_ms, hi_ms)
 
 
-@dataclass(slots=True)
 class _Live:
-    """One round being tracked; mutable, owned under the tracker's lock."""
+    """One round being tracked; mutable, owned under the tracker's lock.
 
-    version: PlanVersion
-    route: Route
-    slot: Slot
-    scans: list[tuple[int, str, str]] = field(default_factory=list)  # (ts, checkpoint, tag), time order
-    round: Round | None = None
+    ``status`` is the last status counted in the unit tallies; the round's
+    scans live in a :class:`RoundTally`, so a scan costs the same whether the
+    round holds ten scans or a hundred thousand.
+    """
 
-    def judge(self, now_ms: int) -> Round:
-        self.round = judge(self.route, self.slot, self.scans, now_ms,
-                           authorised=self.version.plan.route_tags[self.route.id], plan_version=self.version.version)
-        return self.round
+    __slots__ = ("version", "route", "slot", "tally", "status", "judged_ms")
+
+    def __init__(self, version: PlanVersion, route: Route, slot: Slot) -> None:
+        self.version = version
+        self.route = route
+        self.slot = slot
+        self.tally = RoundTally(route, slot, authorised=version.plan.route_tags[route.id], plan_version=version.version)
+        self.status: RoundStatus | None = None
+        self.judged_ms = 0
+
+    def judge(self, now_ms: int) -> RoundStatus:
+        self.judged_ms = now_ms
+        self.status = self.tally.status(now_ms)
+        return self.status
+
+    @property
+    def round(self) -> Round | None:
+        """The round as last judged (flags built on demand)."""
+        return None if self.status is None else self.tally.round(self.judged_ms)
 
 
 class _Day:
@@ -199,7 +211,9 @@ class CompletionTracker:
                     continue
                 tag = e.fields.get("tag")
                 if isinstance(tag, str):
-                    self._count(Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq), now_ms)
+                    fmt = e.fields.get("fmt")
+                    self._count(Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq,
+                                     fmt=fmt if isinstance(fmt, str) else None), now_ms)
             messages = self._flush()
         self._send(messages)
 
@@ -283,9 +297,9 @@ class CompletionTracker:
             for scan in sorted(self._load_scans(span[0], span[1]), key=lambda s: s.ts):
                 self._count_in(state, scan)
         for index, live in enumerate(state.rounds):
-            r = live.judge(now_ms)
-            state.own[live.slot.unit] = state.own.get(live.slot.unit, Counts()).plus(r.status)
-            if r.status is RoundStatus.OPEN:
+            status = live.judge(now_ms)
+            state.own[live.slot.unit] = state.own.get(live.slot.unit, Counts()).plus(status)
+            if status is RoundStatus.OPEN:
                 self._seq += 1
                 heapq.heappush(self._closing, (live.slot.close_ms, self._seq, day, index))
         state.sum_up()
@@ -307,8 +321,7 @@ class CompletionTracker:
             return []
         touched = []
         for live, cp in state.rounds_at(scan.agent, scan.reader, scan.ts):
-            item = (scan.ts, cp, scan.tag)
-            live.scans.insert(bisect.bisect_right(live.scans, scan.ts, key=lambda s: s[0]), item)
+            live.tally.add(scan.ts, cp, scan.tag, scan.fmt)
             touched.append(live)
         if touched and scan.eseq:
             state.seen.add(key)
@@ -321,8 +334,8 @@ class CompletionTracker:
                 self._rejudge(state, live, now_ms)
 
     def _rejudge(self, state: _Day, live: _Live, now_ms: int) -> None:
-        before = live.round.status if live.round is not None else None
-        after = live.judge(now_ms).status
+        before = live.status
+        after = live.judge(now_ms)
         unit = live.slot.unit
         if before is not after:
             state.own[unit] = _moved(state.own.get(unit, Counts()), before, after)
@@ -349,10 +362,11 @@ class CompletionTracker:
         return messages
 
     def _payload(self, state: _Day, row: UnitRow) -> dict[str, Any]:
-        body = {"date": state.day.isoformat(), **row.to_json(), "ts": self._now_ms()}
+        now_ms = self._now_ms()
+        body = {"date": state.day.isoformat(), **row.to_json(), "ts": now_ms}
         body["open_rounds"] = [
-            live.round.to_json() for live in state.by_unit.get(row.unit, ())
-            if live.round is not None and live.round.status is RoundStatus.OPEN
+            live.tally.to_json(live.judged_ms) for live in state.by_unit.get(row.unit, ())
+            if live.status is RoundStatus.OPEN
         ]
         return body
 
