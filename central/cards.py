@@ -24,21 +24,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Iterable
+
+from wire.messages import ScanFormat
 
 LOW24 = 0xFFFFFF
 LOW32 = 0xFFFFFFFF
 
 
-class Fmt(StrEnum):
-    """What a scan's ``tag`` is (wire key ``fmt``)."""
-
-    EM4100 = "em4100"
-    ISO14443A = "iso14443a"
-    WIEGAND26 = "wiegand26"
-    WIEGAND34 = "wiegand34"
-
+Fmt = ScanFormat  # what a scan's ``tag`` is (wire key ``fmt``)
 
 FMTS = frozenset(str(f) for f in Fmt)
 

@@ -40,6 +40,15 @@ class EventKind(StrEnum):
     OUTPUT = "output"
 
 
+class ScanFormat(StrEnum):
+    """A scan's ``fmt``: what its ``tag`` is. Optional on the wire (older agents omit it)."""
+
+    EM4100 = "em4100"
+    ISO14443A = "iso14443a"
+    WIEGAND26 = "wiegand26"
+    WIEGAND34 = "wiegand34"
+
+
 # Kinds the outbox never drops, even when full, and that go out ahead of backlog.
 CRITICAL_KINDS = frozenset({EventKind.ALARM, EventKind.PANIC, EventKind.TAMPER, EventKind.SCAN})
 # Kinds that raise an alarm at central.
@@ -169,7 +178,7 @@ class Event:
     ``ts`` is UTC milliseconds by the agent's clock when it happened,
     ``mono_ms`` the agent's monotonic clock at that moment, and
     ``clock_synced`` says whether ``ts`` can be trusted. ``fields`` holds the
-    kind's own keys: ``tag`` for a scan, ``code`` and ``detail`` for a fault,
+    kind's own keys: ``tag`` (and ``fmt``, a :class:`ScanFormat`, when sent) for a scan, ``code`` and ``detail`` for a fault,
     ``output`` and ``on`` for an output; others are free but small.
     """
 

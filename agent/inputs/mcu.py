@@ -44,7 +44,7 @@ from agent.inputs.readers.wiegand import SUPPORTED_BITS, decode_wiegand
 from agent.outputs import TimedOutput
 from firmware_bridge import framing
 from firmware_bridge.link import REOPEN_S, LinkError, SerialLink
-from wire.messages import EventKind
+from wire.messages import EventKind, ScanFormat
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -485,7 +485,7 @@ class McuLink:
             self._own_counters["bad_wiegand_parity"] += 1
             _LOGGER.info("reader %s: %s", reader.name, exc)
             return
-        self._scan(reader, tag, at)
+        self._scan(reader, tag, at, ScanFormat.WIEGAND26 if bits == 26 else ScanFormat.WIEGAND34)
 
     def _tag(self, body: dict[str, Any], at: float) -> None:
         reader = self._reader(body)
@@ -495,13 +495,13 @@ class McuLink:
         if not isinstance(uid, bytes) or not 1 <= len(uid) <= MAX_UID_BYTES:
             self._bad(body, "uid must be 1 to 10 bytes")
             return
-        self._scan(reader, uid.hex().upper(), at)
+        self._scan(reader, uid.hex().upper(), at, ScanFormat.ISO14443A)
 
-    def _scan(self, reader: ReaderConfig, tag: str, at: float) -> None:
+    def _scan(self, reader: ReaderConfig, tag: str, at: float, fmt: ScanFormat) -> None:
         # Readers may repeat a frame; a card is one presentation until absent 1 s.
         if self._presence[reader.name].seen(tag, at):
             _LOGGER.info("reader %s: card %s", reader.name, tag)
-            self._emit(EventKind.SCAN, reader.name, tag=tag)
+            self._emit(EventKind.SCAN, reader.name, tag=tag, fmt=str(fmt))
 
     def _fault(self, code: str, detail: str) -> None:
         _LOGGER.warning("mcu %s: %s: %s", self.name, code, detail)

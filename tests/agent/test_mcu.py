@@ -128,13 +128,13 @@ def test_loop_states_give_alarm_tamper_and_restore(sim: McuSim, agent: Agent) ->
 def test_a_wiegand_card_gives_one_scan_per_presentation(sim: McuSim, agent: Agent) -> None:
     sim.wiegand_card(0, 26, 123, 45678)
     sim.wiegand_card(0, 26, 123, 45678)  # some readers repeat a frame 2 or 3 times
-    assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "7BB26E"})]
+    assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "7BB26E", "fmt": "wiegand26"})]
     wait_until(lambda: len(sim.sent("wiegand")) == 2)
     pause(1.2)  # the card is taken away
     sim.wiegand_card(0, 26, 123, 45678)
-    assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "7BB26E"})]
+    assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "7BB26E", "fmt": "wiegand26"})]
     sim.wiegand_card(1, 34, 0x1234, 0x5678)
-    assert agent.wait_events(1) == [("scan", "desk", {"tag": "12345678"})]
+    assert agent.wait_events(1) == [("scan", "desk", {"tag": "12345678", "fmt": "wiegand34"})]
     assert decode_wiegand(34, wiegand_frame(34, 0x1234, 0x5678)) == "12345678"
 
 
@@ -143,12 +143,12 @@ def test_a_wiegand_frame_with_bad_parity_is_counted_and_dropped(sim: McuSim, age
     sim.wiegand(0, 30, 0x1234)  # a format we do not read
     wait_until(lambda: agent.link.counters["bad_wiegand_parity"] == 1 and agent.link.counters["bad_wiegand_length"] == 1)
     sim.wiegand_card(0, 26, 1, 2)
-    assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "010002"})]
+    assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "010002", "fmt": "wiegand26"})]
 
 
 def test_a_card_lying_on_a_tag_reader_is_one_scan(sim: McuSim, agent: Agent) -> None:
     sim.tap(1, b"\x04\xa1\xb2\xc3", seconds=1.6)  # reported again every 0.5 s while it lies there
-    assert agent.wait_events(1) == [("scan", "desk", {"tag": "04A1B2C3"})]
+    assert agent.wait_events(1) == [("scan", "desk", {"tag": "04A1B2C3", "fmt": "iso14443a"})]
     wait_until(lambda: len(sim.sent("tag")) >= 3)
     assert agent.take() == []
 
@@ -297,7 +297,7 @@ def test_the_firmware_app_on_stand_in_hardware_against_mcu_link(tmp_path: Path) 
         hw.set_zone(1, "tamper-short")
         assert agent.wait_events(1) == [("tamper", "east-wall", {"state": "tamper-short"})]
         hw.pulse_wiegand(0, 26, wiegand_frame(26, 7, 1234))
-        assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "0704D2"})]
+        assert agent.wait_events(1) == [("scan", "gate-1", {"tag": "0704D2", "fmt": "wiegand26"})]
         agent.link.outputs["siren"].on()
         wait_until(lambda: hw.outputs == [True, False])
         assert board.stats["syncs"] >= 1

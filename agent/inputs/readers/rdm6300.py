@@ -1,4 +1,4 @@
-"""RDM6300 (and clones) 125 kHz EM4100 frames: bytes in, confirmed tags out (pure).
+"""RDM6300 (and clones) 125 kHz EM4100 frames: bytes in, tags out (pure).
 
 The module talks 9600 8N1 and sends, for as long as a card lies on it::
 
@@ -9,10 +9,11 @@ ASCII hex digits (a 14-byte frame); common clones send it as one binary byte
 (13 bytes). The two forms cannot be confused: byte 12 of a genuine frame is a
 hex digit, of a clone frame it is the 0x03 end mark.
 
-These modules are known to emit the odd checksum-valid phantom id, so a tag is
-confirmed only when two consecutive valid frames carry the same id; every
-further repeat of that id is reported again (the presence filter downstream
-turns repeats into one scan). All-zero ids are refused.
+Every valid frame is reported (the presence filter downstream turns the
+repeats of a card lying on the reader into one scan). One valid frame is
+enough: every reference decoder reports on the first, and the binary-checksum
+clones repeat only every 1-2 s, so waiting for a second frame reported a card
+late, never (a quick tap), or as several taps. All-zero ids are refused.
 """
 
 from __future__ import annotations
@@ -34,7 +35,6 @@ COUNTER_NAMES: Final = (
     "bad_checksum",
     "garbled",  # a frame started but was cut, held a non-hex digit or missed its end mark
     "zero_id",
-    "unpaired",  # a valid id not followed by the same id: a phantom, or a card swept past
     "noise_bytes",  # bytes outside any frame
 )
 
@@ -58,18 +58,15 @@ def encode_frame(tag: str, *, clone: bool = False) -> bytes:
 
 
 class Rdm6300Parser:
-    """Feeds bytes from the port; returns the tags confirmed by them.
+    """Feeds bytes from the port; returns the tag of each valid frame in them.
 
     Resynchronises on 0x02 after garbage or a cut frame: a frame that breaks
     off is dropped the moment a byte cannot belong to it, so the frame that
-    follows is not lost. Bad frames are counted in ``counters`` and break the
-    "twice in a row" pairing.
+    follows is not lost. Bad frames are counted in ``counters``.
     """
 
     def __init__(self) -> None:
         self._buf = bytearray()
-        self._pending: str | None = None  # the id of the previous valid frame
-        self._confirmed = False  # whether _pending was already reported
         self.counters: dict[str, int] = dict.fromkeys(COUNTER_NAMES, 0)
 
     def feed(self, data: bytes) -> list[str]:
@@ -95,13 +92,12 @@ class Rdm6300Parser:
             del self._buf[:length]
             tag = self._check(frame)
             if tag is not None:
-                tags.extend(self._pair(tag))
+                tags.append(tag)
         return tags
 
     def reset(self) -> None:
-        """Forget a partial frame and the pairing (after the port reopens or a quiet spell)."""
+        """Forget a partial frame (after the port reopens or a quiet spell)."""
         self._buf.clear()
-        self._drop_pending()
 
     def _frame_length(self) -> int | None:
         """13 or 14 for a complete frame at the start of the buffer, None to wait, 0 when garbled."""
@@ -135,20 +131,5 @@ class Rdm6300Parser:
         self.counters["frames"] += 1
         return digits
 
-    def _pair(self, tag: str) -> list[str]:
-        if tag == self._pending:
-            self._confirmed = True
-            return [tag]
-        self._drop_pending()
-        self._pending = tag
-        return []
-
     def _bad(self, counter: str) -> None:
         self.counters[counter] += 1
-        self._drop_pending()
-
-    def _drop_pending(self) -> None:
-        if self._pending is not None and not self._confirmed:
-            self.counters["unpaired"] += 1
-        self._pending = None
-        self._confirmed = False

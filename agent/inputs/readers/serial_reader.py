@@ -27,7 +27,7 @@ from agent.inputs.readers.errors import Cancelled, DeviceError, ReaderFrameError
 from agent.inputs.readers.pn532 import PN532_BAUDRATE, Pn532Driver
 from agent.inputs.readers.presence import PRESENCE_ABSENT_S, PresenceFilter
 from agent.inputs.readers.rdm6300 import RDM6300_BAUDRATE, Rdm6300Parser
-from wire.messages import EventKind
+from wire.messages import EventKind, ScanFormat
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ JOIN_TIMEOUT_S: Final = 5.0
 MAX_DETAIL_LEN: Final = 500
 
 DEFAULT_BAUDRATES: Final = {"rdm6300": RDM6300_BAUDRATE, "pn532": PN532_BAUDRATE}
+SCAN_FORMATS: Final = {"rdm6300": ScanFormat.EM4100, "pn532": ScanFormat.ISO14443A}
 
 OpenPort = Callable[..., Any]
 
@@ -303,7 +304,7 @@ class SerialReader:
             return
         self._count("scans")
         _LOGGER.info("reader %s: scan %s", self.name, tag)
-        self._send(EventKind.SCAN, tag=tag)
+        self._send(EventKind.SCAN, tag=tag, fmt=str(SCAN_FORMATS[self.config.protocol]))
 
     def _fault(self, code: str, detail: str) -> None:
         self._send(EventKind.FAULT, code=code, detail=detail[:MAX_DETAIL_LEN])

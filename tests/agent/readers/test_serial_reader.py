@@ -88,9 +88,29 @@ def test_a_card_held_for_3_s_is_one_scan(closing: Callable[[Any], Any]) -> None:
     written = sim.frames_written
     assert written >= 20
     wait_until(lambda: reader.counters["frames"] >= written, message="reader read every frame")
-    assert rec.events == [(EventKind.SCAN, "gate-1", {"tag": CARD_A})]
+    assert rec.events == [(EventKind.SCAN, "gate-1", {"tag": CARD_A, "fmt": "em4100"})]
     assert reader.counters["scans"] == 1
     assert reader.counters["bad_checksum"] == 0
+
+
+def test_one_valid_frame_written_once_is_one_scan_within_a_second(closing: Callable[[Any], Any]) -> None:
+    """A clone that repeats only every 1-2 s: its first frame alone is the presentation."""
+    master, slave = os.openpty()
+    rec = Recorder()
+    reader = closing(rdm_reader(os.ttyname(slave), rec))
+    try:
+        reader.start()
+        wait_until(lambda: reader.state == "up", message="reader up")
+        os.write(master, b"\x02" + CARD_A.encode() + bytes([0x62 ^ 0xE3 ^ 0x08 ^ 0x6C ^ 0xED]) + b"\x03")
+        sent = time.monotonic()
+        wait_until(lambda: rec.scans() == [CARD_A], timeout=1.0, message="one scan within a second")
+        assert time.monotonic() - sent < 1.0
+        hold(1.2)  # nothing more comes: still the one scan
+        assert rec.events == [(EventKind.SCAN, "gate-1", {"tag": CARD_A, "fmt": "em4100"})]
+    finally:
+        reader.close()
+        os.close(master)
+        os.close(slave)
 
 
 def test_two_cards_give_two_scans_with_clone_frames(closing: Callable[[Any], Any]) -> None:
@@ -108,8 +128,8 @@ def test_two_cards_give_two_scans_with_clone_frames(closing: Callable[[Any], Any
     written = sim.frames_written
     wait_until(lambda: reader.counters["frames"] >= written, message="reader read every frame")
     assert rec.events == [
-        (EventKind.SCAN, "gate-1", {"tag": CARD_A}),
-        (EventKind.SCAN, "gate-1", {"tag": CARD_B}),
+        (EventKind.SCAN, "gate-1", {"tag": CARD_A, "fmt": "em4100"}),
+        (EventKind.SCAN, "gate-1", {"tag": CARD_B, "fmt": "em4100"}),
     ]
 
 
@@ -178,7 +198,7 @@ def test_port_unplugged_then_back_at_the_same_path(closing: Callable[[Any], Any]
     assert lost["code"] == "port-lost"
     assert lost["detail"].startswith(f"{link}: ")
     assert events[2] == (EventKind.FAULT, "gate-1", {"code": "port-back", "detail": f"{link} opened again"})
-    assert events[3] == (EventKind.SCAN, "gate-1", {"tag": CARD_B})
+    assert events[3] == (EventKind.SCAN, "gate-1", {"tag": CARD_B, "fmt": "em4100"})
     assert reader.counters["port_lost"] == 1
     assert reader.counters["open_failures"] >= 1
 
@@ -236,7 +256,7 @@ def test_pn532_card_held_for_3_s_is_one_scan(closing: Callable[[Any], Any]) -> N
     sim.remove()
     polls = sim.polls
     wait_until(lambda: sim.polls >= polls + 2, message="two polls after the card left")
-    assert rec.events == [(EventKind.SCAN, "library", {"tag": "047BCB51962280"})]
+    assert rec.events == [(EventKind.SCAN, "library", {"tag": "047BCB51962280", "fmt": "iso14443a"})]
     assert sim.commands[:3] == [0x14, 0x32, 0x4A]  # SAMConfiguration, RFConfiguration, InListPassiveTarget
 
 
@@ -316,4 +336,4 @@ def test_a_failing_sink_does_not_stop_the_reader(closing: Callable[[Any], Any]) 
     wait_until(lambda: len(calls) == 1, message="first scan attempted")
     sim.tap(CARD_B, hold_s=0.3)
     wait_until(lambda: rec.scans() == [CARD_B], message="the next scan goes through")
-    assert calls == [{"tag": CARD_A}, {"tag": CARD_B}]
+    assert calls == [{"tag": CARD_A, "fmt": "em4100"}, {"tag": CARD_B, "fmt": "em4100"}]
