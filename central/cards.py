@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Any, Iterable
 
 from wire.messages import ScanFormat
 
@@ -185,3 +185,12 @@ def plan_line(tag: str, fmt: str | None, *, name: str = "NAME") -> str:
     if numbers:
         return f'{{ name = "{name}", tag = "{tag}", card = "{numbers[0]}" }}'
     return f'{{ name = "{name}", tag = "{tag}" }}'
+
+
+def with_cards(event: dict[str, Any]) -> dict[str, Any]:
+    """An event's JSON form, a scan given ``cards`` (its printed numbers; empty when none)."""
+    tag = event.get("tag")
+    if event.get("kind") == "scan" and isinstance(tag, str):
+        fmt = event.get("fmt")
+        event["cards"] = printed(tag, fmt if isinstance(fmt, str) else None)
+    return event

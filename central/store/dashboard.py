@@ -19,6 +19,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from central.cards import with_cards
 from central.store import notifications as outbox  # issue 14: delivery attempts in the trail
 from central.store import snapshots as album  # issue 14: snapshots kept with alarms
 from central.store.dialect import Connection, dialect_of
@@ -219,7 +220,7 @@ class StoreReader:
         })
         if row["unplanned"]:
             event["unplanned"] = True
-        return event
+        return with_cards(event)
 
     # --- alarms -------------------------------------------------------------
 

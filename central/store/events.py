@@ -24,6 +24,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
 
+from central.cards import with_cards
 from central.store import alarms as alarms_sql
 from central.store import notifications, quarantine, schema, snapshots, sqlite
 from central.store.dialect import Connection, dialect_of, transaction
@@ -122,7 +123,7 @@ class StoredEvent:
             body.setdefault(key, value)  # a stray field never shadows a column
         if self.unplanned:
             body["unplanned"] = True
-        return body
+        return with_cards(body)
 
     def to_notice(self) -> dict[str, Any]:
         """The ``event`` notice on the bus: the JSON form plus central's time estimate."""

@@ -154,6 +154,15 @@ def test_the_json_form_keeps_the_contract_keys_first() -> None:
     assert flagged.to_notice()["ts_est"] == 1
 
 
+def test_a_scan_in_json_carries_its_printed_numbers_and_its_fmt_when_sent() -> None:
+    em = ev("a", 1, tag="6F007B3972", fmt="em4100").to_json()
+    assert (em["tag"], em["fmt"], em["cards"]) == ("6F007B3972", "em4100", ["0008075634", "123,14706"])
+    old = ev("a", 2, tag="6F007B3972").to_json()  # an older agent: no fmt, its tag says what it is
+    assert "fmt" not in old and old["cards"] == ["0008075634", "123,14706"]
+    assert ev("a", 3, tag="04A1B2C3", fmt="iso14443a").to_json()["cards"] == []
+    assert "cards" not in ev("a", 4, kind="fault", code="c", detail="d").to_json()
+
+
 @pytest.mark.parametrize("event_map", [
     {"kind": "scan", "tag": "67003B51C6"},
     {"kind": "fault", "code": "reader", "detail": "no answer", "extra": 3},

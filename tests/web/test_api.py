@@ -193,6 +193,7 @@ def test_contract_field_names(client: TestClient, world: World) -> None:
     e = events[0]
     assert {k: e[k] for k in ("agent", "eseq", "kind", "source", "tag", "replayed")} == {
         "agent": "school-9-gate-1", "eseq": 1, "kind": "scan", "source": "gate-1", "tag": "67003B51C6", "replayed": False}
+    assert e["cards"] == ["0003887558", "59,20934"]  # printed numbers, derived from the 10-digit tag (no fmt sent)
     assert isinstance(e["ts"], int) and isinstance(e["received_ts"], int)
     report = client.get("/api/completion").json()
     assert set(report) == {"date", "units", "rounds"}
