@@ -21,7 +21,7 @@ from typing import Any, Mapping, TextIO
 from central.alarms import Alarm, AlarmError
 from central.config import CentralConfig, load_config
 from central.plan.model import Plan, Tier
-from central.plan.parse import PlanError, load_plan_file, plan_to_data
+from central.plan.parse import PlanError, load_plan_file, plan_to_data, plan_warnings
 from central.plan.registry import PlanHistory, PlanRegistry
 from central.report import CompletionReport, build_report, render_csv, render_json, render_table, report_from_store
 from central.store import Store, StoreError, open_store
@@ -60,6 +60,8 @@ def known_readers(store: Store) -> dict[str, frozenset[str]]:
 def run_plan_import(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     plan = load_plan_file(args.plan_file, default_timezone=config.timezone, known_readers=known_readers(open_store(config.store.url)))
+    for warning in plan_warnings(plan, Path(args.plan_file).name):
+        print(f"gridpatrol: warning: {warning}", file=sys.stderr)
     version = _registry(config).add(plan, source=str(Path(args.plan_file).resolve()))
     print(f"{Path(args.plan_file).name}: imported as version {version.version}, governing from {version.governs_from}: "
           f"{len(plan.units)} units, {len(plan.checkpoints)} checkpoints, {len(plan.teams)} teams, {len(plan.routes)} routes")
@@ -83,13 +85,13 @@ def run_plan_show(args: argparse.Namespace) -> int:
         doc: dict[str, Any] = {
             "version": current.version,
             "imported_ts": current.imported_ms,
-            "governs_from": None if current is history.versions[0] else current.governs_from,
+            "governs_from": current.governs_from,
             "source": current.source,
             **plan_to_data(current.plan),
             "versions": [
                 {"version": v.version, "imported_ts": v.imported_ms, "source": v.source,
                  "effective": v.plan.effective.isoformat() if v.plan.effective else None,
-                 "governs_from": None if v is history.versions[0] else v.governs_from}
+                 "governs_from": v.governs_from}
                 for v in history.versions
             ],
         }

@@ -8,8 +8,9 @@ Only the plan lives here; events never do.
 
 Which version judges a moment: a version governs from its start (local
 midnight of its ``effective`` date, else the moment it was imported) until the
-next version's start; the first version imported also governs everything
-before it. Two versions with the same start: the later import wins.
+next version's start. Before the first start no version governs: those nights
+have no rounds (a new district's first plan must not report every earlier
+night as missed). Two versions with the same start: the later import wins.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ _LOGGER = logging.getLogger(__name__)
 
 REGISTRY_FILE = "plan.json"
 _TABLE = "versions"
-_NEVER = -(2**62)  # "since always": the first version's start
+_NEVER = -(2**62)  # "since always": a start before any moment (tests build histories with it)
 
 
 class RegistryError(PlanError):
@@ -96,7 +97,7 @@ class PlanVersion:
     imported_ms: int
     source: str
     plan: Plan
-    start_ms: int  # from when it governs; _NEVER for the first version
+    start_ms: int  # from when it governs
 
     @property
     def governs_from(self) -> str:
@@ -216,9 +217,7 @@ class PlanRegistry:
                     imported_ms = int(doc["imported_ms"])
                 except (KeyError, TypeError, ValueError) as exc:
                     raise RegistryError(f"{self.path}: version {number} is damaged: {exc}") from None
-                if i == 0:
-                    start = _NEVER
-                elif plan.effective is not None:
+                if plan.effective is not None:
                     start = int(dt.datetime.combine(plan.effective, dt.time(0, 0), tzinfo=plan.tz).timestamp() * 1000)
                 else:
                     start = imported_ms

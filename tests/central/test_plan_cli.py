@@ -40,12 +40,14 @@ def data(tmp_path: Path) -> Path:
 def test_import_stores_a_version_and_show_prints_it(tmp_path: Path, config: Path) -> None:
     done = run_cli("plan", "import", str(write_plan(tmp_path, DESIGN_PLAN)), "--config", str(config))
     assert done.returncode == 0, done.stderr
-    assert done.stdout == "plan.toml: imported as version 1, governing from the beginning: 4 units, 3 checkpoints, 2 teams, 1 routes\n"
+    assert done.stdout.startswith("plan.toml: imported as version 1, governing from 20")  # its import: now
+    assert done.stdout.endswith(": 4 units, 3 checkpoints, 2 teams, 1 routes\n")
     assert [v.version for v in PlanRegistry(data(tmp_path) / "plan.json").history().versions] == [1]
     shown = run_cli("plan", "show", "--config", str(config), "--json")
     assert shown.returncode == 0 and shown.stderr == ""
     doc = json.loads(shown.stdout)
-    assert (doc["version"], doc["timezone"], doc["governs_from"]) == (1, "Asia/Shanghai", None)
+    assert (doc["version"], doc["timezone"]) == (1, "Asia/Shanghai")
+    assert doc["governs_from"] == doc["versions"][0]["governs_from"] and doc["governs_from"].startswith("20")
     assert [u["id"] for u in doc["unit"]] == ["fengze", "quanxiu", "chengzhou", "chengzhou-g1"]
     assert doc["route"][0]["window"] == [{"start": "22:00", "end": "06:00", "every_min": 120, "tolerance_min": 15}]
     assert [v["version"] for v in doc["versions"]] == [1]
@@ -67,7 +69,7 @@ MISTAKES = [
     (DESIGN_PLAN.replace('start = "22:00"', 'start = "22.00"'),
      "plan.toml: route[0] 'night-loop': window: start '22.00' is not a time HH:MM"),
     (DESIGN_PLAN.replace('tag = "0A0B0C0D"', 'tag = "67003B51C6"'),
-     "plan.toml: team[1] 'volunteers-8': member[0] 'Zhao': card 67003B51C6 already belongs to 'Lin' of team 'volunteers-7'"),
+     "plan.toml: team[1] 'volunteers-8': member[0] 'Zhao': tag 67003B51C6 already belongs to 'Lin' of team 'volunteers-7'"),
     (DESIGN_PLAN.replace('order = "strict"', 'order = "strict"\nspeed = 3'),
      "plan.toml: route[0] 'night-loop': unknown key 'speed'"),
 ]
@@ -104,7 +106,9 @@ def scan_event(agent: str, eseq: int, ts: int, tag: str = LIN, *, received: int 
 
 
 def test_report_completion_json_counts_every_tier_from_the_store(tmp_path: Path, config: Path) -> None:
-    assert run_cli("plan", "import", str(write_plan(tmp_path, TIERED)), "--config", str(config)).returncode == 0
+    tiered = TIERED.replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\neffective = "2024-04-01"', 1)
+    assert tiered != TIERED
+    assert run_cli("plan", "import", str(write_plan(tmp_path, tiered)), "--config", str(config)).returncode == 0
     store = Store(data(tmp_path) / "central.db")
     events = [
         scan_event("ag-1", 1, at(1, 22, 30)), scan_event("ag-1", 2, at(2, 0, 30)),  # g1: complete, complete
@@ -150,6 +154,34 @@ def test_report_completion_json_counts_every_tier_from_the_store(tmp_path: Path,
     assert table.returncode == 0 and "unauthorised DEADBEEF01" in table.stdout
     as_csv = run_cli("report", "completion", "--config", str(config), "--date", "2024-05-01", "--format", "csv")
     assert as_csv.stdout.splitlines()[1] == "unit,2024-05-01,d,district,,,,,,,0,0,0,0,0,0,,10,5,2,0,3,0,0.7"
+
+
+def test_a_plan_imported_today_without_effective_reports_no_rounds_for_last_week(tmp_path: Path, config: Path) -> None:
+    assert run_cli("plan", "import", str(write_plan(tmp_path, DESIGN_PLAN)), "--config", str(config)).returncode == 0
+    week_ago = dt.datetime.now(ZoneInfo("Asia/Shanghai")).date() - dt.timedelta(days=7)
+    done = run_cli("report", "completion", "--config", str(config), "--date", week_ago.isoformat(), "--format", "json")
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert doc["rounds"] == []
+    assert {u["rounds_scheduled"] for u in doc["units"]} <= {0}  # not missed: there were none
+
+
+def test_importing_an_invalid_card_exits_2_naming_team_member_and_value(tmp_path: Path, config: Path) -> None:
+    text = DESIGN_PLAN.replace('{ name = "Wu", tag = "67003B51C7" }', '{ name = "Wu", card = "80756341" }')
+    done = run_cli("plan", "import", str(write_plan(tmp_path, text)), "--config", str(config))
+    assert (done.returncode, done.stderr) == (2, (
+        "gridpatrol: plan.toml: team[0] 'volunteers-7': member[1] 'Wu': card '80756341' must be a printed number:"
+        " ten digits up to 4294967295 (\"0008075634\") or facility,number up to 255,65535 (\"123,14706\")\n"))
+
+
+def test_a_tag_that_looks_like_a_printed_number_is_imported_with_a_warning(tmp_path: Path, config: Path) -> None:
+    text = DESIGN_PLAN.replace('tag = "67003B51C7"', 'tag = "0008075634"')
+    done = run_cli("plan", "import", str(write_plan(tmp_path, text)), "--config", str(config))
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines()[0] == (
+        "gridpatrol: warning: plan.toml: team[0] 'volunteers-7': member[1] 'Wu': tag '0008075634'"
+        " looks like a number printed on the card, not what a reader reports (hex); if it is printed,"
+        " write card = \"0008075634\"")
 
 
 def test_report_defaults_to_today_in_the_plans_zone_and_rejects_bad_dates(tmp_path: Path, config: Path) -> None:

@@ -49,7 +49,8 @@ class Setup:
     def __init__(self, tmp_path: Path, text: str = DESIGN_PLAN, now: int = at(1, 21)) -> None:
         self.clock = Clock(now)
         self.registry = PlanRegistry(tmp_path / "plan.json", clock=self.clock)
-        self.registry.add(plan(text))
+        # Effective long before: the nights these tests walk are governed by the plan.
+        self.registry.add(plan(text.replace('timezone = "Asia/Shanghai"', 'timezone = "Asia/Shanghai"\neffective = "2024-04-01"', 1)))
         self.store = Store(tmp_path / "central.db")
         self.store.connect().close()
         self.bus = Bus()

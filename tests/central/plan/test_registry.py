@@ -42,12 +42,16 @@ def test_versions_are_numbered_and_read_back(tmp_path: Path) -> None:
     assert reg.is_planned("school-10-gate-1") and not reg.is_planned("school-9-gate-1")
 
 
-def test_the_first_version_governs_all_earlier_history(tmp_path: Path) -> None:
-    reg = PlanRegistry(tmp_path / "plan.json", clock=Clock(at(10, 9) / 1000))
-    v1 = reg.add(plan(effective("2024-05-10")))
+def test_before_the_first_version_governs_nothing_does(tmp_path: Path) -> None:
+    clock = Clock(at(10, 9) / 1000)
+    reg = PlanRegistry(tmp_path / "plan.json", clock=clock)
+    v1 = reg.add(plan(effective("2024-05-08")))
     h = reg.history()
-    assert h.at(at(1, 0, month=1)) is v1
-    assert v1.governs_from == "the beginning"
+    assert h.at(at(7, 23, 59)) is None and h.at(at(8, 0)) is v1
+    assert v1.governs_from == "2024-05-08T00:00:00+08:00"
+    other = PlanRegistry(tmp_path / "other.json", clock=clock)
+    undated = other.add(plan())  # no effective date: from its import
+    assert other.history().at(at(10, 8, 59)) is None and other.history().at(at(10, 9)) is undated
 
 
 def test_a_later_version_governs_from_its_effective_date_or_its_import(tmp_path: Path) -> None:
