@@ -131,6 +131,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--tier", choices=TIERS, help="only units of this tier")
     sp.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format (default table)")
 
+    cards = cmd(sub, "cards", None, "cards seen at checkpoints").add_subparsers(
+        dest="cards_command", required=True, metavar="LIST", parser_class=UsageParser)
+    sp = cmd(cards, "unknown", "central.enrolment:run_cards_unknown",
+             "cards seen at checkpoints that no member holds, with a plan line to paste")
+    _config(sp)
+    sp.add_argument("--days", type=int, default=28, metavar="N", help="look back this many days (default 28)")
+    _json(sp)
+
     sp = cmd(sub, "demo", "gridpatrol.demo:run_demo", "a whole simulated district on this machine")
     sp.add_argument("--agents", type=_demo_agents, default=6, metavar="N",
                     help=f"how many agent processes ({DEMO_AGENTS_MIN} to {DEMO_AGENTS_MAX}, default 6)")

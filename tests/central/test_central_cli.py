@@ -108,7 +108,7 @@ def test_central_stores_what_agents_send_and_the_cli_lists_it(tmp_path: Path, br
     assert [e.pop("unplanned") for e in events] == [True, True, True]
     assert events == [
         {"agent": AGENT, "eseq": 1, "kind": "scan", "source": "gate-1", "ts": T0 + 1000, "replayed": False,
-         "epoch": "", "tag": "0000000001"},
+         "epoch": "", "tag": "0000000001", "cards": ["0000000001", "0,1"]},
         {"agent": AGENT, "eseq": 2, "kind": "fault", "source": "front-end", "ts": T0 + 2000, "replayed": False,
          "epoch": "", "code": "port-lost", "detail": "/dev/ttyACM0 gone"},
         {"agent": AGENT, "eseq": 3, "kind": "output", "source": "siren", "ts": T0 + 3000, "replayed": True,
