@@ -14,7 +14,8 @@ import sys
 import time
 from contextlib import closing
 from dataclasses import dataclass
-from typing import Any, Iterable
+import sqlite3
+from typing import Any, Callable, Iterable
 
 from central.cards import plan_line, printed
 from central.plan.model import Plan
@@ -64,9 +65,12 @@ _SIGHTINGS_SQL = (
 )
 
 
-def card_sightings(store: Any, since_ms: int) -> list[Sighting]:
-    """Every card seen at every reader since ``since_ms`` (by when the scans happened)."""
-    with closing(store.connect(readonly=True)) as conn:
+def card_sightings(connect: Callable[[], sqlite3.Connection], since_ms: int) -> list[Sighting]:
+    """Every card seen at every reader since ``since_ms`` (by when the scans happened).
+
+    ``connect`` opens a read-only connection to central's store.
+    """
+    with closing(connect()) as conn:
         rows = conn.execute(_SIGHTINGS_SQL, (since_ms,)).fetchall()
     return [Sighting(agent, source, tag, fmt if isinstance(fmt, str) else None, n, first, last)
             for agent, source, tag, fmt, n, first, last in rows if isinstance(tag, str)]
@@ -102,7 +106,8 @@ def run_cards_unknown(args: argparse.Namespace) -> int:
     version = history.at(now_ms) or history.latest
     assert version is not None
     since = now_ms - args.days * DAY_MS
-    cards = unknown_cards(version.plan, card_sightings(Store(config.store.path), since))
+    store = Store(config.store.path)
+    cards = unknown_cards(version.plan, card_sightings(lambda: store.connect(readonly=True), since))
     if args.json:
         json.dump([c.to_json() for c in cards], sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")

@@ -25,6 +25,7 @@ from central.store import snapshots as album  # issue 14: snapshots kept with al
 from central.store.dialect import Connection, dialect_of
 from central.store.errors import StoreError
 from central.store.events import Store
+from central.enrolment import Sighting, card_sightings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -203,6 +204,13 @@ class StoreReader:
                     out.append((row["ts_est"], row["agent"], row["source"], tag))
         out.sort()
         return out
+
+    def card_sightings(self, since_ms: int) -> list[Sighting]:
+        """Cards seen at every reader since ``since_ms`` (central/enrolment.py's query)."""
+        try:
+            return card_sightings(self._connect, since_ms)
+        except StoreError:
+            return []  # no store file yet
 
     def event(self, agent: str, eseq: int) -> dict[str, Any] | None:
         rows = self._query(

@@ -177,6 +177,16 @@ _ZH: dict[str, str] = {
     "Remove": "删除",
     "New password": "新密码",
     "Set password": "设置密码",
+    "Cards": "卡片",
+    "Unknown cards": "未登记的卡",
+    "Cards seen at checkpoints in the last {days} days that no member holds.": "近 {days} 天在巡更点刷过、但不属于任何队员的卡。",
+    "No unknown cards.": "没有未登记的卡。",
+    "Tag": "卡号（读卡器）",
+    "Printed": "卡面号码",
+    "Checkpoints": "巡更点",
+    "Scans": "刷卡次数",
+    "Last seen": "最后一次",
+    "Plan line": "计划条目",
 }
 
 _EN: dict[str, str] = {

@@ -75,7 +75,9 @@ class NoticeShaper:
         if plan is not None:
             event["agent_name"] = next((a.name for a in plan.agents if a.id == agent), "")
             tag = event.get("tag")
-            if isinstance(tag, str) and tag in plan.member_by_tag:
-                event["member"] = plan.member_by_tag[tag][1].name
+            fmt = event.get("fmt")
+            hit = plan.member_of(tag, fmt if isinstance(fmt, str) else None) if isinstance(tag, str) else None
+            if hit is not None:
+                event["member"] = hit[1].name
         unit = scope.agent_unit(agent)
         return [LiveMessage("event", event, agent=agent, unit=unit)]

@@ -16,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from central.enrolment import DEFAULT_DAYS
 from central.plan.model import TIERS
 from central.web.api import EVENT_KINDS, BadParam, ascii_id, cursor_param, date_param, encode_cursor, param
 from central.web.auth import Session, clear_session_cookie, client_address, safe_next, session_for_anonymous, set_session_cookie, user_of
@@ -349,18 +350,29 @@ async def events_page(request: Request) -> Response:
             query = [(k, v) for k, v in request.query_params.multi_items() if k != "before"]
             query.append(("before", encode_cursor([oldest["ts"], oldest["agent"], oldest["eseq"]])))
             older = "/events?" + urlencode(query)
-        members = {tag: m.name for tag, (_, m) in scope.plan.member_by_tag.items()} if scope.plan else {}
         for e in events:
-            details = " ".join(f"{k}={v}" for k, v in e.items() if k not in _DETAIL_SKIP)
+            details = " ".join(f"{k}={' '.join(v) if isinstance(v, list) else v}"
+                               for k, v in e.items() if k not in _DETAIL_SKIP)
             # A row shows the start; the event's whole text is one click away in the API.
             e["details"] = details if len(details) <= DETAILS_MAX_CHARS else details[:DETAILS_MAX_CHARS] + "…"
-            if e.get("tag") in members:
-                e["details"] += f" ({members[e['tag']]})"
+            hit = scope.plan.member_of(e["tag"], e.get("fmt")) if scope.plan and isinstance(e.get("tag"), str) else None
+            if hit is not None:
+                e["details"] += f" ({hit[1].name})"
         return {**_common(d, scope, "events"), "events": list(reversed(events)), "f": f, "kinds": EVENT_KINDS,
                 "agent_choices": agents, "agent_names": {a["agent"]: a["name"] for a in agents},
                 "live": until is None and before is None, "error": error, "older": older}
 
     return renderer(request).render(request, "events.html", await run_in_threadpool(build))
+
+
+async def cards_page(request: Request) -> Response:
+    d: Dashboard = request.app.state.dashboard
+
+    def build() -> dict[str, Any]:
+        scope = _scope(request)
+        return {**_common(d, scope, "cards"), "cards": d.unknown_cards(scope), "days": DEFAULT_DAYS}
+
+    return renderer(request).render(request, "cards.html", await run_in_threadpool(build))
 
 
 async def report_page(request: Request) -> Response:
@@ -465,6 +477,7 @@ def page_routes() -> list[Route]:
         Route("/units", units_page),
         Route("/routes/{route_id}", route_page),
         Route("/events", events_page),
+        Route("/cards", cards_page),
         Route("/report", report_page),
         Route("/alarms/{alarm_id}", alarm_page),
         Route("/alarms/{alarm_id}/ack", ack_form, methods=["POST"]),

@@ -18,6 +18,7 @@ from zoneinfo import ZoneInfo
 from central.alarms import AlarmError
 from central.cameras.address import public_address
 from central.completion import RoundStatus, judge, slots_for
+from central.enrolment import DEFAULT_DAYS, UnknownCard, unknown_cards
 from central.plan.model import TIERS, Order, Plan, Route
 from central.report import CompletionReport
 from central.store.dashboard import StoreReader
@@ -184,6 +185,17 @@ class Dashboard:
             visible = [a for a in visible if a == agent]
         return self.reader.events_page(agents=visible, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
                                        limit=limit, by_time=by_time, before=before)
+
+    # --- cards --------------------------------------------------------------
+
+    def unknown_cards(self, scope: Scope, days: int = DEFAULT_DAYS) -> list[UnknownCard]:
+        """Cards no member holds, seen at the checkpoints this user sees, in the last ``days`` days."""
+        plan = scope.plan
+        if plan is None:
+            return []
+        seen = [s for s in self.reader.card_sightings(int((self.clock() - days * 86_400) * 1000))
+                if (cp := plan.checkpoint_at.get((s.agent, s.reader))) is not None and scope.sees_unit(cp.unit)]
+        return unknown_cards(plan, seen)
 
     # --- completion ---------------------------------------------------------
 

@@ -337,3 +337,21 @@ def test_a_store_failure_during_an_ack_is_no_conflict(world: World) -> None:
         r = c.post(f"/api/alarms/{alarm_id}/ack", headers={"X-CSRF-Token": token, "Origin": BASE})
     assert r.status_code == 500
     assert world.alarm_row(alarm_id)["state"] == "active"
+
+
+def test_unknown_cards_page_lists_printed_numbers_and_a_plan_line_in_scope(client: TestClient, world: World) -> None:
+    world.store_event("school-9-gate-1", "scan", "gate-1", tag="6F007B3972", fmt="em4100")
+    world.store_event("school-9-gate-1", "scan", "gate-2", tag="67003B51C6")  # 林's card
+    login(client, "duty")
+    page = client.get("/cards")
+    assert page.status_code == 200
+    assert "<code>6F007B3972</code>" in page.text and "0008075634 123,14706" in page.text
+    assert "{ name = &#34;NAME&#34;, tag = &#34;6F007B3972&#34;, card = &#34;0008075634&#34; }" in page.text
+    assert "67003B51C6" not in page.text
+    assert "tag=6F007B3972 fmt=em4100 cards=0008075634 123,14706" in client.get("/events").text
+    client.post("/logout", data={"csrf": client.cookies.get("gp_csrf", "")})
+    client.cookies.clear()
+    login(client, "wang")  # xinxing: not where the card was seen
+    theirs = client.get("/cards")
+    assert theirs.status_code == 200 and 'id="unknown-cards"' in theirs.text
+    assert "6F007B3972" not in theirs.text

@@ -266,7 +266,7 @@
           (f.filterSource && f.filterSource !== e.source)) return;
       const tr = el("tr", "k-" + e.kind + " fresh");
       const skip = new Set(["agent", "eseq", "kind", "source", "ts", "received_ts", "replayed", "unplanned", "agent_name", "member"]);
-      const details = Object.keys(e).filter((k) => !skip.has(k)).map((k) => k + "=" + e[k]).join(" ");
+      const details = Object.keys(e).filter((k) => !skip.has(k)).map((k) => k + "=" + (Array.isArray(e[k]) ? e[k].join(" ") : e[k])).join(" ");
       const cells = [fmtClock(e.ts), null, (e.agent_name || e.agent) + " #" + e.eseq, e.source, details, fmtClock(e.received_ts)];
       cells.forEach((text, i) => {
         const td = el("td");
