@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 from typing import Iterator
 
@@ -229,10 +230,11 @@ def test_events_filters_and_bad_parameters(client: TestClient, world: World) -> 
 
 def test_completion_csv_download(client: TestClient, world: World) -> None:
     login(client, "lin")
-    r = client.get("/api/completion", params={"format": "csv", "date": "2026-01-05"})
+    day = (dt.date.today() - dt.timedelta(days=3)).isoformat()  # a night the plan governs (from a month back)
+    r = client.get("/api/completion", params={"format": "csv", "date": day})
     assert r.status_code == 200
     assert r.headers["content-type"] == "text/csv; charset=utf-8"
-    assert r.headers["content-disposition"] == 'attachment; filename="completion-2026-01-05.csv"'
+    assert r.headers["content-disposition"] == f'attachment; filename="completion-{day}.csv"'
     text = r.content.decode("utf-8")
     assert text.startswith("\ufeff")
     rows = list(csv.reader(io.StringIO(text[1:])))
