@@ -109,7 +109,8 @@ class Central:
         self.tracker: CompletionTracker | None = None
         if tracker:
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
-                                             publish=self._leader_publish, bus=self.bus, clock=clock)
+                                             publish=self._leader_publish, bus=self.bus, clock=clock,
+                                             send_command=self.ingest.send_command)
             self._relay(self.tracker, "completion-tracker")
         self.homeassistant: HomeAssistant | None = None
         if config.homeassistant.enabled:  # docs/homeassistant.md

@@ -419,6 +419,14 @@ class RoundTally:
             latest = keys[0] if latest is None or keys[0] > latest else latest
         return False
 
+    def in_order(self, cp: str, ts: int) -> bool:
+        """Whether a scan at ``cp`` at ``ts`` keeps the route's order (every checkpoint it needs first was scanned by then)."""
+        cps = self.route.checkpoints
+        if self.route.order is Order.ANY or cp not in cps:
+            return True
+        before = cps[:1] if self.route.order is Order.START_THEN_ANY else cps[:cps.index(cp)]
+        return all(q == cp or (q in self._per_cp and self._per_cp[q][0][0] <= ts) for q in before)
+
     def scanned(self) -> tuple[str, ...]:
         return tuple(cp for cp in self.route.checkpoints if cp in self._per_cp)
 

@@ -20,6 +20,7 @@ import datetime as dt
 import heapq
 import json
 import logging
+import secrets
 import threading
 import time
 from typing import Any, Callable, Iterable, Protocol
@@ -29,12 +30,16 @@ from central.completion import Round, RoundStatus, RoundTally, Scan, Slot
 from central.plan.model import Route, Unit
 from central.plan.registry import PlanHistory, PlanVersion
 from central.report import CompletionReport, Counts, UnitRow, planned_slots, rollup, scan_range, scans_between, tree_order, unit_tree
+from central.verdict import Verdict, verdict
 from wire import topics
+from wire.messages import Command, CommandName
 
 _LOGGER = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the ticker looks for a new plan version and closing rounds
 TRACKED_DAYS = 2  # today and yesterday
+# A verdict later than this reaches nobody at the checkpoint (a replayed backlog, a late batch).
+FEEDBACK_MAX_AGE_MS = 10_000
 
 
 class HistorySource(Protocol):
@@ -42,6 +47,7 @@ class HistorySource(Protocol):
 
 
 Publish = Callable[..., Any]  # publish(topic, payload_bytes, retain=True)
+SendCommand = Callable[[str, Command], bool]  # Ingest.send_command
 LoadScans = Callable[[int, int], Iterable[Scan]]
 
 
@@ -144,7 +150,9 @@ class CompletionTracker:
     ``plans`` is the :class:`~central.plan.registry.PlanRegistry` (anything with
     ``history()``); ``load_scans(lo_ms, hi_ms)`` reads scans from the store when a
     day is (re)built; ``publish(topic, payload, retain=True)`` is the MQTT
-    session's publish. ``clock`` gives UTC seconds.
+    session's publish. ``send_command(agent, Command)`` (``Ingest.send_command``)
+    answers each fresh planned scan with its :class:`~central.verdict.Verdict`
+    as a ``feedback`` command. ``clock`` gives UTC seconds.
     """
 
     def __init__(
@@ -156,8 +164,10 @@ class CompletionTracker:
         bus: Bus | None = None,
         clock: Callable[[], float] = time.time,
         poll_s: float = POLL_S,
+        send_command: SendCommand | None = None,
     ) -> None:
         self._plans = plans
+        self._send_command = send_command
         self._load_scans = load_scans
         self._publish = publish
         self._bus = bus
@@ -206,16 +216,24 @@ class CompletionTracker:
             if self._history is None:
                 return  # not started: start() reads these from the store
             now_ms = self._now_ms()
+            answers: list[tuple[str, str, Verdict, int]] = []
             for e in events:
                 if e.kind != "scan":
                     continue
                 tag = e.fields.get("tag")
                 if isinstance(tag, str):
                     fmt = e.fields.get("fmt")
-                    self._count(Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq,
-                                     fmt=fmt if isinstance(fmt, str) else None), now_ms)
+                    scan = Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq,
+                                fmt=fmt if isinstance(fmt, str) else None)
+                    touched = self._count(scan, now_ms)
+                    if (self._send_command is not None and not getattr(e, "replayed", False)
+                            and now_ms - e.ts_est <= FEEDBACK_MAX_AGE_MS):
+                        v = self._verdict(scan, touched)
+                        if v is not None:
+                            answers.append((e.agent, e.source, v, e.eseq))
             messages = self._flush()
         self._send(messages)
+        self._answer(answers)
 
     def presence_changed(self, agent: str, state: Any, ts: Any = None) -> None:
         """Presence does not move completion."""
@@ -315,23 +333,46 @@ class CompletionTracker:
 
     # -- counting ----------------------------------------------------------------
 
-    def _count_in(self, state: _Day, scan: Scan) -> list[_Live]:
+    def _count_in(self, state: _Day, scan: Scan) -> list[tuple[_Live, str]]:
         key = (scan.agent, scan.eseq)
         if scan.eseq and key in state.seen:
             return []
         touched = []
         for live, cp in state.rounds_at(scan.agent, scan.reader, scan.ts):
             live.tally.add(scan.ts, cp, scan.tag, scan.fmt)
-            touched.append(live)
+            touched.append((live, cp))
         if touched and scan.eseq:
             state.seen.add(key)
         return touched
 
-    def _count(self, scan: Scan, now_ms: int) -> None:
+    def _count(self, scan: Scan, now_ms: int) -> list[tuple[_Live, str]]:
+        touched = []
         for state in self._days.values():
-            for live in self._count_in(state, scan):
+            for live, cp in self._count_in(state, scan):
                 self.scans_counted += 1
                 self._rejudge(state, live, now_ms)
+                touched.append((live, cp))
+        return touched
+
+    def _verdict(self, scan: Scan, touched: list[tuple[_Live, str]]) -> Verdict | None:
+        """The answer to a scan at a planned checkpoint (None elsewhere)."""
+        assert self._history is not None
+        version = self._history.at(scan.ts)
+        cp = version.plan.checkpoint_at.get((scan.agent, scan.reader)) if version is not None else None
+        if version is None or cp is None:
+            return None
+        rounds = [live.tally for live, _ in touched if live.version is version]
+        return verdict(version.plan, cp.id, scan.tag, scan.fmt, scan.ts, rounds)
+
+    def _answer(self, answers: list[tuple[str, str, Verdict, int]]) -> None:
+        assert self._send_command is not None or not answers
+        for agent, reader, v, eseq in answers:
+            command = Command(CommandName.FEEDBACK, secrets.token_hex(6),
+                              {"source": reader, "verdict": str(v), "eseq": eseq})
+            try:
+                self._send_command(agent, command)  # type: ignore[misc]
+            except Exception:
+                _LOGGER.exception("sending the verdict on %s of %s failed", reader, agent)
 
     def _rejudge(self, state: _Day, live: _Live, now_ms: int) -> None:
         before = live.status

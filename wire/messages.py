@@ -67,6 +67,7 @@ class CommandName(StrEnum):
     OUTPUT = "output"
     ALARM_ACK = "alarm-ack"
     PING = "ping"
+    FEEDBACK = "feedback"  # central's verdict on a scan, shown at the reader (docs/readers.md)
 
 
 # -- field readers: each names the key and the expected form -----------------
@@ -611,6 +612,11 @@ class Command:
                 args["seconds"] = seconds
         elif cmd is CommandName.ALARM_ACK:
             args["source"] = _str(d, "source", what)
+        elif cmd is CommandName.FEEDBACK:
+            args["source"] = _str(d, "source", what)
+            args["verdict"] = _str(d, "verdict", what)
+            if "eseq" in d:
+                args["eseq"] = _int(d, "eseq", what, minimum=1)
         return cls(cmd=cmd, txn=txn, args=MappingProxyType(args))
 
 

@@ -19,8 +19,9 @@ from central.plan.registry import PlanRegistry
 from central.report import Counts, report_from_store
 from central.store import Store, StoredEvent
 from central.tracker import CompletionTracker, store_scans
-from tests.central.plan.samples import AGENT, DESIGN_PLAN, LIN, READER, STRANGER, TIERED, at, plan, with_route
+from tests.central.plan.samples import AGENT, DESIGN_PLAN, LIN, READER, STRANGER, TIERED, ZHAO, at, plan, with_route
 from tests.support import Broker, wait_until
+from wire.messages import Command, CommandName
 
 MAY_1 = dt.date(2024, 5, 1)
 
@@ -257,3 +258,55 @@ def test_scans_of_readers_no_plan_knows_change_nothing(tmp_path: Path) -> None:
     s.published.clear()
     s.feed([stored(1, "gate-9", at(1, 22, 5)), stored(2, READER["cp-east-gate"], at(1, 22, 6), agent="unknown-agent")])
     assert s.tracker.scans_counted == 0 and s.published == []
+
+
+def test_each_fresh_planned_scan_is_answered_with_its_verdict(tmp_path: Path) -> None:
+    sent: list[tuple[str, Command]] = []
+    s = Setup(tmp_path)
+    s.tracker = CompletionTracker(s.registry, load_scans=store_scans(s.store), bus=s.bus, clock=s.clock,
+                                  send_command=lambda agent, command: sent.append((agent, command)) or True)
+    s.at(at(1, 21, 0))
+    s.clock.ms = at(1, 21, 0, 1)
+    s.feed([stored(1, "gate-1", at(1, 21, 0))])  # before the window opens
+    s.at(at(1, 22, 10))
+    s.clock.ms = at(1, 22, 10, 1)
+    s.feed([
+        stored(2, "gate-2", at(1, 22, 10)),  # before the east gate: out of order
+        stored(3, "gate-1", at(1, 22, 10, 1), tag=STRANGER),
+        stored(4, "gate-1", at(1, 22, 10, 1), tag=ZHAO),  # volunteers-8: not on this route
+        stored(5, "gate-1", at(1, 22, 10, 1)),
+        stored(6, "desk", at(1, 22, 10, 1)),  # no checkpoint: no answer
+        stored(7, "gate-2", at(1, 22, 10, 1), received=at(1, 22, 10, 1)),  # replayed: nobody is there any more
+    ])
+    s.clock.ms = at(1, 22, 10, 31)
+    s.feed([stored(8, "gate-2", at(1, 22, 10, 30))])
+    assert [(a, c.cmd, dict(c.args)) for a, c in sent] == [
+        (AGENT, CommandName.FEEDBACK, {"source": "gate-1", "verdict": "outside-window", "eseq": 1}),
+        (AGENT, CommandName.FEEDBACK, {"source": "gate-2", "verdict": "out-of-order", "eseq": 2}),
+        (AGENT, CommandName.FEEDBACK, {"source": "gate-1", "verdict": "unknown-card", "eseq": 3}),
+        (AGENT, CommandName.FEEDBACK, {"source": "gate-1", "verdict": "not-on-route", "eseq": 4}),
+        (AGENT, CommandName.FEEDBACK, {"source": "gate-1", "verdict": "counted", "eseq": 5}),
+        (AGENT, CommandName.FEEDBACK, {"source": "gate-2", "verdict": "counted", "eseq": 8}),
+    ]
+    assert len({c.txn for _, c in sent}) == len(sent)
+    assert Command.from_payload(sent[0][1].to_payload()) == sent[0][1]
+
+
+def test_a_member_enrolled_by_printed_number_completes_a_route_of_mixed_readers(tmp_path: Path) -> None:
+    """Issue 13: an RDM6300 first (6F007B3972), a Wiegand 26 reader second (7B3972)."""
+    two = DESIGN_PLAN.replace('checkpoints = ["cp-east-gate", "cp-north-fence", "cp-library"]',
+                              'checkpoints = ["cp-east-gate", "cp-north-fence"]')
+    for card in ("0008075634", "123,14706"):
+        s = Setup(tmp_path / card.replace(",", "-"),
+                  two.replace('{ name = "Wu", tag = "67003B51C7" }', f'{{ name = "Wu", card = "{card}" }}'))
+        s.at(at(1, 22, 30))
+        s.feed([
+            StoredEvent(agent=AGENT, eseq=1, kind="scan", source="gate-1", ts=at(1, 22, 5), ts_est=at(1, 22, 5),
+                        ts_estimated=False, received_ts=at(1, 22, 5), replayed=False,
+                        fields={"tag": "6F007B3972", "fmt": "em4100"}),
+            StoredEvent(agent=AGENT, eseq=2, kind="scan", source="gate-2", ts=at(1, 22, 9), ts_est=at(1, 22, 9),
+                        ts_estimated=False, received_ts=at(1, 22, 9), replayed=False,
+                        fields={"tag": "7B3972", "fmt": "wiegand26"}),
+        ])
+        s.at(at(2, 7))
+        assert s.statuses()[0] is RoundStatus.COMPLETE, card
