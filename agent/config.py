@@ -97,6 +97,7 @@ class ReaderConfig:
     mcu: str | None = None
     input: int | None = None
     baudrate: int | None = None
+    feedback: str | None = None  # an [[output]] (GPIO) that answers each tap: agent/feedback.py
 
 
 @dataclass(frozen=True, slots=True)
@@ -322,7 +323,16 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
         mcu = t.get("mcu", str, None)
         index = t.get("input", int, None, check=non_negative)
         baudrate = t.get("baudrate", int, None, check=positive)
+        feedback = t.get("feedback", str, None)
         t.done()
+        if feedback is not None:
+            target = next((o for o in outputs if o.name == feedback), None)
+            if target is None:
+                raise fail(t.key("feedback"), f"no [[output]] is named {feedback!r}")
+            if target.pin is None:
+                raise fail(t.key("feedback"), f"output {feedback!r} is on an mcu; a feedback output needs a GPIO pin")
+            if feedback == gpio.status_led:
+                raise fail(t.key("feedback"), f"output {feedback!r} is the status LED")
         if protocol == "wiegand":
             if mcu is None:
                 raise fail(t.key("mcu"), "missing key (a wiegand reader is read through an mcu)")
@@ -337,7 +347,8 @@ def parse_config(data: bytes | str, *, source: str = "<config>") -> AgentConfig:
                 raise fail(t.key("port"), "missing key")
             if mcu is not None:
                 raise fail(t.key("mcu"), f"a {protocol} reader is on a serial port, not an mcu")
-        r = ReaderConfig(name=name, protocol=protocol, port=port, mcu=mcu, input=index, baudrate=baudrate)
+        r = ReaderConfig(name=name, protocol=protocol, port=port, mcu=mcu, input=index, baudrate=baudrate,
+                         feedback=feedback)
         claim_name(t.path, r.name)
         claim_input(t, mcu, index)
         readers.append(r)

@@ -28,6 +28,7 @@ from agent import clock as agent_clock
 from agent.config import AgentConfig, ButtonConfig, ConfigError, ZoneConfig
 from agent.device import Device, ThreadedDevice
 from agent.events import FaultCode
+from agent.feedback import READ, FeedbackSignal
 from agent.health import Health
 from agent.inputs.button import EmergencyButton
 from agent.inputs.loop import InputLoop
@@ -139,6 +140,7 @@ class Agent:
         self._gpio_outputs: list[Output] = []
         self._closables: list[Any] = []  # in the order they were made
         self.status_led: _StatusLedTicker | None = None
+        self.feedback: dict[str, FeedbackSignal] = {}  # reader name -> its feedback output
         self.sim_socket: Any = None
         self._started = False
         self._stopped = False
@@ -194,8 +196,13 @@ class Agent:
             from agent.simsocket import wire_at_rest
 
             wire_at_rest(factory, cfg.zones)  # a simulated site boots with its loops closed
+        signals: dict[str, FeedbackSignal] = {}
         for out in cfg.outputs:
             if out.pin is None:
+                continue
+            if any(r.feedback == out.name for r in cfg.readers):
+                signals[out.name] = signal = FeedbackSignal(out, pin_factory=factory)
+                self._closables.append(signal)
                 continue
             if out.name == cfg.gpio.status_led:
                 led = StatusLed(out, pin_factory=factory)
@@ -207,6 +214,7 @@ class Agent:
             self._closables.append(output)
             self._gpio_outputs.append(output)
             self.outputs[out.name] = output
+        self.feedback = {r.name: signals[r.feedback] for r in cfg.readers if r.feedback is not None}
         for zone_cfg in cfg.zones:
             if zone_cfg.pin is not None:
                 zone = Zone(zone_cfg, emit=self.emit, wake=self.loop.wake, pin_factory=factory, clock=self._clock)
@@ -340,6 +348,8 @@ class Agent:
     def emit(self, kind: EventKind | str, source: str, /, **fields: Any) -> None:
         """Stamp, commit and hand on one event; then react locally. Any thread."""
         kind = EventKind(kind)
+        if kind is EventKind.SCAN and source in self.feedback:
+            self.feedback[source].show(READ)  # at once, and whether central is reachable or not
         ts = int(self._wall() * 1000)
         eseq: int | None = None
         try:
@@ -406,6 +416,12 @@ class Agent:
                 self.loop.post(lambda: output.on(seconds))
             else:
                 self.loop.post(output.off)
+            return None
+        if command.cmd is CommandName.FEEDBACK:
+            signal = self.feedback.get(command.args["source"])
+            if signal is None:
+                return f"reader {command.args['source']!r} has no feedback output"
+            signal.show_verdict(command.args["verdict"])
             return None
         if command.cmd is CommandName.ALARM_ACK:
             source = command.args["source"]
