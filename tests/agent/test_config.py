@@ -104,6 +104,10 @@ MISTAKES = [
     ("sim socket without mock pins", lambda s: s.replace('pin_factory = "mock"', 'pin_factory = "lgpio"'), 'gpio.sim_socket: needs gpio.pin_factory = "mock"'),
     ("unknown status led", lambda s: s.replace('status_led = "status-led"', 'status_led = "led"'), "gpio.status_led: no [[output]] is named 'led'"),
     ("zero max_on_s", lambda s: s.replace("max_on_s = 180", "max_on_s = 0"), "output[0].max_on_s: must be greater than 0, not 0.0"),
+    ("unknown feedback output", lambda s: s.replace('protocol = "rdm6300"', 'protocol = "rdm6300"\nfeedback = "buzzer"'),
+     "reader[0].feedback: no [[output]] is named 'buzzer'"),
+    ("status led as feedback", lambda s: s.replace('protocol = "rdm6300"', 'protocol = "rdm6300"\nfeedback = "status-led"'),
+     "reader[0].feedback: output 'status-led' is the status LED"),
     ("table expected", lambda s: s.replace("[mqtt]\n", 'mqtt = "broker"\n[mqtt_unused]\n'), "mqtt: must be a table, not str"),
 ]
 

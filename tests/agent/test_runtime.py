@@ -236,7 +236,7 @@ def test_a_card_on_a_serial_reader_becomes_a_scan_event(tmp_path: Path, mock_fac
             module.tap("67003B51C6")
             wait_until(lambda: agent.outbox.depth == 1, message="the scan stored")
             scan = agent.outbox.unacked()[0]
-            assert (scan.kind, scan.source, dict(scan.fields)) == (EventKind.SCAN, "gate-1", {"tag": "67003B51C6"})
+            assert (scan.kind, scan.source, dict(scan.fields)) == (EventKind.SCAN, "gate-1", {"tag": "67003B51C6", "fmt": "em4100"})
             assert agent.telemetry().counters["gate-1.scans"] == 1
         finally:
             agent.stop()
