@@ -5,8 +5,10 @@
 One route of three checkpoints, one round open (22:00-23:00), every scan at the
 first checkpoint (a flood at one reader, as issue 11 saw: 30,000 scans there
 held central for 110 s). For each size n the round is filled with n scans,
-then 1,000 more are timed one ``events_stored`` call each. Two floods: a
-member's card (authorised) and ever new unknown cards. Prints figures only.
+then 1,000 more are timed one ``events_stored`` call each (counting, the
+retained JSON payload and the verdict answered to the agent included). Two
+floods: a member's card (authorised) and ever new unknown cards. Prints
+figures only.
 """
 
 from __future__ import annotations
@@ -43,7 +45,8 @@ def flood(n: int, *, unknown: bool) -> float:
     start = to_ms(dt.datetime.combine(DAY, dt.time(22, 0), tzinfo=plan.tz))
     now = {"ms": start + 1000}
     tracker = CompletionTracker(SimpleNamespace(history=lambda: history), load_scans=lambda lo, hi: [],
-                                publish=lambda *a, **k: None, clock=lambda: now["ms"] / 1000)
+                                publish=lambda *a, **k: None, clock=lambda: now["ms"] / 1000,
+                                send_command=lambda agent, command: True)  # each verdict computed and "sent"
     tracker.tick()
 
     def scan(i: int) -> Any:

@@ -142,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd(sub, "demo", "gridpatrol.demo:run_demo", "a whole simulated district on this machine")
     sp.add_argument("--agents", type=_demo_agents, default=6, metavar="N",
                     help=f"how many agent processes ({DEMO_AGENTS_MIN} to {DEMO_AGENTS_MAX}, default 6)")
-    sp.add_argument("--minutes", type=_positive_minutes, default=None, metavar="M", help="wall-time minutes, else until Ctrl-C")
+    sp.add_argument("--minutes", type=_positive_minutes, default=None, metavar="M", help="run this many minutes once every agent is up, else until Ctrl-C")
     sp.add_argument("--broker", metavar="HOST:PORT", help="use this broker instead of starting one")
     sp.add_argument("--dir", metavar="DIR", help="keep the demo's files here (default: a temporary folder)")
     sp.add_argument("--web", metavar="HOST:PORT", default=None, help="dashboard address (default: a free port on 127.0.0.1)")

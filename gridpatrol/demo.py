@@ -9,7 +9,9 @@ and coming back with its backlog. Each agent reaches the broker through a
 :class:`~gridpatrol.netsim.TcpProxy`, so its link can be cut.
 
 It prints the dashboard's address and a login, keeps a live summary in the
-terminal, and on Ctrl-C or after ``--minutes`` stops everything it started.
+terminal, and on Ctrl-C or ``--minutes`` after every agent is up stops
+everything it started. The plan is imported once the agents are up, with
+windows cut around that moment (central applies it within a second).
 """
 
 from __future__ import annotations
@@ -86,13 +88,17 @@ class Demo:
     # -- life cycle ----------------------------------------------------------
 
     def run(self) -> int:
-        started = dt.datetime.now(dt.timezone.utc)
-        self.district = D.build(self.n_agents, now=started, minutes=self.minutes or 0)
+        # The agents do not depend on the time; the plan's windows and the script do,
+        # and start once the district is up (agents take 10 to 60 s on a busy machine).
+        self.district = D.build(self.n_agents, now=dt.datetime.now(dt.timezone.utc), minutes=self.minutes or 0)
         self._start_broker()
         self._start_central()
         for spec in self.district.agents:
             self._start_agent(self._prepare_agent(spec))
         self._wait_sockets()
+        self.district = D.build(self.n_agents, now=dt.datetime.now(dt.timezone.utc), minutes=self.minutes or 0)
+        self._import_plan()
+        started = dt.datetime.now(dt.timezone.utc)  # taps begin after the import: no scan is flagged unplanned
         host, _, port = self.web.rpartition(":")
         self._say(f"Dashboard: http://{host}:{port}/   login: {DEMO_USER} / {self.password}")
         self._say(f"Files: {self.dir}   (central.db, logs, configs)")
@@ -159,17 +165,20 @@ class Demo:
         conf = cdir / "central.toml"
         host, _, port = self.web.rpartition(":")
         conf.write_text(D.central_toml(data_dir=str(cdir), mqtt_port=self.broker_addr[1], web_listen=f"{host}:{port}"))
+        self.central_conf = conf
+        # No plan yet (it is imported once the agents are up): the unit is not checked.
+        result = self._gridpatrol("users", "add", DEMO_USER, "--unit", "fengze", "--config", str(conf), log="setup.log",
+                                  stdin=(self.password + "\n").encode())
+        if result.returncode != 0:
+            raise RuntimeError(f"gridpatrol users add failed; see {self.dir / 'setup.log'}")
+        self.central = _spawn(["central", "--config", str(conf)], self.dir / "central.log")
+
+    def _import_plan(self) -> None:
         plan = self.dir / "plan.toml"
         plan.write_text(D.plan_toml(self.district))
-        self.central_conf = conf
-        for args, stdin in (
-            (("plan", "import", str(plan), "--config", str(conf)), None),
-            (("users", "add", DEMO_USER, "--unit", "fengze", "--config", str(conf)), (self.password + "\n").encode()),
-        ):
-            result = self._gridpatrol(*args, log="setup.log", stdin=stdin)
-            if result.returncode != 0:
-                raise RuntimeError(f"gridpatrol {' '.join(args[:2])} failed; see {self.dir / 'setup.log'}")
-        self.central = _spawn(["central", "--config", str(conf)], self.dir / "central.log")
+        result = self._gridpatrol("plan", "import", str(plan), "--config", str(self.central_conf), log="setup.log")
+        if result.returncode != 0:
+            raise RuntimeError(f"gridpatrol plan import failed; see {self.dir / 'setup.log'}")
 
     def _prepare_agent(self, spec: D.DemoAgent) -> _Agent:
         adir = self.dir / "agents" / spec.agent_id

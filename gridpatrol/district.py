@@ -2,10 +2,12 @@
 of what happens during a demo run. Pure: it writes no files and starts nothing.
 
 One district, two streets, four communities, eight grids. Agent ``i`` sits in
-grid ``i % 8``; each has a perimeter loop, a panic button, a siren, an
-indicator, a status LED and an RDM6300 checkpoint reader. Each community has
-one route through the checkpoints of its grids, walked by its own team, in
-slots of ``SLOT_MIN`` minutes so rounds finish while the demo runs.
+community ``i % 4``, grid ``(i // 4) % 2`` of it, so every community has a
+checkpoint from four agents on; each agent has a perimeter loop, a panic
+button, a siren, an indicator, a status LED and an RDM6300 checkpoint reader.
+Each community has one route through the checkpoints of its grids, walked by
+its own team, in slots of ``SLOT_MIN`` minutes so rounds finish while the demo
+runs: every round status is in the report within two minutes of the start.
 """
 
 from __future__ import annotations
@@ -21,14 +23,18 @@ SLOT_MIN = 1
 # round (a scan in a slot's tolerance and the next slot counts for both), so
 # no round could ever be missed.
 LATE_TOLERANCE_MIN = 1
-BEHAVIOURS = ("on-time", "late", "skip", "missed")
+# The team of route i does BEHAVIOURS[i % 4]. "skip" needs two checkpoints and
+# goes to the first community, which has the most agents (two from 5 agents on).
+BEHAVIOURS = ("skip", "late", "on-time", "missed")
+WALK_LEAD_S = 3  # the first tap of the run, after the district is up
+MIN_WALK_S = 30  # a first slot with less time left than this is left to start the next minute
+LATE_RESUME_S = 25  # a late team starts each later walk after the previous walk's last tap (at +20)
 ZONE_PIN = 17
 BUTTON_PIN = 27
 SIREN_PIN = 22
 INDICATOR_PIN = 23
 STATUS_PIN = 24
 BUTTON_HOLD_MS = 800
-FIRST_WALK_S = 15  # agents start within this many seconds of the demo
 UNKNOWN_TAG = "0B00C0FFEE"  # a card that belongs to no team
 
 STREETS = (("quanxiu", "泉秀街道 Quanxiu Street"), ("donghai", "东海街道 Donghai Street"))
@@ -63,7 +69,7 @@ class DemoRoute:
 class District:
     agents: tuple[DemoAgent, ...]
     routes: tuple[DemoRoute, ...]
-    window_start: dt.datetime  # aware, in TIMEZONE, on a minute boundary
+    window_start: dt.datetime  # aware, in TIMEZONE, on a minute boundary; the late route's opens a slot earlier
     window_minutes: int
     unknown_tag: str = UNKNOWN_TAG
     grids: tuple[tuple[str, str, str], ...] = field(default=())  # (id, community, name)
@@ -83,26 +89,34 @@ def member_tag(community_index: int, member: int) -> str:
 
 
 def build(n_agents: int, *, now: dt.datetime, minutes: float) -> District:
-    """The district for ``n_agents`` agents, its windows opening at the next minute."""
+    """The district for ``n_agents`` agents; ``now`` is when it is up (the script's start).
+
+    The windows open at the minute boundary at or before the first tap when at
+    least ``MIN_WALK_S`` of that minute are left, else at the next one, so the
+    first rounds close within 90 s; the late route's window opens a slot
+    earlier, and its first round, walked in its tolerance, closes with them.
+    The plan is ``effective`` from the late window's date, so slots begun
+    before the plan's import count.
+    """
     if n_agents < 4:
         raise ValueError(f"--agents: {n_agents} is too few for a district (at least 4)")
     tz = ZoneInfo(TIMEZONE)
-    local = now.astimezone(tz)
-    # The window opens at the first minute boundary after every agent is up,
-    # so its first slot is walked from its start.
-    start = (local + dt.timedelta(seconds=FIRST_WALK_S + 59)).replace(second=0, microsecond=0)
+    first_tap = now.astimezone(tz) + dt.timedelta(seconds=WALK_LEAD_S)
+    start = first_tap.replace(second=0, microsecond=0)
+    if (start + dt.timedelta(minutes=SLOT_MIN) - first_tap).total_seconds() < MIN_WALK_S:
+        start += dt.timedelta(minutes=SLOT_MIN)
     window_minutes = max(2, int(minutes) + 2) if minutes else 60
     grids = grid_ids()
     agents = []
     for i in range(n_agents):
-        grid_id, community, gname = grids[i % len(grids)]
+        grid_id, community, gname = grids[(i % len(COMMUNITIES)) * 2 + (i // len(COMMUNITIES)) % 2]
         site = SITES[(i // len(grids)) % len(SITES)]
         agent_id = f"{community}-{site}-{i + 1}"
         agents.append(DemoAgent(agent_id, grid_id, f"{gname} {site} {i + 1}", f"cp-{agent_id}"))
     routes = []
     for ci, (community, _, _) in enumerate(COMMUNITIES):
         mine = [a for a in agents if a.unit.startswith(community + "-")]
-        if len(mine) < 2:
+        if not mine:
             continue
         routes.append(
             DemoRoute(
@@ -120,7 +134,8 @@ def build(n_agents: int, *, now: dt.datetime, minutes: float) -> District:
 def plan_toml(d: District) -> str:
     """The patrol plan in docs/reference.md's TOML form."""
     q = _quote
-    lines = [f"timezone = {q(TIMEZONE)}", "", "unit = ["]
+    effective = (d.window_start - dt.timedelta(minutes=SLOT_MIN)).date().isoformat()
+    lines = [f"timezone = {q(TIMEZONE)}", f"effective = {q(effective)}", "", "unit = ["]
     lines.append(f'  {{ id = "fengze", tier = "district", name = {q("丰泽区 Fengze District")} }},')
     for sid, sname in STREETS:
         lines.append(f'  {{ id = {q(sid)}, tier = "street", parent = "fengze", name = {q(sname)} }},')
@@ -137,7 +152,9 @@ def plan_toml(d: District) -> str:
     lines.append("]")
     end = d.window_start + dt.timedelta(minutes=d.window_minutes)
     for ri, r in enumerate(d.routes):
-        tolerance = LATE_TOLERANCE_MIN if behaviour(ri) == "late" else 0
+        late = behaviour(ri) == "late"
+        tolerance = LATE_TOLERANCE_MIN if late else 0
+        opens = d.window_start - dt.timedelta(minutes=SLOT_MIN) if late else d.window_start
         members = ", ".join(f"{{ name = {q(f'Volunteer {i + 1}')}, tag = {q(tag)} }}" for i, tag in enumerate(r.member_tags))
         lines += ["", "[[team]]", f"id = {q(r.team)}", f"unit = {q(r.unit)}", f"members = [ {members} ]"]
         lines += [
@@ -148,7 +165,7 @@ def plan_toml(d: District) -> str:
             f"teams = [{q(r.team)}]",
             'order = "strict"',
             "checkpoints = [" + ", ".join(q(c) for c in r.checkpoints) + "]",
-            f'window = {{ start = "{d.window_start:%H:%M}", end = "{end:%H:%M}", every_min = {SLOT_MIN}, tolerance_min = {tolerance} }}',
+            f'window = {{ start = "{opens:%H:%M}", end = "{end:%H:%M}", every_min = {SLOT_MIN}, tolerance_min = {tolerance} }}',
         ]
     return "\n".join(lines) + "\n"
 
@@ -260,33 +277,56 @@ def behaviour(route_index: int) -> str:
 
 
 def timeline(d: District, *, started: dt.datetime, minutes: float) -> list[Action]:
-    """The script: volunteers walking, a breach, a panic press, a power cut."""
+    """The script: volunteers walking, a breach, a panic press, a power cut.
+
+    ``started`` is when the district is up: no tap comes before ``WALK_LEAD_S``
+    after it, whatever the slot's start.
+    """
     actions: list[Action] = []
     t0 = started.timestamp()
     horizon = (minutes or 60) * 60
     slot_s = SLOT_MIN * 60
+    earliest = WALK_LEAD_S
     for ri, route in enumerate(d.routes):
         does = behaviour(ri)
+        n = len(route.checkpoints)
+        if does == "late":
+            # Its window opens a slot earlier: its first round is walked whole in
+            # that round's tolerance (so it is late, and the next one complete).
+            first = max(d.window_start.timestamp() - t0, earliest) + 1
+            gap = min(5.0, (slot_s - 25) / n)
+            for j, cp_agent in enumerate(route.agents):
+                actions.append(Action(first + j * gap, "tap", cp_agent, route.member_tags[0],
+                                      note=f"{route.route_id} slot 0 (late)"))
         slot = 0
         while True:
             slot_start = d.window_start.timestamp() + slot * slot_s - t0
+            slot_end = slot_start + slot_s
             if slot_start > horizon or slot >= d.window_minutes // SLOT_MIN:
                 break
-            n = len(route.checkpoints)
-            gap = min(12.0, (slot_s - 10) / n)
+            base = max(slot_start, earliest) + 1
             tag = route.member_tags[slot % len(route.member_tags)]
             if does == "missed" and slot == 0:
                 # Nobody walks this round; a card of no team is tapped, which counts for nothing.
-                actions.append(Action(slot_start + 10, "tap", route.agents[0], d.unknown_tag, note="a card of no team"))
+                actions.append(Action(base + 5, "tap", route.agents[0], d.unknown_tag, note="a card of no team"))
                 slot += 1
                 continue
-            for j, (cp_agent, _) in enumerate(zip(route.agents, route.checkpoints)):
-                at = slot_start + 4 + j * gap
+            if does == "late":
+                # Every walk starts after the last tap of the walk before (which falls
+                # in this slot at +20), and ends 20 s into the tolerance: late again.
+                base = max(base, slot_start + LATE_RESUME_S)
+                gap = min(12.0, (slot_end - base - 5) / max(1, n - 1))
+                label = f"{route.route_id} slot {slot + 1} (late)"
+                for j, cp_agent in enumerate(route.agents):
+                    at = slot_end + 20 if j == n - 1 else base + j * gap
+                    actions.append(Action(at, "tap", cp_agent, tag, note=label))
+                slot += 1
+                continue
+            gap = min(12.0, (slot_end - base - 5) / n)
+            for j, cp_agent in enumerate(route.agents):
                 if does == "skip" and j == 1:  # the second checkpoint is never walked
                     continue
-                if does == "late" and j == n - 1:
-                    at = slot_start + slot_s + 20  # inside the tolerance after the slot
-                actions.append(Action(at, "tap", cp_agent, tag, note=f"{route.route_id} slot {slot} ({does})"))
+                actions.append(Action(base + j * gap, "tap", cp_agent, tag, note=f"{route.route_id} slot {slot} ({does})"))
             slot += 1
     a = d.agents
     actions += [
