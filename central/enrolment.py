@@ -2,8 +2,8 @@
 
 A volunteer taps a new card at a checkpoint; staff look it up here (``gridpatrol
 cards unknown`` or the dashboard's "Unknown cards"), read the number printed on
-it, and paste the line into the plan. :func:`card_sightings` is the one query
-(central's store); :func:`unknown_cards` is pure.
+it, and paste the line into the plan. :func:`card_sightings` (central's store)
+is the one query; :func:`unknown_cards` is pure.
 """
 
 from __future__ import annotations
@@ -14,27 +14,16 @@ import sys
 import time
 from contextlib import closing
 from dataclasses import dataclass
-import sqlite3
-from typing import Any, Callable, Iterable
+from typing import Any, Iterable
 
 from central.cards import plan_line, printed
 from central.plan.model import Plan
+from central.store.cards import Sighting, card_sightings
+
+__all__ = ["DEFAULT_DAYS", "Sighting", "UnknownCard", "card_sightings", "run_cards_unknown", "unknown_cards"]
 
 DEFAULT_DAYS = 28
 DAY_MS = 86_400_000
-
-
-@dataclass(slots=True, frozen=True)
-class Sighting:
-    """Scans of one card (``tag``, ``fmt``) at one reader since some moment."""
-
-    agent: str
-    reader: str
-    tag: str
-    fmt: str | None
-    count: int
-    first_ts: int
-    last_ts: int
 
 
 @dataclass(slots=True, frozen=True)
@@ -54,26 +43,6 @@ class UnknownCard:
     def to_json(self) -> dict[str, Any]:
         return {"tag": self.tag, "fmt": self.fmt, "cards": list(self.cards), "checkpoints": list(self.checkpoints),
                 "scans": self.count, "first_ts": self.first_ts, "last_ts": self.last_ts, "plan_line": self.plan_line}
-
-
-# Grouped in SQLite: a month of scans is tens of thousands of rows, the answer a handful.
-_SIGHTINGS_SQL = (
-    "SELECT agent, source, json_extract(fields, '$.tag') AS tag, json_extract(fields, '$.fmt') AS fmt,"
-    " COUNT(*), MIN(ts_est), MAX(ts_est)"
-    " FROM events WHERE kind = 'scan' AND ts_est >= ? AND json_valid(fields)"
-    " GROUP BY agent, source, tag, fmt"
-)
-
-
-def card_sightings(connect: Callable[[], sqlite3.Connection], since_ms: int) -> list[Sighting]:
-    """Every card seen at every reader since ``since_ms`` (by when the scans happened).
-
-    ``connect`` opens a read-only connection to central's store.
-    """
-    with closing(connect()) as conn:
-        rows = conn.execute(_SIGHTINGS_SQL, (since_ms,)).fetchall()
-    return [Sighting(agent, source, tag, fmt if isinstance(fmt, str) else None, n, first, last)
-            for agent, source, tag, fmt, n, first, last in rows if isinstance(tag, str)]
 
 
 def unknown_cards(plan: Plan, sightings: Iterable[Sighting]) -> list[UnknownCard]:
@@ -98,7 +67,7 @@ def run_cards_unknown(args: argparse.Namespace) -> int:
     """`gridpatrol cards unknown`: the unknown cards of the last ``--days`` days."""
     from central.config import load_config
     from central.plan_cli import _require_history
-    from central.store import Store
+    from central.store import open_store
 
     config = load_config(args.config)
     history = _require_history(config)
@@ -106,8 +75,9 @@ def run_cards_unknown(args: argparse.Namespace) -> int:
     version = history.at(now_ms) or history.latest
     assert version is not None
     since = now_ms - args.days * DAY_MS
-    store = Store(config.store.path)
-    cards = unknown_cards(version.plan, card_sightings(lambda: store.connect(readonly=True), since))
+    with closing(open_store(config.store.url).connect(readonly=True)) as conn:
+        sightings = card_sightings(conn, since)
+    cards = unknown_cards(version.plan, sightings)
     if args.json:
         json.dump([c.to_json() for c in cards], sys.stdout, ensure_ascii=False)
         sys.stdout.write("\n")

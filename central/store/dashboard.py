@@ -22,10 +22,10 @@ from typing import Any, Iterable, Mapping, Sequence
 from central.cards import with_cards
 from central.store import notifications as outbox  # issue 14: delivery attempts in the trail
 from central.store import snapshots as album  # issue 14: snapshots kept with alarms
+from central.store.cards import Sighting, card_sightings
 from central.store.dialect import Connection, dialect_of
 from central.store.errors import StoreError
 from central.store.events import Store
-from central.enrolment import Sighting, card_sightings
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -208,9 +208,14 @@ class StoreReader:
     def card_sightings(self, since_ms: int) -> list[Sighting]:
         """Cards seen at every reader since ``since_ms`` (central/enrolment.py's query)."""
         try:
-            return card_sightings(self._connect, since_ms)
+            with closing(self._connect()) as db:
+                return card_sightings(db, since_ms)
         except StoreError:
             return []  # no store file yet
+        except self._store.errors as exc:
+            if _no_tables_yet(exc):
+                return []
+            raise
 
     def event(self, agent: str, eseq: int) -> dict[str, Any] | None:
         rows = self._query(
