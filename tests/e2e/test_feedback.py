@@ -116,7 +116,7 @@ feedback = "gate-1-buzzer"
         for tag, (on_s, _, n) in cases:
             pin.clear_states()
             os.write(master, frame(tag))
-            wait_until(lambda: len(pulses(pin)) == 1 + n and pulses(pin)[-1][1] is not None,
+            wait_until(lambda n=n: len(pulses(pin)) == 1 + n and pulses(pin)[-1][1] is not None,  # type: ignore[misc]
                        timeout=5, message=f"read tick and verdict for {tag}: {pulses(pin)}")
             (read_rise, read_fall), *verdict = pulses(pin)
             assert read_fall - read_rise < READ[0] + 0.1  # type: ignore[operator]  # the short read tick
