@@ -187,6 +187,11 @@ _ZH: dict[str, str] = {
     "Scans": "刷卡次数",
     "Last seen": "最后一次",
     "Plan line": "计划条目",
+    "Our rounds": "本队巡逻",
+    "Tonight's rounds": "今晚的巡逻",
+    "now": "进行中",
+    "to walk": "待巡",
+    "No rounds tonight.": "今晚没有巡逻。",
 }
 
 _EN: dict[str, str] = {

@@ -203,11 +203,14 @@ async def switch_language(request: Request) -> Response:
 
 def _common(d: Dashboard, scope: Any, page: str) -> dict[str, Any]:
     active = d.alarms(scope)
-    return {"page": page, "active_count": len(active), "_active": active}
+    return {"page": page, "active_count": len(active), "_active": active, "team_scope": scope.team}
 
 
 async def alarms_page(request: Request) -> Response:
     d: Dashboard = request.app.state.dashboard
+    scope = _scope(request)
+    if scope.team is not None:  # a team leader's home is the team's page
+        return RedirectResponse(f"/teams/{quote(scope.team, safe='')}", status_code=303)
 
     def build() -> dict[str, Any]:
         scope = _scope(request)
@@ -365,6 +368,25 @@ async def events_page(request: Request) -> Response:
     return renderer(request).render(request, "events.html", await run_in_threadpool(build))
 
 
+async def team_page(request: Request) -> Response:
+    """A team's own page, for the leader's phone: tonight's rounds of its routes, refreshed live."""
+    d: Dashboard = request.app.state.dashboard
+
+    def build() -> dict[str, Any] | None:
+        scope = _scope(request)
+        team = d.team(scope, request.path_params["team_id"])
+        if team is None:
+            return None
+        day = d.tonight()
+        return {**_common(d, scope, "team"), "team": team, "routes": d.team_rounds(scope, team, day),
+                "date": day.isoformat()}
+
+    ctx = await run_in_threadpool(build)
+    if ctx is None:
+        return HTMLResponse(translator(request)("Not found."), status_code=404)
+    return renderer(request).render(request, "team.html", ctx)
+
+
 async def cards_page(request: Request) -> Response:
     d: Dashboard = request.app.state.dashboard
 
@@ -478,6 +500,7 @@ def page_routes() -> list[Route]:
         Route("/routes/{route_id}", route_page),
         Route("/events", events_page),
         Route("/cards", cards_page),
+        Route("/teams/{team_id}", team_page),
         Route("/report", report_page),
         Route("/alarms/{alarm_id}", alarm_page),
         Route("/alarms/{alarm_id}/ack", ack_form, methods=["POST"]),

@@ -5,6 +5,9 @@ else its agent's. Agents the plan does not know, and alarms with no unit,
 belong to no unit: only staff scoped at a top unit (a district, no parent)
 see them, since someone must and the top of the tree answers for the rest.
 Before any plan is imported no scope contains anything.
+
+A team leader's account is scoped to a team (stored as ``team:<id>``): it
+sees no unit, only its team's page (tonight's rounds of the team's routes).
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from typing import Any, Mapping
 
 from central.plan.model import Plan
 
+TEAM_SCOPE_PREFIX = "team:"  # a team id never holds ":" (plan ids are letters, digits, - _ .)
+
 
 @dataclass(slots=True, frozen=True)
 class Scope:
@@ -21,9 +26,12 @@ class Scope:
     units: frozenset[str]
     is_top: bool
     plan: Plan | None
+    team: str | None = None  # a team leader's scope: this team's page and nothing else
 
     @classmethod
     def of(cls, unit: str, plan: Plan | None) -> Scope:
+        if unit.startswith(TEAM_SCOPE_PREFIX):
+            return cls(unit, frozenset(), False, plan, unit[len(TEAM_SCOPE_PREFIX):])
         if plan is None or unit not in plan.unit_by_id:
             return cls(unit, frozenset(), False, plan)
         return cls(unit, frozenset(plan.subtree(unit)), plan.unit_by_id[unit].parent is None, plan)

@@ -172,21 +172,32 @@ def read_password(*, stdin: TextIO | None = None, prompt: Callable[[str], str] =
 
 
 def run_users_add(args: argparse.Namespace) -> int:
-    """``gridpatrol users add NAME --unit UNIT --config central.toml``."""
-    from central.web.wiring import load_central_config, plan_unit_ids
+    """``gridpatrol users add NAME --unit UNIT|--team TEAM --config central.toml``."""
+    from central.web.scope import TEAM_SCOPE_PREFIX
+    from central.web.wiring import load_central_config, plan_team_ids, plan_unit_ids
 
     config = load_central_config(args.config)
     check_name(args.name)
-    known = plan_unit_ids(config)
-    if known is not None and args.unit not in known:
-        raise UserError(f"--unit {args.unit!r}: not a unit of the plan in force")
-    if known is None:
-        _LOGGER.warning("no plan imported yet: unit %s is not checked", args.unit)
+    team = getattr(args, "team", None)
+    if team is not None:
+        known = plan_team_ids(config)
+        if known is not None and team not in known:
+            raise UserError(f"--team {team!r}: not a team of the plan in force")
+        if known is None:
+            _LOGGER.warning("no plan imported yet: team %s is not checked", team)
+        scope = TEAM_SCOPE_PREFIX + team
+    else:
+        known = plan_unit_ids(config)
+        if known is not None and args.unit not in known:
+            raise UserError(f"--unit {args.unit!r}: not a unit of the plan in force")
+        if known is None:
+            _LOGGER.warning("no plan imported yet: unit %s is not checked", args.unit)
+        scope = args.unit
     password = check_password(read_password())
     store = open_store(config.store.url)
     if store.path is not None:
         store.path.parent.mkdir(parents=True, exist_ok=True)
-    user = UserBook(store).add(args.name, args.unit, password)
+    user = UserBook(store).add(args.name, scope, password)
     print(f"user {user.name} added, scope {user.unit}")
     return 0
 

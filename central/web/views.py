@@ -19,11 +19,11 @@ from central.alarms import AlarmError
 from central.cameras.address import public_address
 from central.completion import RoundStatus, judge, slots_for
 from central.enrolment import DEFAULT_DAYS, UnknownCard, unknown_cards
-from central.plan.model import TIERS, Order, Plan, Route
+from central.plan.model import TIERS, Order, Plan, Route, Team
 from central.report import CompletionReport
 from central.store.dashboard import StoreReader
 from central.web.ports import AlarmActions, CompletionReports, PlanSource
-from central.web.scope import Scope
+from central.web.scope import TEAM_SCOPE_PREFIX, Scope
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -66,6 +66,9 @@ class Dashboard:
         return Scope.of(unit, self.plan())
 
     def unit_name(self, plan: Plan | None, unit: str | None) -> str:
+        if plan is not None and unit is not None and unit.startswith(TEAM_SCOPE_PREFIX):
+            team = next((t for t in plan.teams if t.id == unit[len(TEAM_SCOPE_PREFIX):]), None)
+            return (team.name or team.id) if team is not None else unit
         if plan is None or unit is None or unit not in plan.unit_by_id:
             return unit or ""
         return plan.unit_by_id[unit].name or unit
@@ -185,6 +188,31 @@ class Dashboard:
             visible = [a for a in visible if a == agent]
         return self.reader.events_page(agents=visible, kind=kind, source=source, since_ts=since_ts, until_ts=until_ts,
                                        limit=limit, by_time=by_time, before=before)
+
+    # --- a team's own page -------------------------------------------------
+
+    def team(self, scope: Scope, team_id: str) -> Team | None:
+        """The team, if this user may see it: its leader, or staff who see its unit."""
+        plan = scope.plan
+        team = next((t for t in plan.teams if t.id == team_id), None) if plan is not None else None
+        if team is None:
+            return None
+        return team if scope.team == team_id or (scope.team is None and scope.sees_unit(team.unit)) else None
+
+    def team_rounds(self, scope: Scope, team: Team, date: dt.date) -> list[dict[str, Any]]:
+        """The team's routes with their rounds of ``date``, each checkpoint ticked, missing or still to walk."""
+        plan = scope.plan
+        assert plan is not None
+        now_ms = int(self.clock() * 1000)
+        out = []
+        for route in plan.routes:
+            if team.id not in route.teams:
+                continue
+            rounds = self.timeline(scope, route, date)
+            for r in rounds:
+                r["now"] = r["slot_start"] <= now_ms < r["close"]
+            out.append({"route": route, "rounds": rounds})
+        return out
 
     # --- cards --------------------------------------------------------------
 
@@ -339,8 +367,8 @@ class Dashboard:
         latest_before = -1
         for cp in route.checkpoints:
             hit = first.get(cp)
-            holder = plan.member_by_tag.get(hit[1]) if hit else None
-            member = holder[1].name if holder else None
+            who = plan.member_of(hit[1]) if hit else None
+            member = who[1].name if who else None
             # Out of order: scanned before a checkpoint the route puts earlier.
             out_of_order = bool(hit and route.order is not Order.ANY and hit[0] < latest_before)
             if hit and route.order is Order.STRICT:

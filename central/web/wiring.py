@@ -33,6 +33,12 @@ def plan_unit_ids(config: CentralConfig) -> frozenset[str] | None:
     return None if plan is None else frozenset(plan.unit_by_id)
 
 
+def plan_team_ids(config: CentralConfig) -> frozenset[str] | None:
+    """The teams of the plan in force, or None before any import."""
+    plan = PlanRegistry.for_data_dir(config.data_dir).current()
+    return None if plan is None else frozenset(t.id for t in plan.teams)
+
+
 class _Tracker(Protocol):
     def report(self, day: dt.date | None = None) -> CompletionReport | None: ...
 

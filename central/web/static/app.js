@@ -290,6 +290,8 @@
     if (r.redirected && new URL(r.url).pathname === "/login") { location.reload(); return null; }
     return r.ok ? new DOMParser().parseFromString(await r.text(), "text/html") : null;
   }
+  // A team's page (a leader's phone): its rounds are read again every few seconds.
+  if (page === "team") setInterval(() => softReload(), 3000);
   function softReload() {
     clearTimeout(reloadTimer);
     reloadTimer = setTimeout(async () => {
