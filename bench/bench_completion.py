@@ -62,7 +62,7 @@ def night_of_scans(plan: Any, rng: random.Random) -> list[Scan]:
     scans = []
     start = to_ms(dt.datetime.combine(DAY, dt.time(22, 0), tzinfo=tz))
     for route in plan.routes:
-        tags = sorted(plan.route_tags[route.id])[:2]
+        tags = sorted(plan.route_tags[route.id].tags)[:2]
         for slot in range(4):
             if rng.random() > 0.9:
                 continue

@@ -553,8 +553,12 @@ def check_plan(plan: Any) -> None:
                 raise AssertionError(f"the plan accepted the {kind[:-1]} id {item.id!r}")
     for team in plan.teams:
         for member in team.members:
-            if not re.fullmatch(r"[0-9A-F]{2,32}", member.tag):
-                raise AssertionError(f"the plan accepted the card {member.tag!r}")
+            if member.tag is None and member.card is None:
+                raise AssertionError(f"the plan accepted the member {member.name!r} with neither tag nor card")
+            if member.tag is not None and not re.fullmatch(r"[0-9A-F]{2,32}", member.tag):
+                raise AssertionError(f"the plan accepted the tag {member.tag!r}")
+            if member.card is not None and not re.fullmatch(r"[0-9]{10}|[0-9]{1,3},[0-9]{1,5}", member.card):
+                raise AssertionError(f"the plan accepted the card {member.card!r}")
 
 
 def plan_data(data: Any) -> None:

@@ -197,8 +197,8 @@ def judge_planned(history: PlanHistory, day: dt.date, planned: list[tuple[PlanVe
 
 def scans_between(store: Any, lo_ms: int, hi_ms: int) -> list[Scan]:
     """Scans in central's store that happened (``ts_est``) in ``[lo, hi)``."""
-    return [Scan(ts=ts, agent=agent, reader=source, tag=tag, eseq=eseq)
-            for agent, source, ts, eseq, tag in store.scan_rows(lo_ms, hi_ms) if isinstance(tag, str)]
+    return [Scan(ts=ts, agent=agent, reader=source, tag=tag, eseq=eseq, fmt=fmt if isinstance(fmt, str) else None)
+            for agent, source, ts, eseq, tag, fmt in store.scan_rows(lo_ms, hi_ms) if isinstance(tag, str)]
 
 
 def report_from_store(store: Any, history: PlanHistory, day: dt.date, now_ms: int) -> CompletionReport:

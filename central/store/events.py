@@ -685,16 +685,17 @@ class Store:
             )
             return [_event_from_row(r) for r in rows]
 
-    def scan_rows(self, lo_ms: int, hi_ms: int) -> list[tuple[str, str, int, int, Any]]:
-        """``(agent, source, ts_est, eseq, tag)`` of scans that happened in ``[lo, hi)``.
+    def scan_rows(self, lo_ms: int, hi_ms: int) -> list[tuple[str, str, int, int, Any, Any]]:
+        """``(agent, source, ts_est, eseq, tag, fmt)`` of scans that happened in ``[lo, hi)``.
 
-        Only the five values a round needs: building full StoredEvents (JSON
+        Only the six values a round needs: building full StoredEvents (JSON
         fields, mapping proxies) for a night of 70,000 scans costs seconds,
         this a fraction. It uses the (kind, ts_est) index.
         """
         with self._reading(None) as c:
-            tag = dialect_of(c).json_string("fields", "tag")
-            return c.execute(f"SELECT agent, source, ts_est, eseq, {tag} FROM events WHERE kind = 'scan'"
+            d = dialect_of(c)
+            tag, fmt = d.json_string("fields", "tag"), d.json_string("fields", "fmt")
+            return c.execute(f"SELECT agent, source, ts_est, eseq, {tag}, {fmt} FROM events WHERE kind = 'scan'"
                              " AND ts_est >= ? AND ts_est < ?", (lo_ms, hi_ms)).fetchall()
 
     def list_agents(self, *, conn: Connection | None = None) -> list[AgentRow]:
