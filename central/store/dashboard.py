@@ -187,22 +187,23 @@ class StoreReader:
             events.sort(key=lambda e: (e["agent"], e["eseq"]))
         return events, cut or len(rows) >= limit
 
-    def scans(self, agents: Iterable[str], lo_ms: int, hi_ms: int) -> list[tuple[int, str, str, str]]:
-        """``(ts_est, agent, reader, tag)`` of scans that happened in ``[lo, hi)``, by time.
+    def scans(self, agents: Iterable[str], lo_ms: int, hi_ms: int) -> list[tuple[int, str, str, str, str | None]]:
+        """``(ts_est, agent, reader, tag, fmt)`` of scans that happened in ``[lo, hi)``, by time.
 
         By central's estimate of when they happened, as the completion engine counts them.
         """
         names = sorted(set(agents))
-        out: list[tuple[int, str, str, str]] = []
+        out: list[tuple[int, str, str, str, str | None]] = []
         for start in range(0, len(names), 500):
             chunk = names[start:start + 500]
             for row in self._query(
                 f"SELECT ts_est, agent, source, fields FROM events WHERE kind = 'scan' AND agent IN ({','.join('?' * len(chunk))}) "
                 "AND ts_est >= ? AND ts_est < ?", [*chunk, lo_ms, hi_ms]):
-                tag = _json_object(row["fields"]).get("tag")
+                fields = _json_object(row["fields"])
+                tag, fmt = fields.get("tag"), fields.get("fmt")
                 if isinstance(tag, str):
-                    out.append((row["ts_est"], row["agent"], row["source"], tag))
-        out.sort()
+                    out.append((row["ts_est"], row["agent"], row["source"], tag, fmt if isinstance(fmt, str) else None))
+        out.sort(key=lambda s: s[:4])
         return out
 
     def card_sightings(self, since_ms: int) -> list[Sighting]:

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from central.alarms import AlarmError
 from central.cameras.address import public_address
-from central.completion import RoundStatus, judge, slots_for
+from central.completion import Authorised, RoundStatus, admitter, judge, slots_for
 from central.enrolment import DEFAULT_DAYS, UnknownCard, unknown_cards
 from central.plan.model import TIERS, Order, Plan, Route, Team
 from central.report import CompletionReport
@@ -332,7 +332,7 @@ class Dashboard:
             return []
         lo, hi = min(s.start_ms for s in slots), max(s.close_ms for s in slots)
         scans = self._route_scans(plan, route, lo, hi)
-        authorised = plan.route_tags.get(route.id, frozenset())
+        authorised: Authorised = plan.route_tags.get(route.id, frozenset())
         now_ms = int(self.clock() * 1000)
         rounds = []
         for slot in slots:
@@ -346,28 +346,29 @@ class Dashboard:
             })
         return rounds
 
-    def _route_scans(self, plan: Plan, route: Route, lo_ms: int, hi_ms: int) -> list[tuple[int, str, str]]:
+    def _route_scans(self, plan: Plan, route: Route, lo_ms: int, hi_ms: int) -> list[tuple[int, str, str, str | None]]:
         where = {(c.agent, c.reader): c.id for c in plan.checkpoints if c.id in route.checkpoints}
         out = []
-        for ts, agent, reader, tag in self.reader.scans({agent for agent, _ in where}, lo_ms, hi_ms):
+        for ts, agent, reader, tag, fmt in self.reader.scans({agent for agent, _ in where}, lo_ms, hi_ms):
             cp = where.get((agent, reader))
             if cp is not None:
-                out.append((ts, cp, tag))
+                out.append((ts, cp, tag, fmt))
         out.sort(key=lambda s: s[0])
         return out
 
     @staticmethod
     def _visits(plan: Plan, route: Route, start: int, end: int, close: int,
-                scans: list[tuple[int, str, str]], authorised: frozenset[str]) -> list[dict[str, Any]]:
-        first: dict[str, tuple[int, str]] = {}
-        for ts, cp, tag in scans:
-            if start <= ts < close and tag in authorised and cp not in first:
-                first[cp] = (ts, tag)
+                scans: list[tuple[int, str, str, str | None]], authorised: Authorised) -> list[dict[str, Any]]:
+        admit = admitter(authorised)
+        first: dict[str, tuple[int, str, str | None]] = {}
+        for ts, cp, tag, fmt in scans:
+            if start <= ts < close and cp not in first and admit(tag, fmt):
+                first[cp] = (ts, tag, fmt)
         visits = []
         latest_before = -1
         for cp in route.checkpoints:
             hit = first.get(cp)
-            who = plan.member_of(hit[1]) if hit else None
+            who = plan.member_of(hit[1], hit[2]) if hit else None
             member = who[1].name if who else None
             # Out of order: scanned before a checkpoint the route puts earlier.
             out_of_order = bool(hit and route.order is not Order.ANY and hit[0] < latest_before)
