@@ -27,7 +27,7 @@ from central.plan.registry import PlanRegistry
 from central.relay import Relay
 from central.session import GroupVoice
 from central.store import StoredEvent, open_store
-from central.tracker import CompletionTracker, store_scans
+from central.tracker import CompletionTracker, store_feedback_readers, store_scans
 from wire.messages import Command
 
 if TYPE_CHECKING:
@@ -110,7 +110,8 @@ class Central:
         if tracker:
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
                                              publish=self._leader_publish, bus=self.bus, clock=clock,
-                                             send_command=self.ingest.send_command)
+                                             send_command=self.ingest.send_command,
+                                             feedback_readers=store_feedback_readers(self.store))
             self._relay(self.tracker, "completion-tracker")
         self.homeassistant: HomeAssistant | None = None
         if config.homeassistant.enabled:  # docs/homeassistant.md

@@ -23,7 +23,7 @@ import logging
 import secrets
 import threading
 import time
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Callable, Collection, Iterable, Mapping, Protocol
 
 from central.bus import Bus
 from central.completion import Round, RoundStatus, RoundTally, Scan, Slot
@@ -48,7 +48,23 @@ class HistorySource(Protocol):
 
 Publish = Callable[..., Any]  # publish(topic, payload_bytes, retain=True)
 SendCommand = Callable[[str, Command], bool]  # Ingest.send_command
+FeedbackReaders = Callable[[str], Collection[str]]  # agent -> its readers with a feedback output
+FEEDBACK_READERS_TTL_S = 60.0  # a birth's list is read again after this, or at the agent's next presence change
 LoadScans = Callable[[int, int], Iterable[Scan]]
+
+
+def store_feedback_readers(store: Any) -> FeedbackReaders:
+    """The readers an agent's last birth lists with a ``feedback`` output (older agents: none)."""
+    def readers(agent: str) -> frozenset[str]:
+        row = store.get_agent(agent)
+        birth = row.birth if row is not None else None
+        inventory = birth.get("inventory") if isinstance(birth, Mapping) else None
+        items = inventory.get("readers") if isinstance(inventory, Mapping) else None
+        if not isinstance(items, (list, tuple)):
+            return frozenset()
+        return frozenset(r["name"] for r in items
+                         if isinstance(r, Mapping) and isinstance(r.get("name"), str) and r.get("feedback"))
+    return readers
 
 
 def store_scans(store: Any) -> LoadScans:
@@ -152,7 +168,9 @@ class CompletionTracker:
     day is (re)built; ``publish(topic, payload, retain=True)`` is the MQTT
     session's publish. ``send_command(agent, Command)`` (``Ingest.send_command``)
     answers each fresh planned scan with its :class:`~central.verdict.Verdict`
-    as a ``feedback`` command. ``clock`` gives UTC seconds.
+    as a ``feedback`` command, to the readers ``feedback_readers(agent)`` names
+    (those its birth lists with a feedback output; all when not given), so
+    an agent that cannot show it is not asked to. ``clock`` gives UTC seconds.
     """
 
     def __init__(
@@ -165,9 +183,12 @@ class CompletionTracker:
         clock: Callable[[], float] = time.time,
         poll_s: float = POLL_S,
         send_command: SendCommand | None = None,
+        feedback_readers: FeedbackReaders | None = None,
     ) -> None:
         self._plans = plans
         self._send_command = send_command
+        self._feedback_readers = feedback_readers
+        self._feedback_known: dict[str, tuple[float, Collection[str]]] = {}  # agent -> (read at, readers)
         self._load_scans = load_scans
         self._publish = publish
         self._bus = bus
@@ -236,7 +257,8 @@ class CompletionTracker:
         self._answer(answers)
 
     def presence_changed(self, agent: str, state: Any, ts: Any = None) -> None:
-        """Presence does not move completion."""
+        """Presence does not move completion; a new birth may change which readers give feedback."""
+        self._feedback_known.pop(agent, None)
 
     def resync(self) -> None:
         """Scans were dropped on the way here (central/relay.py): read the days again from the store.
@@ -367,6 +389,8 @@ class CompletionTracker:
     def _answer(self, answers: list[tuple[str, str, Verdict, int]]) -> None:
         assert self._send_command is not None or not answers
         for agent, reader, v, eseq in answers:
+            if not self._gives_feedback(agent, reader):
+                continue
             command = Command(CommandName.FEEDBACK, secrets.token_hex(6),
                               {"source": reader, "verdict": str(v), "eseq": eseq})
             try:
@@ -385,6 +409,20 @@ class CompletionTracker:
         if state.day == self._live_day:
             # A scan in an open round changes only its unit's progress; a status, every rollup above.
             self._dirty.update(state.lineage(unit) if before is not after else (unit,))
+
+    def _gives_feedback(self, agent: str, reader: str) -> bool:
+        if self._feedback_readers is None:
+            return True
+        now = time.monotonic()
+        known = self._feedback_known.get(agent)
+        if known is None or now - known[0] > FEEDBACK_READERS_TTL_S:
+            try:
+                known = (now, self._feedback_readers(agent))
+            except Exception:
+                _LOGGER.exception("reading which readers of %s give feedback failed", agent)
+                known = (now, frozenset())
+            self._feedback_known[agent] = known
+        return reader in known[1]
 
     # -- output ------------------------------------------------------------------
 

@@ -17,8 +17,8 @@ from central.bus import Bus, Notice
 from central.completion import RoundStatus
 from central.plan.registry import PlanRegistry
 from central.report import Counts, report_from_store
-from central.store import Store, StoredEvent
-from central.tracker import CompletionTracker, store_scans
+from central.store import AgentRow, Store, StoredEvent
+from central.tracker import CompletionTracker, store_feedback_readers, store_scans
 from tests.central.plan.samples import AGENT, DESIGN_PLAN, LIN, READER, STRANGER, TIERED, ZHAO, at, plan, with_route
 from tests.support import Broker, wait_until
 from wire.messages import Command, CommandName
@@ -292,6 +292,28 @@ def test_each_fresh_planned_scan_is_answered_with_its_verdict(tmp_path: Path) ->
     assert Command.from_payload(sent[0][1].to_payload()) == sent[0][1]
 
 
+def test_verdicts_go_only_to_readers_whose_agent_announced_a_feedback_output(tmp_path: Path) -> None:
+    sent: list[tuple[str, Command]] = []
+    s = Setup(tmp_path)
+    asked: list[str] = []
+
+    def readers(agent: str) -> frozenset[str]:
+        asked.append(agent)
+        return frozenset({"gate-2"})
+
+    s.tracker = CompletionTracker(s.registry, load_scans=store_scans(s.store), bus=s.bus, clock=s.clock,
+                                  send_command=lambda agent, command: sent.append((agent, command)) or True,
+                                  feedback_readers=readers)
+    s.at(at(1, 22, 10))
+    s.clock.ms = at(1, 22, 10, 5)
+    s.feed([stored(1, "gate-1", at(1, 22, 10)), stored(2, "gate-2", at(1, 22, 10, 2))])
+    assert [dict(c.args)["source"] for _, c in sent] == ["gate-2"]
+    assert asked == [AGENT]  # read once, then kept
+    s.tracker.presence_changed(AGENT, "online", at(1, 22, 10, 6))  # a new birth may list other readers
+    s.feed([stored(3, "gate-3", at(1, 22, 10, 4))])
+    assert asked == [AGENT, AGENT]
+
+
 def test_a_member_enrolled_by_printed_number_completes_a_route_of_mixed_readers(tmp_path: Path) -> None:
     """Issue 13: an RDM6300 first (6F007B3972), a Wiegand 26 reader second (7B3972), a Wiegand 34 third
     (007B3972); Wu is enrolled only as card "0008075634", and in a second plan version only as "123,14706"."""
@@ -324,3 +346,22 @@ def test_a_member_enrolled_by_printed_number_completes_a_route_of_mixed_readers(
         # the report read from the store (tag and fmt from its columns) agrees
         stored = report_from_store(store, registry.history(), dt.date(2024, 5, day), at(day + 1, 7))
         assert [r.status for r in stored.rounds] == [r.status for r in live.rounds]
+
+
+def test_the_readers_with_feedback_come_from_the_agents_last_birth(tmp_path: Path) -> None:
+    store = Store(tmp_path / "central.db")
+    births = {
+        "new-agent": {"inventory": {"readers": [{"name": "gate-1", "protocol": "rdm6300", "feedback": "buzzer"},
+                                                {"name": "gate-2", "protocol": "rdm6300"}]}},
+        "old-agent": {"inventory": {"readers": [{"name": "gate-1", "protocol": "rdm6300"}]}},
+        "odd-agent": {"inventory": {"readers": "gate-1"}},
+    }
+    conn = store.connect()
+    try:
+        with conn:
+            store.save_agents(conn, [AgentRow(agent=a, state="online", birth=b) for a, b in births.items()])
+    finally:
+        conn.close()
+    readers = store_feedback_readers(store)
+    assert readers("new-agent") == frozenset({"gate-1"})
+    assert readers("old-agent") == readers("odd-agent") == readers("never-heard-of") == frozenset()
