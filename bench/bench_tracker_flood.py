@@ -5,7 +5,8 @@
 One route of three checkpoints, one round open (22:00-23:00), every scan at the
 first checkpoint (a flood at one reader, as issue 11 saw: 30,000 scans there
 held central for 110 s). For each size n the round is filled with n scans,
-then 1,000 more are timed one ``events_stored`` call each (counting, the
+then 3 x 1,000 more are timed one ``events_stored`` call each, best of
+the three runs (counting, the
 retained JSON payload and the verdict answered to the agent included). Two
 floods: a member's card (authorised) and ever new unknown cards. Prints
 figures only.
@@ -57,10 +58,13 @@ def flood(n: int, *, unknown: bool) -> float:
 
     for i in range(n):
         tracker.events_stored((scan(i),))
-    t0 = time.perf_counter()
-    for i in range(n, n + TIMED):
-        tracker.events_stored((scan(i),))
-    return (time.perf_counter() - t0) / TIMED
+    runs = []
+    for k in range(3):  # best of three runs of TIMED scans: the machine is shared
+        t0 = time.perf_counter()
+        for i in range(n + k * TIMED, n + (k + 1) * TIMED):
+            tracker.events_stored((scan(i),))
+        runs.append((time.perf_counter() - t0) / TIMED)
+    return min(runs)
 
 
 def main() -> int:
