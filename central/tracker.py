@@ -246,8 +246,10 @@ class CompletionTracker:
                     fmt = e.fields.get("fmt")
                     scan = Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq,
                                 fmt=fmt if isinstance(fmt, str) else None)
+                    # Counted already (read from the store when its day was built): answered then or never.
+                    counted = bool(scan.eseq) and any((scan.agent, scan.eseq) in d.seen for d in self._days.values())
                     touched = self._count(scan, now_ms)
-                    if (self._send_command is not None and not getattr(e, "replayed", False)
+                    if (self._send_command is not None and not counted and not getattr(e, "replayed", False)
                             and now_ms - e.ts_est <= FEEDBACK_MAX_AGE_MS):
                         v = self._verdict(scan, touched)
                         if v is not None:

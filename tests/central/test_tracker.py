@@ -290,6 +290,9 @@ def test_each_fresh_planned_scan_is_answered_with_its_verdict(tmp_path: Path) ->
     ]
     assert len({c.txn for _, c in sent}) == len(sent)
     assert Command.from_payload(sent[0][1].to_payload()) == sent[0][1]
+    again = stored(8, "gate-2", at(1, 22, 10, 30))  # read from the store at a rebuild, then delivered too
+    s.tracker.events_stored([again])
+    assert len(sent) == 6
 
 
 def test_verdicts_go_only_to_readers_whose_agent_announced_a_feedback_output(tmp_path: Path) -> None:
