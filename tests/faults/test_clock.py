@@ -56,7 +56,9 @@ def readers() -> Iterator[dict[str, SimulatedRdm6300]]:
 def _plan(start: dt.datetime, every_min: int) -> str:
     end_min = start.hour * 60 + start.minute + every_min
     end = "24:00" if end_min == 1440 else f"{end_min // 60 % 24:02d}:{end_min % 60:02d}"
+    # Imported after the taps: effective from their day, so the slot that holds them has a plan.
     return f"""timezone = "Asia/Shanghai"
+effective = "{start:%Y-%m-%d}"
 unit = [
   {{ id = "fengze", tier = "district", name = "Fengze District" }},
   {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
