@@ -225,7 +225,7 @@ async def alarms_page(request: Request) -> Response:
                 "down": [a for a in agents if a["state"] != "online"][:50],
                 "counts": _counts(agents), "scans": list(reversed(scans)),
                 "agent_names": {a["agent"]: a["name"] for a in agents},
-                "member_names": {tag: m.name for tag, (_, m) in plan.member_by_tag.items()} if plan else {},
+                "member_names": _member_names(plan, scans),
                 "no_plan": plan is None}
 
     return renderer(request).render(request, "alarms.html", await run_in_threadpool(build))
@@ -240,6 +240,17 @@ def card_order(alarm: dict[str, Any]) -> tuple[int, int, int]:
 def _counts(agents: list[dict[str, Any]]) -> dict[str, int]:
     online = sum(1 for a in agents if a["state"] == "online")
     return {"online": online, "offline": len(agents) - online}
+
+
+def _member_names(plan: Any, scans: list[dict[str, Any]]) -> dict[str, str]:
+    """The member holding each scanned card, enrolled by tag or by printed number."""
+    names: dict[str, str] = {}
+    for e in scans if plan is not None else ():
+        tag, fmt = e.get("tag"), e.get("fmt")
+        hit = plan.member_of(tag, fmt if isinstance(fmt, str) else None) if isinstance(tag, str) else None
+        if hit is not None:
+            names[tag] = hit[1].name
+    return names
 
 
 async def agents_page(request: Request) -> Response:
