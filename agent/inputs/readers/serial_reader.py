@@ -236,8 +236,8 @@ class SerialReader:
                 for tag in tags:
                     self._sighting(tag, now)
             elif now - last_data >= self._absent_s:
-                # The module is quiet once the card is gone: a frame seen
-                # before the quiet spell must not pair with one seen after it.
+                # The module is quiet once the card is gone: bytes of a frame cut
+                # before the quiet spell must not join bytes that come after it.
                 with self._lock:
                     self._rdm.reset()
                 last_data = now
