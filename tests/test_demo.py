@@ -95,10 +95,8 @@ def test_demo_runs_a_district_and_leaves_nothing_behind(tmp_path: Path) -> None:
         want = {"on-time": "complete", "skip": "incomplete", "missed": "missed" if k == 0 else "complete",
                 "late": "complete" if k == 1 else "late"}[does]
         assert r["status"] == want, (r, does, k)
-    # Every status is there, and every team's later rounds keep its behaviour (the late team stays late).
+    # Every status is there (tests/test_district.py checks, without processes, that the late team stays late).
     assert {r["status"] for r in report["rounds"]} == {"complete", "late", "incomplete", "missed", "open"}
-    assert any(expected[r["route"]] == "late" and slots[r["route"]].index(r["slot_start"]) >= 2 and r["status"] == "late"
-               for r in closed)
     first_slot = min(r["slot_start"] for r in report["rounds"])
     district = next(u for u in report["units"] if u["tier"] == "district")
     assert district["rollup"]["rounds_scheduled"] == len(report["rounds"])
