@@ -328,17 +328,29 @@ def timeline(d: District, *, started: dt.datetime, minutes: float) -> list[Actio
                     continue
                 actions.append(Action(base + j * gap, "tap", cp_agent, tag, note=f"{route.route_id} slot {slot} ({does})"))
             slot += 1
-    a = d.agents
+    breach, panic, cut = incident_agents(d)
     actions += [
-        Action(25, "drive", a[1].agent_id, str(ZONE_PIN), "high", "perimeter breach"),
-        Action(40, "drive", a[1].agent_id, str(ZONE_PIN), "low", "perimeter restored"),
-        Action(50, "drive", a[2].agent_id, str(BUTTON_PIN), "low", "panic button pressed"),
-        Action(51.5, "drive", a[2].agent_id, str(BUTTON_PIN), "high", "panic button released"),
-        Action(60, "cut", a[3].agent_id, note="network cut"),
-        Action(66, "drive", a[3].agent_id, str(ZONE_PIN), "high", "breach while cut off"),
-        Action(72, "drive", a[3].agent_id, str(ZONE_PIN), "low", "restored while cut off"),
-        Action(78, "kill", a[3].agent_id, note="power cut"),
-        Action(84, "restart", a[3].agent_id, note="power back"),
-        Action(92, "heal", a[3].agent_id, note="network back: backlog replays"),
+        Action(25, "drive", breach, str(ZONE_PIN), "high", "perimeter breach"),
+        Action(40, "drive", breach, str(ZONE_PIN), "low", "perimeter restored"),
+        Action(50, "drive", panic, str(BUTTON_PIN), "low", "panic button pressed"),
+        Action(51.5, "drive", panic, str(BUTTON_PIN), "high", "panic button released"),
+        Action(60, "cut", cut, note="network cut"),
+        Action(66, "drive", cut, str(ZONE_PIN), "high", "breach while cut off"),
+        Action(72, "drive", cut, str(ZONE_PIN), "low", "restored while cut off"),
+        Action(78, "kill", cut, note="power cut"),
+        Action(84, "restart", cut, note="power back"),
+        Action(92, "heal", cut, note="network back: backlog replays"),
     ]
     return sorted(x for x in actions if x.at <= horizon)
+
+
+def incident_agents(d: District) -> tuple[str, str, str]:
+    """The agents of the breach, the panic press and the network and power cut.
+
+    A card tapped while its agent has no power is lost (nothing reads the
+    reader), so the cut agent is the second checkpoint of the first
+    community's route, the one its team never walks (from 5 agents on).
+    """
+    a = d.agents
+    cut = a[4] if len(a) > 4 else a[3]
+    return a[1].agent_id, a[2].agent_id, cut.agent_id

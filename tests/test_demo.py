@@ -68,7 +68,7 @@ def test_demo_runs_a_district_and_leaves_nothing_behind(tmp_path: Path) -> None:
     for agent, mine in by_agent.items():
         assert [e["eseq"] for e in mine] == list(range(1, len(mine) + 1)), agent
 
-    breach, panic, cut = agent_ids[1], agent_ids[2], agent_ids[3]
+    breach, panic, cut = agent_ids[1], agent_ids[2], agent_ids[4]  # district.incident_agents
     kinds = {(e["agent"], e["kind"], e["source"]) for e in events}
     assert {(breach, "alarm", "perimeter"), (breach, "restore", "perimeter"), (panic, "panic", "office-panic"),
             (cut, "alarm", "perimeter"), (cut, "restore", "perimeter")} <= kinds

@@ -61,3 +61,11 @@ def test_each_team_keeps_its_behaviour_round_after_round(second: int) -> None:
 def test_four_agents_give_one_checkpoint_routes_and_no_incomplete_round() -> None:
     rounds = judged(4, dt.datetime(2026, 12, 6, 14, 7, 5, tzinfo=dt.timezone.utc), 2, 120)
     assert {s for statuses in rounds.values() for s in statuses} == STATUSES - {"incomplete"}
+
+
+@pytest.mark.parametrize("agents", [5, 6, 12])
+def test_no_card_is_tapped_on_the_agent_whose_power_is_cut(agents: int) -> None:
+    up = dt.datetime(2026, 12, 6, 14, 7, 30, tzinfo=dt.timezone.utc)
+    d = D.build(agents, now=up, minutes=10)
+    _, _, cut = D.incident_agents(d)
+    assert [a for a in D.timeline(d, started=up, minutes=10) if a.what == "tap" and a.agent == cut] == []
