@@ -117,7 +117,7 @@ feedback = "gate-1-buzzer"
             pin.clear_states()
             os.write(master, frame(tag))
             wait_until(lambda n=n: len(pulses(pin)) == 1 + n and pulses(pin)[-1][1] is not None,  # type: ignore[misc]
-                       timeout=5, message=f"read tick and verdict for {tag}: {pulses(pin)}")
+                       timeout=10, message=f"read tick and verdict for {tag}: {pulses(pin)}")
             (read_rise, read_fall), *verdict = pulses(pin)
             assert read_fall - read_rise < READ[0] + 0.1  # type: ignore[operator]  # the short read tick
             assert verdict[0][0] < 1.0, f"verdict began {verdict[0][0]:.3f} s after the frame"
