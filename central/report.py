@@ -178,7 +178,7 @@ def build_report(history: PlanHistory, day: dt.date, scans: Iterable[Scan], now_
 def judge_planned(history: PlanHistory, day: dt.date, planned: list[tuple[PlanVersion, Route, Slot]],
                   scans: Iterable[Scan], now_ms: int) -> CompletionReport:
     scans = list(scans)
-    by_version: dict[int, dict[str, list[tuple[int, str]]]] = {}
+    by_version: dict[int, dict[str, list[tuple[int, str, str | None]]]] = {}
     rounds: list[Round] = []
     tally: dict[str, dict[str, int]] = {}
     for v, route, slot in planned:

@@ -397,3 +397,21 @@ def insert(store: Store, events: list[StoredEvent]) -> list[StoredEvent]:
     with closing(store.connect()) as conn:
         with conn:
             return store.insert_events(conn, events)
+
+
+# -- gpiozero's mock pins ----------------------------------------------------------------
+
+
+def pin_pulses(pin: Any) -> list[tuple[float, float | None]]:
+    """A mock output pin's pulses as ``(rise, fall)`` in seconds since its states were last
+    cleared (``MockPin.states`` holds each change with the time since the one before); fall
+    is None while the pin is still on."""
+    out: list[tuple[float, float | None]] = []
+    t = 0.0
+    for state in pin.states[1:]:
+        t += state.timestamp
+        if state.state:
+            out.append((t, None))
+        elif out and out[-1][1] is None:
+            out[-1] = (out[-1][0], t)
+    return out

@@ -185,7 +185,6 @@ _ZH: dict[str, str] = {
     "Printed": "卡面号码",
     "Checkpoints": "巡更点",
     "Scans": "刷卡次数",
-    "Last seen": "最后一次",
     "Plan line": "计划条目",
     "Our rounds": "本队巡逻",
     "Tonight's rounds": "今晚的巡逻",

@@ -247,7 +247,9 @@ def _member_names(plan: Any, scans: list[dict[str, Any]]) -> dict[str, str]:
     names: dict[str, str] = {}
     for e in scans if plan is not None else ():
         tag, fmt = e.get("tag"), e.get("fmt")
-        hit = plan.member_of(tag, fmt if isinstance(fmt, str) else None) if isinstance(tag, str) else None
+        if not isinstance(tag, str):
+            continue
+        hit = plan.member_of(tag, fmt if isinstance(fmt, str) else None)
         if hit is not None:
             names[tag] = hit[1].name
     return names

@@ -7,13 +7,27 @@ import time
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+
 from central.enrolment import Sighting, unknown_cards
 from central.store import Store, StoredEvent
 from tests.central.plan.samples import DESIGN_PLAN, LIN, plan
-from tests.central.test_plan_cli import config, data, write_plan  # noqa: F401 - the fixture
 from tests.support import run_cli
 
 AGENT = "school-9-gate-1"
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "central.toml"
+    path.write_text(f'timezone = "Asia/Shanghai"\ndata_dir = "{tmp_path / "data"}"\n')
+    return path
+
+
+def write_plan(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "plan.toml"
+    path.write_text(text)
+    return path
 
 
 def scan(eseq: int, reader: str, tag: str, ts: int, fmt: str | None = None) -> StoredEvent:
@@ -22,11 +36,11 @@ def scan(eseq: int, reader: str, tag: str, ts: int, fmt: str | None = None) -> S
                        received_ts=ts, replayed=False, fields=fields)
 
 
-def test_unknown_cards_are_listed_with_printed_numbers_and_a_line_to_paste(tmp_path: Path, config: Path) -> None:  # noqa: F811
+def test_unknown_cards_are_listed_with_printed_numbers_and_a_line_to_paste(tmp_path: Path, config: Path) -> None:
     text = DESIGN_PLAN.replace('{ name = "Wu", tag = "67003B51C7" }', '{ name = "Wu", card = "0003887559" }')
     assert run_cli("plan", "import", str(write_plan(tmp_path, text)), "--config", str(config)).returncode == 0
     now = int(time.time() * 1000)
-    store = Store(data(tmp_path) / "central.db")
+    store = Store(tmp_path / "data" / "central.db")
     with closing(store.connect()) as conn:
         with conn:
             Store.insert_events(conn, [

@@ -11,7 +11,7 @@ import datetime as dt
 import os
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -19,9 +19,10 @@ from gpiozero.pins.mock import MockFactory
 
 from agent.config import parse_config
 from agent.feedback import READ, VERDICTS
+from agent.inputs.readers.rdm6300 import encode_frame
 from agent.runtime import Agent
 from tests.e2e.site import central_toml
-from tests.support import Broker, Processes, run_cli, wait_until
+from tests.support import Broker, Processes, pin_pulses, run_cli, wait_until
 
 AGENT = "school-9-gate-1"
 LIN = "67003B51C6"
@@ -45,27 +46,6 @@ order = "any"
 checkpoints = ["cp-east-gate"]
 window = {{ start = "00:00", end = "00:00", every_min = 60 }}
 """
-
-
-def frame(tag: str) -> bytes:
-    """The 13-byte clone frame (binary checksum) of an RDM6300 for ``tag``."""
-    checksum = 0
-    for b in bytes.fromhex(tag):
-        checksum ^= b
-    return b"\x02" + tag.encode() + bytes([checksum]) + b"\x03"
-
-
-def pulses(pin: Any) -> list[tuple[float, float | None]]:
-    """(rise, fall) in seconds since the pin's states were last cleared; fall None while on."""
-    out: list[tuple[float, float | None]] = []
-    t = 0.0
-    for state in pin.states[1:]:
-        t += state.timestamp
-        if state.state:
-            out.append((t, None))
-        elif out and out[-1][1] is None:
-            out[-1] = (out[-1][0], t)
-    return out
 
 
 @pytest.fixture
@@ -115,16 +95,16 @@ feedback = "gate-1-buzzer"
         cases = [(LIN, VERDICTS["counted"]), (STRANGER, VERDICTS["unknown-card"])]
         for tag, (on_s, _, n) in cases:
             pin.clear_states()
-            os.write(master, frame(tag))
-            wait_until(lambda n=n: len(pulses(pin)) == 1 + n and pulses(pin)[-1][1] is not None,  # type: ignore[misc]
-                       timeout=10, message=f"read tick and verdict for {tag}: {pulses(pin)}")
-            (read_rise, read_fall), *verdict = pulses(pin)
+            os.write(master, encode_frame(tag, clone=True))  # a clone frame: binary checksum
+            wait_until(lambda n=n: len(pin_pulses(pin)) == 1 + n and pin_pulses(pin)[-1][1] is not None,  # type: ignore[misc]
+                       timeout=10, message=f"read tick and verdict for {tag}: {pin_pulses(pin)}")
+            (read_rise, read_fall), *verdict = pin_pulses(pin)
             assert read_fall - read_rise < READ[0] + 0.1  # type: ignore[operator]  # the short read tick
             assert verdict[0][0] < 1.0, f"verdict began {verdict[0][0]:.3f} s after the frame"
             for rise, fall in verdict:
                 assert on_s - 0.02 <= fall - rise < on_s + 0.2, (tag, verdict)  # type: ignore[operator]
             time.sleep(0.3)  # the pause after a pattern: nothing more is played
-            assert len(pulses(pin)) == 1 + n
+            assert len(pin_pulses(pin)) == 1 + n
     finally:
         agent.stop()
         os.close(master)

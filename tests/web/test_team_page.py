@@ -16,8 +16,7 @@ from starlette.testclient import TestClient
 from central.plan.parse import parse_plan_bytes
 from central.web.server import WebServer
 from central.web.views import NIGHT_TURNS_AT_HOUR
-from tests.web.conftest import PASSWORD, PLAN, World, screenshot
-from tests.web.test_browser import log_in
+from tests.web.conftest import PASSWORD, PLAN, World, log_in, login, screenshot
 
 TZ = ZoneInfo("Asia/Shanghai")
 LIN = "67003B51C6"
@@ -72,8 +71,6 @@ def test_the_team_page_fills_live_on_a_phone(world: World, server: WebServer, ph
 def test_a_team_leader_sees_only_the_team(world: World) -> None:
     world.users.add("leader", "team:volunteers-7", PASSWORD)
     client = TestClient(world.build_app())
-    from tests.web.test_api import login
-
     login(client, "leader")
     home = client.get("/", follow_redirects=False)
     assert (home.status_code, home.headers["location"]) == (303, "/teams/volunteers-7")
