@@ -37,7 +37,9 @@ def open_store(url: str | Path) -> Store:
     """The store behind ``url``: ``sqlite:///ABS/PATH`` (or a plain path), or ``postgresql://USER@HOST/DB``."""
     text = str(url)
     if text.startswith("sqlite://"):
-        return Store(Path(text[len("sqlite://"):]))
+        # sqlite:////abs (SQLAlchemy's spelling) is the same file as sqlite:///abs; a path that kept
+        # the double slash would make SQLite read "//abs" as a URI authority.
+        return Store(Path("/" + text[len("sqlite://"):].lstrip("/")))
     if text.startswith(POSTGRESQL_SCHEMES):
         try:
             from central.store import postgres

@@ -241,3 +241,12 @@ def test_a_postgresql_that_does_not_answer_is_an_error_not_an_empty_store(tmp_pa
     out = run_cli("agents", "--config", str(config), "--json")
     assert out.returncode == 1 and out.stdout == ""
     assert out.stderr.startswith(f"gridpatrol: error: store {url}: connection failed:")
+
+
+def test_both_spellings_of_an_absolute_sqlite_url_open_the_same_file(tmp_path: Path) -> None:
+    from central.store import open_store
+
+    three, four = open_store(f"sqlite://{tmp_path}/c.db"), open_store(f"sqlite:///{tmp_path}/c.db")
+    assert three.path == four.path == tmp_path / "c.db"
+    four.connect().close()
+    assert three.schema_version() == schema.VERSION
