@@ -124,6 +124,23 @@ class Demo:
     def stop(self) -> None:
         self._stop.set()
 
+    def _wait_agents_gone_at_central(self, timeout_s: float = 10.0) -> None:
+        """Let central store the agents' last statuses before it stops too, so the store it leaves says
+        who is gone (central drops what it has not stored when it stops; the agents would resend only
+        on their next start)."""
+        if self.central is None or self.central.poll() is not None:
+            return
+        db = self.dir / "central" / "central.db"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                if not any(row.state == "online" for row in Store(db).list_agents()):
+                    return
+            except StoreError:
+                return
+            time.sleep(0.1)
+        _LOGGER.warning("demo: central still shows agents online %s s after they stopped", timeout_s)
+
     def close(self) -> None:
         """End every process and thread this demo started, whatever state it is in."""
         self._stop.set()
@@ -131,6 +148,7 @@ class Demo:
             tap.join(timeout=2)
         for agent in self.agents.values():
             terminate(agent.proc)
+        self._wait_agents_gone_at_central()
         terminate(self.central)
         for agent in self.agents.values():
             agent.proxy.close()
