@@ -316,11 +316,6 @@ class AlarmBook:
         with self._lock:
             return list_steps(self._conn, alarm_id)
 
-    def open_panics(self, agent: str) -> list[str]:
-        """Sources of the agent's panics still waiting for staff (its indicators stay lit)."""
-        with self._lock:
-            return sql.open_latches(self._conn, agent)
-
     # -- time ----------------------------------------------------------------------
 
     def tick(self, now: float | None = None) -> None:

@@ -39,6 +39,7 @@ from central.store import AgentRow, Store, StoredEvent, dialect_of, quarantine
 from central.timeest import ClockEstimator
 from gridpatrol.base.logsafe import LogLimiter, escaped, shown
 from wire import topics
+from wire.codec import pack
 from wire.messages import Ack, AgentStatus, Birth, Command, CommandName, CommandResponse, Event, EventKind, StateSnapshot, Telemetry
 
 _LOGGER = logging.getLogger(__name__)
@@ -594,8 +595,8 @@ class Ingest:
     def _answered(self, conn: Any, agent: str, epoch: str, answer: CommandResponse, ts: int,
                   deltas: dict[str, int]) -> None:
         """The agent's answer to a replay: record what it no longer holds, quarantine what it never made."""
-        last = getattr(answer, "last", None)
-        gone = list(getattr(answer, "gone", None) or ())
+        last = answer.last
+        gone = list(answer.gone or ())
         if last is None and not gone:
             return
         named: list[str] = []
@@ -790,8 +791,4 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _content_payload(e: StoredEvent) -> bytes:
-    from wire.codec import pack
-
-    body = e.content()
-    body["epoch"] = e.epoch
-    return pack(body)
+    return pack(e.content())  # content() carries the epoch

@@ -209,7 +209,7 @@ class Presence:
         """
         rec = self.touch(agent, now_ms)
         rec.bdseq = rec.birth_bdseq = birth.bdseq
-        epoch = getattr(birth, "epoch", "")
+        epoch = birth.epoch
         if epoch and epoch != rec.epoch:
             rec.epoch = epoch
             rec.acked_eseq = 0  # an outbox of its own: acked_eseq counts in it from now on

@@ -104,7 +104,7 @@ class StoredEvent:
         _set_boot_id(stored, event.boot_id)
         _set_mono_ms(stored, event.mono_ms)
         _set_clock_synced(stored, event.clock_synced)
-        _set_epoch(stored, getattr(event, "epoch", ""))  # TODO(wire epoch): event.epoch
+        _set_epoch(stored, event.epoch)
         return stored
 
     def content(self) -> dict[str, Any]:
