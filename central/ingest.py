@@ -685,8 +685,8 @@ class Ingest:
             _LOGGER.info("agent %s: no birth for its current connection; asking for a rebirth", agent)
 
     def _reject(self, item: Rejected) -> None:
+        self._reject_log.log(item)  # logged before counted: whoever sees the count can see the line too
         self._count(item.reason)
-        self._reject_log.log(item)
 
     def _check_duplicates(self, events: list[StoredEvent], inserted: list[StoredEvent],
                           deltas: dict[str, int]) -> None:

@@ -552,10 +552,11 @@ def test_central_announces_agents_and_units_and_follows_their_states(
         agent.birth({"zones": [{"name": "north-fence", "pin": 17}], "buttons": INVENTORY["buttons"]}, bdseq=2, fw="0.3.1")
         kept = {f"{PREFIX}/binary_sensor/gridpatrol/{AGENT}_zone_north-fence/config",
                 f"{PREFIX}/event/gridpatrol/{AGENT}_panic_office-panic/config"}
-        held = wait_until(lambda: (h := retained(broker, f"{PREFIX}/#")) and set(h) == kept | unit_topics and h,
-                          timeout=15, message="stale configs removed")
-        assert json.loads(held[f"{PREFIX}/binary_sensor/gridpatrol/{AGENT}_zone_north-fence/config"])["device"][
-            "sw_version"] == "0.3.1"
+        north = f"{PREFIX}/binary_sensor/gridpatrol/{AGENT}_zone_north-fence/config"
+        # Stale configs go first, the kept ones are then republished with the new firmware: wait for both.
+        wait_until(lambda: (h := retained(broker, f"{PREFIX}/#")) and set(h) == kept | unit_topics
+                   and json.loads(h[north])["device"]["sw_version"] == "0.3.1",
+                   timeout=15, message="stale configs removed, kept ones on the new firmware")
         assert retained(broker, f"{HA}/+") == {f"{HA}/zone_north-fence": b"ON"}
         assert watcher.on(f"{PREFIX}/tag/gridpatrol/{AGENT}_reader_gate-1/config")[-1] == b""
     finally:
