@@ -718,7 +718,7 @@ def main() -> int:
                     help="measure during a flood of N valid scans at one planned checkpoint (issue 11: 20000)")
     args = ap.parse_args()
     rng = random.Random(11)
-    with tempfile.TemporaryDirectory(prefix="bench-latency-", dir=args.dir) as tmp:
+    with (tempfile.TemporaryDirectory(prefix="bench-latency-", dir=args.dir) if not os.environ.get("KEEP") else __import__("contextlib").nullcontext(tempfile.mkdtemp(prefix="bench-latency-"))) as tmp:
         root = Path(tmp)
         print(f"alarm latency, {args.alarms} drives per run (alarm and restore alternating), zone debounce_ms = 0"
               + (f", during a flood of {args.flood} scans at one planned checkpoint" if args.flood else ""))

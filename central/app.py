@@ -52,6 +52,8 @@ class BusBridge:
         self._bus = bus
 
     def events_stored(self, events: Sequence[StoredEvent]) -> None:
+        if not self._bus.listened:
+            return  # no browser open: shaping a flood of scans into notices would only cost the collector CPU
         publish = self._bus.publish
         for e in events:
             publish("event", e.to_notice())

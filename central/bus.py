@@ -44,6 +44,11 @@ class Bus:
 
         return unsubscribe
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone subscribes now: a publisher may skip building notices nobody would get."""
+        return bool(self._subscribers)
+
     def publish(self, topic: str, data: dict[str, Any] | None = None) -> None:
         notice = Notice(topic, data or {})
         for subscriber in self._subscribers:  # a snapshot: the tuple is replaced, never mutated

@@ -52,6 +52,10 @@ LEADER_WILL_DELAY_S = 15
 LEADER_SESSION_EXPIRY_S = 3600  # longer than the Will's delay: the Will waits on the session
 
 
+_AGENTS_PREFIX = f"{topics.ROOT}/".encode()
+_MEMBER_PREFIX = MEMBER_STATUS_PREFIX.encode()
+
+
 def subscriptions(group: str | None) -> tuple[str, ...]:
     """Central's subscriptions; in a group the events and telemetry through ``$share/GROUP/``."""
     if group is None:
@@ -73,6 +77,7 @@ class CentralSession:
         self._connected = threading.Event()
         self._disconnected = threading.Event()
         self._extra: tuple[str, ...] = ()  # subscribe_extra's filters
+        self._extra_routes: tuple[tuple[str, Callable[[mqtt.MQTTMessage], None]], ...] = ()
         self._own_sub_mid: int | None = None
         self._client = self._make_client()
 
@@ -87,7 +92,7 @@ class CentralSession:
         if topic_filter.split("/", 1)[0] in (topics.ROOT.split("/", 1)[0], "+", "#"):
             raise ValueError(f"extra subscription {topic_filter!r} would overlap the agents' topics")
 
-        def deliver(client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        def deliver(msg: mqtt.MQTTMessage) -> None:
             try:
                 callback(msg.topic, bytes(msg.payload), bool(msg.retain))
             except UnicodeDecodeError:
@@ -95,7 +100,7 @@ class CentralSession:
             except Exception:  # an exception here would end paho's network thread
                 _LOGGER.exception("the subscriber of %r failed", topic_filter)
 
-        self._client.message_callback_add(topic_filter, deliver)
+        self._extra_routes = (*self._extra_routes, (topic_filter, deliver))
         self._extra = (*self._extra, topic_filter)
 
     def start(self) -> None:
@@ -151,15 +156,13 @@ class CentralSession:
         if c.username is not None:
             client.username_pw_set(c.username, c.password)
         client.will_set(self._status_topic, self._status(False), qos=1, retain=True)
-        if self.group is not None:
-            client.message_callback_add(MEMBER_STATUS_PREFIX + "+", self._on_member_status)
         client.reconnect_delay_set(min_delay=1, max_delay=30)
         client.max_inflight_messages_set(100)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_subscribe = self._on_subscribe
-        client.on_message = lambda client, userdata, msg: self._deliver(msg)
+        client.on_message = self._on_message
         client.on_socket_open = no_delay
         return client
 
@@ -180,7 +183,23 @@ class CentralSession:
             client.subscribe([(t, 1) for t in self._extra])
         client.publish(self._status_topic, self._status(True), qos=1, retain=True)
 
-    def _on_member_status(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        # Routed here by a prefix test, not paho's per-filter callbacks: paho matches
+        # every message against those, and an agents' flood is every message.
+        topic = msg._topic  # noqa: SLF001 (bytes: no decoding for the common case)
+        if topic.startswith(_AGENTS_PREFIX):
+            if self.group is not None and topic.startswith(_MEMBER_PREFIX):
+                self._on_member_status(msg)
+            else:
+                self._deliver(msg)
+            return
+        for topic_filter, deliver in self._extra_routes:
+            if mqtt.topic_matches_sub(topic_filter, topic.decode("utf-8", "replace")):
+                deliver(msg)
+                return
+        self._deliver(msg)  # nothing else is subscribed: let the decoder count it as a bad topic
+
+    def _on_member_status(self, msg: mqtt.MQTTMessage) -> None:
         try:
             member = msg.topic[len(MEMBER_STATUS_PREFIX):]
             online = CentralStatus.from_payload(bytes(msg.payload)).online if msg.payload else False

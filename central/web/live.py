@@ -1,12 +1,17 @@
 """Live updates: bus notices to server-sent events on /api/stream.
 
-The bus calls back on ingest's and the alarm book's threads; the hub hands
-each notice to its asyncio loop with ``call_soon_threadsafe`` and returns.
-One pump task turns a notice into a message (reading the current row from
-the store on a worker thread, so every browser sees the same whole object)
-and offers it to each connected stream whose scope covers it. A browser that
-falls behind by ``CLIENT_QUEUE_MAX`` messages is told to reload and dropped,
-so one stuck tab never holds memory or slows the others.
+The bus calls back on ingest's and the alarm book's threads; the hub puts
+each notice in a bounded queue, wakes its asyncio loop (one wake-up for a
+burst, not one per notice) and returns. One pump task turns the notices into
+messages, a batch at a time (reading current rows from the store on a worker
+thread, so every browser sees the same whole object), and offers each to
+every connected stream whose scope covers it. A browser that falls behind by
+``CLIENT_QUEUE_MAX`` messages is told to reload and dropped, so one stuck tab
+never holds memory or slows the others.
+
+The hub listens to the bus only while a stream is open: with no browser
+connected, a flood of scans costs the dashboard nothing (the collector's
+CPU is what carries an alarm from the socket to the store).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import asyncio
 import itertools
 import json
 import logging
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Callable
 
@@ -31,6 +37,7 @@ CLIENT_QUEUE_MAX = 1000
 # streams can never take every connection (guard.py cannot evict a stream).
 MAX_STREAMS = 100
 NOTICE_QUEUE_MAX = 10_000
+PREPARE_BATCH = 500  # notices shaped in one trip to the worker thread
 KEEPALIVE_S = 10.0  # also how soon a vanished browser is noticed (the write fails)
 RETRY_MS = 2000  # EventSource's reconnect delay
 
@@ -74,11 +81,15 @@ class LiveHub:
         self._prepare = prepare
         self._clients: set[_Client] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._notices: asyncio.Queue[Notice | None] | None = None
+        # Filled on the publishers' threads, emptied by the pump (deque's append and popleft are thread-safe).
+        self._notices: deque[Notice] = deque()
+        self._woken = False  # a wake-up is on its way to the loop: the publishers need not send another
+        self._wake: asyncio.Event | None = None
         self._pump_task: asyncio.Task[None] | None = None
         self._unsubscribe: Callable[[], None] | None = None
         self._ids = itertools.count(1)
         self._pump_limiter: CapacityLimiter | None = None  # made on the loop, in start()
+        self._overflowed = False
         self.dropped_notices = 0
 
     @property
@@ -88,51 +99,78 @@ class LiveHub:
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._pump_limiter = CapacityLimiter(1)
-        self._notices = asyncio.Queue(NOTICE_QUEUE_MAX)
+        self._wake = asyncio.Event()
         self._pump_task = asyncio.create_task(self._pump(), name="gridpatrol-live-pump")
-        self._unsubscribe = self._bus.subscribe(self._on_notice)
+
+    def _add_client(self, client: _Client) -> None:
+        self._clients.add(client)
+        if self._unsubscribe is None:
+            self._unsubscribe = self._bus.subscribe(self._on_notice)
+
+    def _remove_client(self, client: _Client) -> None:
+        self._clients.discard(client)
+        if not self._clients and self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def _on_notice(self, notice: Notice) -> None:
-        """On the publisher's thread: hand over and return at once."""
+        """On the publisher's thread: queue, wake the loop if nobody has yet, return at once."""
         loop = self._loop
         if loop is None or loop.is_closed():
             return
-        try:
-            loop.call_soon_threadsafe(self._enqueue, notice)
-        except RuntimeError:  # the loop closed between the check and the call
-            pass
-
-    def _enqueue(self, notice: Notice) -> None:
-        assert self._notices is not None
-        try:
-            self._notices.put_nowait(notice)
-        except asyncio.QueueFull:
+        if len(self._notices) >= NOTICE_QUEUE_MAX:
             self.dropped_notices += 1
-            _LOGGER.warning("live notice queue full: dropped a %s notice; browsers will resync", notice.topic)
-            for client in self._clients:
-                self._offer(client, _RESYNC)
-
-    async def _pump(self) -> None:
-        assert self._notices is not None
-        while (notice := await self._notices.get()) is not None:
+            self._overflowed = True
+        else:
+            self._notices.append(notice)
+        if not self._woken:
+            self._woken = True
             try:
-                # A thread of its own: a flood of page requests holding the shared
-                # workers must not hold up a new alarm on its way to the desks.
-                messages = await to_thread.run_sync(self._prepare, notice, limiter=self._pump_limiter)
+                loop.call_soon_threadsafe(self._set_wake)
+            except RuntimeError:  # the loop closed between the check and the call
+                pass
+
+    def _set_wake(self) -> None:
+        assert self._wake is not None
+        self._wake.set()
+
+    def _prepare_all(self, notices: list[Notice]) -> list[LiveMessage]:
+        """On the pump's worker thread: each notice alone, so one that fails costs only itself."""
+        messages: list[LiveMessage] = []
+        for notice in notices:
+            try:
+                messages.extend(self._prepare(notice))
             except Exception:
                 _LOGGER.exception("could not prepare a live %s notice", notice.topic)
-                continue
-            for msg in messages:
+        return messages
+
+    async def _pump(self) -> None:
+        assert self._wake is not None
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            self._woken = False  # from here on a new notice wakes the loop again
+            if self._overflowed:
+                self._overflowed = False
+                _LOGGER.warning("live notice queue full: dropped notices; browsers will resync")
                 for client in list(self._clients):
-                    if client.sees(msg):
-                        self._offer(client, msg)
+                    self._offer(client, _RESYNC)
+            while self._notices:
+                batch = [self._notices.popleft() for _ in range(min(PREPARE_BATCH, len(self._notices)))]
+                # A thread of its own: a flood of page requests holding the shared
+                # workers must not hold up a new alarm on its way to the desks.
+                messages = await to_thread.run_sync(self._prepare_all, batch, limiter=self._pump_limiter)
+                for msg in messages:
+                    for client in list(self._clients):
+                        if client.sees(msg):
+                            self._offer(client, msg)
 
     def _offer(self, client: _Client, item: Any) -> None:
         try:
             client.queue.put_nowait(item)
         except asyncio.QueueFull:
             _LOGGER.warning("a browser fell %d live messages behind; telling it to reload", CLIENT_QUEUE_MAX)
-            self._clients.discard(client)
+            self._remove_client(client)
             # Make room for the one message that tells it why the stream ends.
             while not client.queue.empty():
                 client.queue.get_nowait()
@@ -146,7 +184,7 @@ class LiveHub:
         stream within KEEPALIVE_S.
         """
         client = _Client(scope)
-        self._clients.add(client)
+        self._add_client(client)
         try:
             yield f"retry: {RETRY_MS}\n: gridpatrol live\n\n".encode()
             yield _frame("hello", {"clients": len(self._clients)}, next(self._ids))
@@ -165,7 +203,7 @@ class LiveHub:
                     return
                 yield _frame(item.event, item.data, next(self._ids))
         finally:
-            self._clients.discard(client)
+            self._remove_client(client)
 
     def close_streams(self) -> None:
         """End every open stream (server shutdown); thread-safe."""
@@ -175,7 +213,7 @@ class LiveHub:
 
         def close_all() -> None:
             for client in list(self._clients):
-                self._clients.discard(client)
+                self._remove_client(client)
                 try:
                     client.queue.put_nowait(_CLOSE)
                 except asyncio.QueueFull:
@@ -191,7 +229,7 @@ class LiveHub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        if self._notices is not None and self._pump_task is not None:
+        if self._pump_task is not None:
             self._pump_task.cancel()
             try:
                 await self._pump_task

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from typing import Any, Iterator
@@ -181,3 +182,28 @@ def test_a_stream_ends_once_its_session_has_ended(monkeypatch: pytest.MonkeyPatc
     frames = run_loop(scenario())  # returns at all: the stream ended by itself
     assert frames[2] == b": keepalive\n\n"
     assert frames[3:] == []  # nothing more once the session is gone
+
+
+def test_the_hub_listens_to_the_bus_only_while_a_stream_is_open() -> None:
+    """No browser, no cost: a flood of scans must not be shaped into notices that nobody reads."""
+
+    async def scenario() -> tuple[list[bool], list[bytes]]:
+        bus = Bus()
+        hub = LiveHub(bus, lambda n: [LiveMessage("event", dict(n.data), everyone=True)])
+        await hub.start()
+        seen = [bus.listened]
+        stream = hub.stream(Scope("x", frozenset(), False, None))
+        await stream.__anext__()
+        await stream.__anext__()
+        seen.append(bus.listened)
+        # A burst from another thread, as ingest's relay sends one: every notice arrives, in order.
+        await asyncio.to_thread(lambda: [bus.publish("event", {"n": i}) for i in range(800)])
+        frames = [await stream.__anext__() for _ in range(800)]
+        await stream.aclose()
+        seen.append(bus.listened)
+        await hub.stop()
+        return seen, frames
+
+    seen, frames = run_loop(scenario())
+    assert seen == [False, True, False]
+    assert [json.loads(f.split(b"data: ", 1)[1]) for f in frames] == [{"n": i} for i in range(800)]
