@@ -51,7 +51,12 @@ warm-up drives are done; the drives go on until `--alarms` are measured or
 central has stored the whole flood, whichever comes first. The table says how
 many drives fell inside the flood.
 
-Run from the repository root:  python -m bench.bench_latency [--alarms 1000] [--store-rows 0 200000] [--tls] [--flood 20000]
+`--watch` keeps a logged-in browser's live stream (/api/stream, what every
+open dashboard holds) reading during each run, so that the dashboard's share
+of central's CPU is in the figures: with no browser connected, central does
+not shape live notices at all.
+
+Run from the repository root:  python -m bench.bench_latency [--alarms 1000] [--store-rows 0 200000] [--tls] [--flood 20000] [--watch]
 """
 
 from __future__ import annotations
@@ -59,9 +64,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import getpass
+import http.client
 import json
 import os
 import random
+import secrets
 import socket
 import sqlite3
 import statistics
@@ -77,6 +84,7 @@ from zoneinfo import ZoneInfo
 
 import paho.mqtt.client as mqtt
 
+from bench.soak import ControlRoom
 from central.store import Store, StoredEvent
 from gridpatrol import pki
 from gridpatrol.localbroker import LocalBroker, free_port, port_open
@@ -96,6 +104,7 @@ FLOOD_TARGET_P99_MS = 250.0  # issue 11: the same during a flood of 20,000 scans
 WARMUP_DRIVES = 20
 FILL_BATCH = 10_000
 FLOODER = "bench-flood"
+WATCHER = "bench-watch"  # the --watch browser's account
 FLOOD_CARD = "67003B51C6"
 FLOOD_ROW_TIMEOUT_S = 300.0  # during a flood a row may wait behind it: measure it, however long
 ALARM_ACTIONS = {"alarm": ("raise", "retrip"), "restore": ("restore",)}  # the alarm step each drive makes
@@ -204,12 +213,12 @@ def bench_client(broker: BenchBroker, *, tls: bool, client_id: str, name: str | 
     return client
 
 
-def central_toml(directory: Path, broker: BenchBroker, *, tls: bool) -> str:
+def central_toml(directory: Path, broker: BenchBroker, *, tls: bool, web_port: int) -> str:
     return (
         f'timezone = "Asia/Shanghai"\ndata_dir = "{directory}"\n'
         f"[mqtt]\n{mqtt_toml(broker, tls=tls, name='central')}"
         f'[store]\nurl = "sqlite://{directory}/central.db"\n'
-        f'[web]\nlisten = "127.0.0.1:{free_port()}"\n'
+        f'[web]\nlisten = "127.0.0.1:{web_port}"\n'
     )
 
 
@@ -298,7 +307,9 @@ class Site:
         self.central_dir.mkdir(parents=True)
         self.agent_dir.mkdir(parents=True)
         self.db_path = self.central_dir / "central.db"
-        (self.central_dir / "central.toml").write_text(central_toml(self.central_dir, broker, tls=tls))
+        self.web_port = free_port()
+        (self.central_dir / "central.toml").write_text(central_toml(self.central_dir, broker, tls=tls,
+                                                                    web_port=self.web_port))
         (self.agent_dir / "agent.toml").write_text(
             agent_toml(AGENT, self.agent_dir, broker, tls=tls, readers=agent_readers))
         self.logs = [root / "central.log", root / "agent.log"]
@@ -312,6 +323,16 @@ class Site:
                 raise RuntimeError(f"plan import failed: {done.stderr.strip()}")
         self.central: subprocess.Popen[bytes] | None = None
         self.agent: subprocess.Popen[bytes] | None = None
+
+    def add_watcher_account(self, unit: str) -> str:
+        """A staff account that sees ``unit``; returns its password."""
+        password = secrets.token_urlsafe(12)
+        done = subprocess.run([sys.executable, "-m", "gridpatrol.cli", "users", "add", WATCHER, "--unit", unit,
+                               "--config", str(self.central_dir / "central.toml")], input=password + "\n",
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"users add failed: {done.stderr.strip()}")
+        return password
 
     @property
     def sim_path(self) -> Path:
@@ -652,19 +673,60 @@ def event_payload_size() -> int:
                      ts=1_700_000_000_000, mono_ms=123_456_789, clock_synced=True).to_payload())
 
 
+class Watcher:
+    """A logged-in browser's live stream, read (and counted) on a thread of its own until closed."""
+
+    def __init__(self, port: int, password: str) -> None:
+        room = ControlRoom("127.0.0.1", port, password, user=WATCHER)
+        room.login()
+        room.hang_up()
+        self._conn = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        self._conn.request("GET", "/api/stream", headers={"Cookie": room.cookie, "Accept": "text/event-stream"})
+        self._resp = self._conn.getresponse()
+        if self._resp.status != 200:
+            raise RuntimeError(f"/api/stream answered {self._resp.status}")
+        self.messages = 0
+        self._thread = threading.Thread(target=self._read, name="watcher", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            for line in self._resp:
+                if line.startswith(b"event:"):
+                    self.messages += 1
+        except (OSError, http.client.HTTPException, ValueError, AttributeError):
+            pass  # closed under it (close() shuts the socket down)
+
+    def close(self) -> None:
+        sock = self._conn.sock
+        if sock is not None:
+            sock.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
+        self._conn.close()
+
+
 def run_one(root: Path, broker: BenchBroker, *, tls: bool, n: int, store_rows: int, rng: random.Random,
-            flood: int = 0) -> Latencies:
+            flood: int = 0, watch: bool = False) -> Latencies:
     plan = flood_plan(dt.datetime.now(ZoneInfo("Asia/Shanghai"))) if flood else None
     site = Site(root, broker, tls=tls, store_rows=store_rows, plan=plan)
+    watcher: Watcher | None = None
     try:
+        password = site.add_watcher_account("fengze" if flood else "") if watch else ""
         site.start()
+        if watch:
+            wait_for(lambda: port_open(site.web_port), "the dashboard", procs=[site.central], logs=site.logs)
+            watcher = Watcher(site.web_port, password)
         measured = measure_alarms(site, n, rng, flood=flood)
+        if watcher is not None:
+            print(f"  the watching browser read {watcher.messages} live messages", file=sys.stderr, flush=True)
     except BaseException:
         for log in site.logs:
             if log.exists():
                 print(f"--- {log.name}\n{log.read_text()[-3000:]}", file=sys.stderr)
         raise
     finally:
+        if watcher is not None:
+            watcher.close()
         site.close()
     bare_ms = measure_bare(broker, n, event_payload_size(), rng, tls=tls)
     return replace(measured, bare_ms=bare_ms)
@@ -716,12 +778,17 @@ def main() -> int:
     ap.add_argument("--dir", type=Path, default=None, help="where the stores live (default: a temporary directory)")
     ap.add_argument("--flood", type=int, default=0, metavar="N",
                     help="measure during a flood of N valid scans at one planned checkpoint (issue 11: 20000)")
+    ap.add_argument("--watch", action="store_true",
+                    help="keep a logged-in browser's live stream open and read during each run (needs --flood: its plan)")
     args = ap.parse_args()
+    if args.watch and not args.flood:
+        ap.error("--watch needs --flood (the account's unit comes from the flood's plan)")
     rng = random.Random(11)
-    with (tempfile.TemporaryDirectory(prefix="bench-latency-", dir=args.dir) if not os.environ.get("KEEP") else __import__("contextlib").nullcontext(tempfile.mkdtemp(prefix="bench-latency-"))) as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench-latency-", dir=args.dir) as tmp:
         root = Path(tmp)
         print(f"alarm latency, {args.alarms} drives per run (alarm and restore alternating), zone debounce_ms = 0"
-              + (f", during a flood of {args.flood} scans at one planned checkpoint" if args.flood else ""))
+              + (f", during a flood of {args.flood} scans at one planned checkpoint" if args.flood else "")
+              + (", a browser's live stream open" if args.watch else ""))
         print(f"store row polled every {POLL_S * 1000:.1f} ms; {describe_machine(root)}")
         tls = make_tls(root / "pki", [AGENT]) if args.tls else None
         broker = BenchBroker(root / "broker", tls).start()
@@ -731,7 +798,8 @@ def main() -> int:
                 for transport in (["plaintext", "TLS"] if args.tls else ["plaintext"]):
                     run_dir = root / f"{transport}-{rows}"
                     results.append((transport, rows, run_one(run_dir, broker, tls=transport == "TLS", n=args.alarms,
-                                                              store_rows=rows, rng=rng, flood=args.flood)))
+                                                              store_rows=rows, rng=rng, flood=args.flood,
+                                                              watch=args.watch)))
                     print(f"  done: {transport}, {rows} rows", file=sys.stderr, flush=True)
         finally:
             broker.stop()

@@ -540,8 +540,8 @@ def play_real_agents(agents: list[RealAgent], stop: threading.Event, rng: random
 class ControlRoom:
     """A logged-in staff session on the dashboard, over plain HTTP/1.1 keep-alive."""
 
-    def __init__(self, host: str, port: int, password: str) -> None:
-        self.host, self.port, self.password = host, port, password
+    def __init__(self, host: str, port: int, password: str, *, user: str = USER) -> None:
+        self.host, self.port, self.password, self.user = host, port, password, user
         self.conn: http.client.HTTPConnection | None = None
         self.cookie = ""
         self.csrf = ""
@@ -574,7 +574,7 @@ class ControlRoom:
 
     def login(self) -> None:
         _, page, _ = self.request("GET", "/login")
-        form = urllib.parse.urlencode({"name": USER, "password": self.password, "csrf": self._csrf_from(page), "next": "/"})
+        form = urllib.parse.urlencode({"name": self.user, "password": self.password, "csrf": self._csrf_from(page), "next": "/"})
         status, _, _ = self.request("POST", "/login", form.encode(), {"Content-Type": "application/x-www-form-urlencoded"})
         if status != 303:
             raise RuntimeError(f"login answered {status}")

@@ -20,7 +20,7 @@ from central.bus import Bus
 from central.cameras.taker import SnapshotTaker  # issue 14
 from central.config import CentralConfig
 from central.homeassistant import HomeAssistant
-from central.ingest import Ingest, Listener
+from central.ingest import URGENT_KINDS, Ingest, Listener
 from central.leader import Leadership
 from central.notify.notifier import Notifier  # issue 14
 from central.plan.registry import PlanRegistry
@@ -39,6 +39,9 @@ _LOGGER = logging.getLogger(__name__)
 STALL_S = 30.0
 RETENTION_EVERY_S = 3600.0
 GROUP_RESYNC_S = 5.0
+# Events sent to browsers live, per second and in a burst (BusBridge); alarms always go.
+LIVE_EVENTS_PER_S = 50.0
+LIVE_EVENTS_BURST = 200
 
 
 def config_retains(config: CentralConfig) -> bool:
@@ -46,17 +49,43 @@ def config_retains(config: CentralConfig) -> bool:
 
 
 class BusBridge:
-    """A listener that hands what ingest stored on to the bus (``event`` and ``presence`` notices)."""
+    """A listener that hands what ingest stored on to the bus (``event`` and ``presence`` notices).
 
-    def __init__(self, bus: Bus) -> None:
+    Browsers get the events live within a budget (LIVE_EVENTS_PER_S, bursts up
+    to LIVE_EVENTS_BURST). Past it, during a flood of scans, the rest are not
+    shaped into notices at all: an ``events-skipped`` notice per batch tells the
+    live hub, which has the open pages read their lists again once the flood
+    eases. Alarm, tamper, panic and restore events always go live. The budget
+    protects the collector: every notice costs the process that also reads the
+    broker's socket, where a panic may be waiting behind the flood.
+    """
+
+    def __init__(self, bus: Bus, *, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._bus = bus
+        self._monotonic = monotonic
+        self._tokens = float(LIVE_EVENTS_BURST)
+        self._filled_at = monotonic()
+        self.skipped = 0  # events not sent live, in all
 
     def events_stored(self, events: Sequence[StoredEvent]) -> None:
         if not self._bus.listened:
             return  # no browser open: shaping a flood of scans into notices would only cost the collector CPU
+        now = self._monotonic()
+        self._tokens = min(float(LIVE_EVENTS_BURST), self._tokens + (now - self._filled_at) * LIVE_EVENTS_PER_S)
+        self._filled_at = now
         publish = self._bus.publish
+        skipped = 0
         for e in events:
-            publish("event", e.to_notice())
+            if e.kind in URGENT_KINDS:
+                publish("event", e.to_notice())
+            elif self._tokens >= 1.0:
+                self._tokens -= 1.0
+                publish("event", e.to_notice())
+            else:
+                skipped += 1
+        if skipped:
+            self.skipped += skipped
+            publish("events-skipped", {"count": skipped})
 
     def presence_changed(self, agent: str, state: str, ts: int) -> None:
         self._bus.publish("presence", {"agent": agent, "state": state, "ts": ts})

@@ -38,6 +38,11 @@ CLIENT_QUEUE_MAX = 1000
 MAX_STREAMS = 100
 NOTICE_QUEUE_MAX = 10_000
 PREPARE_BATCH = 500  # notices shaped in one trip to the worker thread
+# Events not sent live (a flood past the bus bridge's budget): the pages read
+# their lists again this long after the last skip, and at least this often
+# while the flood lasts.
+SKIPPED_QUIET_S = 1.0
+SKIPPED_EVERY_S = 5.0
 KEEPALIVE_S = 10.0  # also how soon a vanished browser is noticed (the write fails)
 RETRY_MS = 2000  # EventSource's reconnect delay
 
@@ -91,6 +96,8 @@ class LiveHub:
         self._pump_limiter: CapacityLimiter | None = None  # made on the loop, in start()
         self._overflowed = False
         self.dropped_notices = 0
+        self._skips_since: float | None = None  # loop time of the first skip not yet answered with a refresh
+        self._skips_timer: asyncio.TimerHandle | None = None
 
     @property
     def client_count(self) -> int:
@@ -157,6 +164,9 @@ class LiveHub:
                     self._offer(client, _RESYNC)
             while self._notices:
                 batch = [self._notices.popleft() for _ in range(min(PREPARE_BATCH, len(self._notices)))]
+                if any(n.topic == "events-skipped" for n in batch):
+                    self._events_skipped()
+                    batch = [n for n in batch if n.topic != "events-skipped"]
                 # A thread of its own: a flood of page requests holding the shared
                 # workers must not hold up a new alarm on its way to the desks.
                 messages = await to_thread.run_sync(self._prepare_all, batch, limiter=self._pump_limiter)
@@ -164,6 +174,24 @@ class LiveHub:
                     for client in list(self._clients):
                         if client.sees(msg):
                             self._offer(client, msg)
+
+    def _events_skipped(self) -> None:
+        """Events went unsent: tell the pages to read their lists again once it eases (one refresh per burst)."""
+        assert self._loop is not None
+        now = self._loop.time()
+        if self._skips_since is None:
+            self._skips_since = now
+        if self._skips_timer is not None:
+            self._skips_timer.cancel()
+        delay = min(SKIPPED_QUIET_S, max(0.0, self._skips_since + SKIPPED_EVERY_S - now))
+        self._skips_timer = self._loop.call_later(delay, self._refresh_events)
+
+    def _refresh_events(self) -> None:
+        self._skips_since = None
+        self._skips_timer = None
+        msg = LiveMessage("refresh", {"topic": "events"}, everyone=True)
+        for client in list(self._clients):
+            self._offer(client, msg)
 
     def _offer(self, client: _Client, item: Any) -> None:
         try:
@@ -229,6 +257,9 @@ class LiveHub:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        if self._skips_timer is not None:
+            self._skips_timer.cancel()
+            self._skips_timer = None
         if self._pump_task is not None:
             self._pump_task.cancel()
             try:

@@ -207,3 +207,51 @@ def test_the_hub_listens_to_the_bus_only_while_a_stream_is_open() -> None:
     seen, frames = run_loop(scenario())
     assert seen == [False, True, False]
     assert [json.loads(f.split(b"data: ", 1)[1]) for f in frames] == [{"n": i} for i in range(800)]
+
+
+def test_a_flood_of_scans_goes_live_within_a_budget_and_alarms_always_go() -> None:
+    """Past the budget scans are not shaped at all (the collector's CPU carries the alarms); the pages are told."""
+    from central.app import LIVE_EVENTS_BURST, LIVE_EVENTS_PER_S, BusBridge
+    from tests.support import ev
+
+    bus = Bus()
+    got: list[Notice] = []
+    bus.subscribe(got.append)
+    now = [100.0]
+    bridge = BusBridge(bus, monotonic=lambda: now[0])
+    flood = [ev("gate", i) for i in range(1, 1001)]
+    bridge.events_stored([*flood[:500], ev("school", 1, kind="panic"), *flood[500:]])
+    scans = [n for n in got if n.topic == "event" and n.data["kind"] == "scan"]
+    assert len(scans) == LIVE_EVENTS_BURST
+    assert [n.data["agent"] for n in got if n.topic == "event" and n.data["kind"] == "panic"] == ["school"]
+    assert [n.data for n in got if n.topic == "events-skipped"] == [{"count": 1000 - LIVE_EVENTS_BURST}]
+    got.clear()
+    now[0] += 1.0  # a second later: a second's worth of budget
+    bridge.events_stored([ev("gate", i) for i in range(1001, 1201)])
+    assert sum(1 for n in got if n.topic == "event") == int(LIVE_EVENTS_PER_S)
+    assert bridge.skipped == 1000 - LIVE_EVENTS_BURST + 200 - int(LIVE_EVENTS_PER_S)
+
+
+def test_skipped_events_end_in_one_refresh_once_the_flood_eases(monkeypatch: pytest.MonkeyPatch) -> None:
+    from central.web import live
+
+    monkeypatch.setattr(live, "SKIPPED_QUIET_S", 0.05)
+
+    async def scenario() -> list[bytes]:
+        bus = Bus()
+        hub = LiveHub(bus, lambda n: [LiveMessage("event", dict(n.data), everyone=True)])
+        await hub.start()
+        stream = hub.stream(Scope("x", frozenset(), False, None))
+        frames = [await stream.__anext__(), await stream.__anext__()]
+        for _ in range(5):  # one notice per stored batch that had skips
+            bus.publish("events-skipped", {"count": 100})
+            await asyncio.sleep(0.01)
+        bus.publish("event", {"n": 1})
+        frames += [await stream.__anext__(), await stream.__anext__()]
+        await stream.aclose()
+        await hub.stop()
+        return frames
+
+    frames = run_loop(scenario())
+    assert frames[2].endswith(b'event: event\ndata: {"n":1}\n\n')
+    assert frames[3].endswith(b'event: refresh\ndata: {"topic":"events"}\n\n')  # one, after the last skip

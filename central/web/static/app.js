@@ -332,7 +332,14 @@
     alarm: (a) => { live.messages++; onAlarm(a); },
     agent: (a) => { live.messages++; onAgent(a); },
     event: (e) => { live.messages++; onEvent(e); },
-    refresh: () => { if (["units", "report", "route"].includes(page)) softReload(); },
+    refresh: (d) => {
+      if (["units", "report", "route"].includes(page)) softReload();
+      // A flood of scans was too many to send one by one: read the lists again.
+      else if (d && d.topic === "events") {
+        if (page === "events") softReload();
+        else if (document.getElementById("scan-feed")) softReloadPart(["scan-feed"]);
+      }
+    },
   };
   function onStatus(on) {
     showLive(on);
