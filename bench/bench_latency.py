@@ -65,7 +65,6 @@ import argparse
 import datetime as dt
 import getpass
 import http.client
-import json
 import os
 import random
 import secrets
@@ -88,8 +87,8 @@ from bench.soak import ControlRoom
 from central.store import Store, StoredEvent
 from gridpatrol import pki
 from gridpatrol.localbroker import LocalBroker, free_port, port_open
+from tests.support import ScanFlooder, open_round_plan
 from wire import topics
-from wire.codec import pack
 from wire.messages import Event, EventKind
 
 AGENT = "bench-gate"
@@ -463,82 +462,21 @@ class FloodResult:
     stored_s: float | None  # from the flood's start until central held all of it; None if not by the end
 
 
-def flood_plan(now: dt.datetime) -> str:
-    """A plan in which FLOODER's reader is a checkpoint of a route whose one round is open now."""
-    start = (now - dt.timedelta(minutes=10)).replace(second=0, microsecond=0)
-    end_min = (start.hour * 60 + start.minute + 120) % 1440
-    return f"""timezone = "Asia/Shanghai"
-unit = [
-  {{ id = "fengze", tier = "district", name = "Fengze District" }},
-  {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
-  {{ id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" }},
-  {{ id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" }},
-]
-agent = [ {{ id = "{FLOODER}", unit = "chengzhou-g1", name = "the flooded gate" }},
-          {{ id = "{AGENT}", unit = "chengzhou-g1", name = "the measured gate" }} ]
-checkpoint = [
-  {{ id = "cp-flood", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-1" }},
-  {{ id = "cp-library", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-2" }},
-]
-
-[[team]]
-id = "volunteers-7"
-unit = "chengzhou-g1"
-members = [ {{ name = "Lin", tag = "{FLOOD_CARD}" }} ]
-
-[[route]]
-id = "night-loop"
-unit = "chengzhou-g1"
-teams = ["volunteers-7"]
-order = "any"
-checkpoints = ["cp-flood", "cp-library"]
-window = {{ start = "{start:%H:%M}", end = "{end_min // 60:02d}:{end_min % 60:02d}", every_min = 120, tolerance_min = 15 }}
-"""
-
-
-class ScanFlood:
-    """A paho client speaking as the planned agent FLOODER: status, birth, then ``n`` scans as fast as it can."""
+class ScanFlood(ScanFlooder):
+    """tests.support.ScanFlooder as the planned agent FLOODER, on a bench client (plaintext or TLS), born at once."""
 
     def __init__(self, broker: BenchBroker, n: int, *, tls: bool) -> None:
-        self.n = n
-        self.boot_id = os.urandom(8).hex()
-        self.client = bench_client(broker, tls=tls, client_id="bench-flood", name=FLOODER if tls else None)
-        self.client.max_inflight_messages_set(1000)
-        connect(self.client, broker.endpoint(tls))
-        self.published = 0
-        self.started = 0.0
-        self.published_s = 0.0
-        self._thread = threading.Thread(target=self._run, name="scan flood", daemon=True)
-        now = int(time.time() * 1000)
-        self.client.publish(topics.status(FLOODER), json.dumps({"state": "online", "bdseq": 1, "ts": now}), qos=1,
-                            retain=True).wait_for_publish(START_TIMEOUT_S)
-        birth = {"bdseq": 1, "boot_id": self.boot_id, "fw": "bench-flood",
-                 "inventory": {"zones": [], "buttons": [], "readers": [{"name": "gate-1"}, {"name": "gate-2"}],
-                               "outputs": []}}
-        self.client.publish(topics.birth(FLOODER), pack(birth), qos=1).wait_for_publish(START_TIMEOUT_S)
-
-    def start(self) -> ScanFlood:
-        self.started = time.perf_counter()
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        topic = topics.evt(FLOODER)
-        mono0 = int(time.monotonic() * 1000)
-        info = None
-        for eseq in range(1, self.n + 1):
-            event = {"eseq": eseq, "boot_id": self.boot_id, "kind": "scan", "source": "gate-1",
-                     "ts": int(time.time() * 1000), "mono_ms": mono0 + eseq, "clock_synced": True, "replayed": False,
-                     "tag": FLOOD_CARD, "fmt": "em4100"}
-            info = self.client.publish(topic, pack(event), qos=1)
-            self.published = eseq
-        if info is not None:
-            info.wait_for_publish(FLOOD_ROW_TIMEOUT_S)
-        self.published_s = time.perf_counter() - self.started
+        client = bench_client(broker, tls=tls, client_id="bench-flood", name=FLOODER if tls else None)
+        client.max_inflight_messages_set(1000)
+        connect(client, broker.endpoint(tls))
+        super().__init__(client, FLOODER, FLOOD_CARD, n)
+        self.born(START_TIMEOUT_S)
 
     def close(self) -> None:
-        self._thread.join(FLOOD_ROW_TIMEOUT_S)
-        disconnect(self.client)
+        try:
+            self.join(FLOOD_ROW_TIMEOUT_S)
+        finally:
+            disconnect(self.client)
 
 
 def flood_stored(db: sqlite3.Connection) -> int:
@@ -707,7 +645,8 @@ class Watcher:
 
 def run_one(root: Path, broker: BenchBroker, *, tls: bool, n: int, store_rows: int, rng: random.Random,
             flood: int = 0, watch: bool = False) -> Latencies:
-    plan = flood_plan(dt.datetime.now(ZoneInfo("Asia/Shanghai"))) if flood else None
+    plan = (open_round_plan(dt.datetime.now(ZoneInfo("Asia/Shanghai")), flooder=FLOODER, other=AGENT, card=FLOOD_CARD)
+            if flood else None)
     site = Site(root, broker, tls=tls, store_rows=store_rows, plan=plan)
     watcher: Watcher | None = None
     try:

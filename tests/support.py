@@ -415,3 +415,107 @@ def pin_pulses(pin: Any) -> list[tuple[float, float | None]]:
         elif out and out[-1][1] is None:
             out[-1] = (out[-1][0], t)
     return out
+
+
+# -- a flood of valid scans (issue 11), for the fault suite and bench_latency ----------
+
+
+def open_round_plan(now: Any, *, flooder: str, other: str, card: str) -> str:
+    """A plan in which ``flooder``'s reader ``gate-1`` is a checkpoint of a route whose one round is open at ``now``.
+
+    ``now`` is an aware datetime in Asia/Shanghai; the window began 10 minutes
+    before it and lasts two hours. ``other`` is a second agent of the same grid
+    (the one whose alarm must get through); ``card`` a team member's tag.
+    """
+    import datetime as dt
+
+    start = (now - dt.timedelta(minutes=10)).replace(second=0, microsecond=0)
+    end_min = (start.hour * 60 + start.minute + 120) % 1440
+    return f"""timezone = "Asia/Shanghai"
+unit = [
+  {{ id = "fengze", tier = "district", name = "Fengze District" }},
+  {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
+  {{ id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" }},
+  {{ id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" }},
+]
+agent = [
+  {{ id = "{flooder}", unit = "chengzhou-g1", name = "the flooded gate" }},
+  {{ id = "{other}", unit = "chengzhou-g1", name = "the gate whose alarm must get through" }},
+]
+checkpoint = [
+  {{ id = "cp-flood", unit = "chengzhou-g1", agent = "{flooder}", reader = "gate-1" }},
+  {{ id = "cp-library", unit = "chengzhou-g1", agent = "{flooder}", reader = "gate-2" }},
+]
+
+[[team]]
+id = "volunteers-7"
+unit = "chengzhou"
+members = [ {{ name = "Lin", tag = "{card}" }} ]
+
+[[route]]
+id = "night-loop"
+unit = "chengzhou-g1"
+teams = ["volunteers-7"]
+order = "any"
+checkpoints = ["cp-flood", "cp-library"]
+window = {{ start = "{start:%H:%M}", end = "{end_min // 60:02d}:{end_min % 60:02d}", every_min = 120, tolerance_min = 15 }}
+"""
+
+
+class ScanFlooder:
+    """A connected paho client speaking as the planned agent ``agent``: status, birth, then ``n`` scans, flat out.
+
+    Exactly what a real agent with readers ``gate-1`` and ``gate-2`` would send
+    (QoS 1, eseq 1..n, one boot, ``card`` at ``gate-1``), only faster than any
+    reader could: through a pseudo-terminal a card takes a second to count
+    again. The caller owns the client (its connection, TLS, other subscriptions).
+    """
+
+    def __init__(self, client: mqtt.Client, agent: str, card: str, n: int) -> None:
+        self.client = client
+        self.agent = agent
+        self.card = card
+        self.n = n
+        self.boot_id = os.urandom(8).hex()
+        self.published = 0
+        self.started = 0.0  # perf_counter at start()
+        self.published_s = 0.0  # from start() until the broker had the last one
+        self._thread = threading.Thread(target=self._run, name="scan flood", daemon=True)
+
+    def born(self, timeout: float = 10.0) -> None:
+        """Status online and a birth, as a real agent says them on every connect."""
+        from wire.codec import pack
+
+        now = int(time.time() * 1000)
+        self.client.publish(topics.status(self.agent), json.dumps({"state": "online", "bdseq": 1, "ts": now}), qos=1,
+                            retain=True).wait_for_publish(timeout)
+        birth = {"bdseq": 1, "boot_id": self.boot_id, "fw": "scan-flood",
+                 "inventory": {"zones": [], "buttons": [], "readers": [{"name": "gate-1"}, {"name": "gate-2"}],
+                               "outputs": []}}
+        self.client.publish(topics.birth(self.agent), pack(birth), qos=1).wait_for_publish(timeout)
+
+    def start(self) -> ScanFlooder:
+        self.started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        from wire.codec import pack
+
+        topic = topics.evt(self.agent)
+        mono0 = int(time.monotonic() * 1000)
+        info = None
+        for eseq in range(1, self.n + 1):
+            event = {"eseq": eseq, "boot_id": self.boot_id, "kind": "scan", "source": "gate-1",
+                     "ts": int(time.time() * 1000), "mono_ms": mono0 + eseq, "clock_synced": True, "replayed": False,
+                     "tag": self.card, "fmt": "em4100"}
+            info = self.client.publish(topic, pack(event), qos=1)
+            self.published = eseq
+        if info is not None:
+            info.wait_for_publish(300)
+        self.published_s = time.perf_counter() - self.started
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            raise AssertionError(f"the flood did not finish publishing within {timeout} s ({self.published} of {self.n})")

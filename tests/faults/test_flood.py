@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import secrets
 import sqlite3
 import threading
 import time
@@ -45,8 +44,8 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from tests.faults.harness import FaultSite, Numbers, cli_json
-from tests.support import run_cli, wait_until
-from wire.codec import pack, unpack
+from tests.support import ScanFlooder, open_round_plan, run_cli, wait_until
+from wire.codec import unpack
 
 pytestmark = pytest.mark.slow
 
@@ -63,95 +62,27 @@ FLOOD_STORED_S = 120.0
 TZ = ZoneInfo("Asia/Shanghai")
 
 
-def _plan(now: dt.datetime) -> str:
-    """A route whose one round is open now: its window began 10 minutes ago and lasts 2 hours."""
-    start = (now - dt.timedelta(minutes=10)).replace(second=0, microsecond=0)
-    end_min = (start.hour * 60 + start.minute + 120) % 1440
-    return f"""timezone = "Asia/Shanghai"
-unit = [
-  {{ id = "fengze", tier = "district", name = "Fengze District" }},
-  {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
-  {{ id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" }},
-  {{ id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" }},
-]
-agent = [
-  {{ id = "{FLOODER}", unit = "chengzhou-g1", name = "the flooded gate" }},
-  {{ id = "{PANICKER}", unit = "chengzhou-g1", name = "the gate whose panic must get through" }},
-]
-checkpoint = [
-  {{ id = "cp-flood", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-1" }},
-  {{ id = "cp-library", unit = "chengzhou-g1", agent = "{FLOODER}", reader = "gate-2" }},
-]
-
-[[team]]
-id = "volunteers-7"
-unit = "chengzhou"
-members = [ {{ name = "Lin", tag = "{CARD}" }} ]
-
-[[route]]
-id = "night-loop"
-unit = "chengzhou-g1"
-teams = ["volunteers-7"]
-order = "any"
-checkpoints = ["cp-flood", "cp-library"]
-window = {{ start = "{start:%H:%M}", end = "{end_min // 60:02d}:{end_min % 60:02d}", every_min = 120, tolerance_min = 15 }}
-"""
-
-
-class Flooder:
+class Flooder(ScanFlooder):
     """The test's MQTT client as ``flood-gate``, and the stopwatch on ``gate-z``'s evt topic."""
 
     def __init__(self, port: int) -> None:
-        self.boot_id = secrets.token_hex(8)
-        self.published = 0
         self.panic_at: float | None = None  # monotonic: gate-z's panic reached the broker (and this client)
         self._subscribed = threading.Event()
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{FLOODER}-by-the-fault-suite")
-        self.client.max_inflight_messages_set(1000)
-        self.client.will_set(f"gridpatrol/v1/{FLOODER}/status", json.dumps({"state": "offline", "bdseq": 1, "ts": 0}),
-                             qos=1, retain=True)
-        self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"gridpatrol/v1/{PANICKER}/evt", qos=1)
-        self.client.on_subscribe = lambda *a: self._subscribed.set()
-        self.client.on_message = self._on_message
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{FLOODER}-by-the-fault-suite")
+        client.max_inflight_messages_set(1000)
+        client.will_set(f"gridpatrol/v1/{FLOODER}/status", json.dumps({"state": "offline", "bdseq": 1, "ts": 0}),
+                        qos=1, retain=True)
+        client.on_connect = lambda c, u, f, rc, p: c.subscribe(f"gridpatrol/v1/{PANICKER}/evt", qos=1)
+        client.on_subscribe = lambda *a: self._subscribed.set()
+        client.on_message = self._on_message
+        super().__init__(client, FLOODER, CARD, FLOOD_SCANS)
+        client.connect("127.0.0.1", port)
+        client.loop_start()
         assert self._subscribed.wait(10), "the flooder did not subscribe"
-        self._thread = threading.Thread(target=self._flood, name="flood", daemon=True)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         if self.panic_at is None and unpack(bytes(msg.payload)).get("kind") == "panic":
             self.panic_at = time.monotonic()
-
-    def born(self) -> None:
-        """Status online and a birth, as a real agent says them on every connect."""
-        now = int(time.time() * 1000)
-        self.client.publish(f"gridpatrol/v1/{FLOODER}/status", json.dumps({"state": "online", "bdseq": 1, "ts": now}),
-                            qos=1, retain=True).wait_for_publish(10)
-        birth = {"bdseq": 1, "boot_id": self.boot_id, "fw": "fault-suite-flood",
-                 "inventory": {"zones": [], "buttons": [], "readers": [{"name": "gate-1"}, {"name": "gate-2"}],
-                               "outputs": []}}
-        self.client.publish(f"gridpatrol/v1/{FLOODER}/birth", pack(birth), qos=1).wait_for_publish(10)
-
-    def start(self) -> Flooder:
-        self._thread.start()
-        return self
-
-    def _flood(self) -> None:
-        topic = f"gridpatrol/v1/{FLOODER}/evt"
-        mono0 = int(time.monotonic() * 1000)
-        last = None
-        for eseq in range(1, FLOOD_SCANS + 1):
-            now = int(time.time() * 1000)
-            event = {"eseq": eseq, "boot_id": self.boot_id, "kind": "scan", "source": "gate-1", "ts": now,
-                     "mono_ms": mono0 + eseq, "clock_synced": True, "replayed": False, "tag": CARD, "fmt": "em4100"}
-            last = self.client.publish(topic, pack(event), qos=1)
-            self.published = eseq
-        if last is not None:
-            last.wait_for_publish(60)
-
-    def join(self, timeout: float) -> None:
-        self._thread.join(timeout)
-        assert not self._thread.is_alive(), "the flood did not finish publishing"
 
     def close(self) -> None:
         self.client.disconnect()
@@ -197,7 +128,7 @@ def _acked(site: FaultSite, agent: str) -> int:
 def test_a_scan_flood_does_not_hold_up_another_agents_panic(make_site, numbers: Numbers, tmp_path) -> None:  # type: ignore[no-untyped-def]
     site: FaultSite = make_site()
     plan = tmp_path / "plan.toml"
-    plan.write_text(_plan(dt.datetime.now(TZ)))
+    plan.write_text(open_round_plan(dt.datetime.now(TZ), flooder=FLOODER, other=PANICKER, card=CARD))
     r = run_cli("plan", "import", str(plan), "--config", str(site.central_conf))
     assert r.returncode == 0, r.stderr
     site.start_central()
