@@ -37,7 +37,7 @@ class UsageError(CentralError, ValueError):
 
 
 def run_central(args: argparse.Namespace) -> int:
-    """Run until SIGTERM or SIGINT, then publish the offline status and close (or: migrate, backup)."""
+    """Run until SIGTERM or SIGINT, then publish the offline status and close (or: migrate, backup, copy-store)."""
     config = load_config(args.config)
     action = getattr(args, "action", None)
     if action == "migrate":
@@ -46,6 +46,10 @@ def run_central(args: argparse.Namespace) -> int:
         return _backup(config, getattr(args, "file", None))
     if getattr(args, "file", None) is not None:
         raise UsageError(f"central: unexpected {args.file!r} (only `central backup FILE` takes a file)")
+    if action == "copy-store":
+        return _copy_store(config, getattr(args, "to", None))
+    if getattr(args, "to", None) is not None:
+        raise UsageError("central: --to goes with copy-store only")
     from central.app import Central  # paho and the rest only for the long-running command
     from gridpatrol.base.systemd import SystemdNotifier, supervise
 
@@ -87,6 +91,27 @@ def _backup(config: CentralConfig, target: str | None) -> int:
         return 1
     store.backup(Path(target))
     print(f"store {store.name} copied to {target}")
+    return 0
+
+
+def _copy_store(config: CentralConfig, url: str | None) -> int:
+    from central.store import POSTGRESQL_SCHEMES
+    from central.store.transfer import copy_store
+
+    if not url or not url.startswith(POSTGRESQL_SCHEMES):
+        raise UsageError("central copy-store: give --to postgresql://USER@HOST/DB, the new database to fill")
+    source, target = open_store(config.store.url), open_store(url)
+    try:
+        report = copy_store(source, target)
+    finally:
+        target.close()
+    print(f"copied store {report.source} into {report.target} (schema version {report.version}):")
+    width = max(len(name) for name in report.rows)
+    for name, n in report.rows.items():
+        print(f"  {name.ljust(width)}  {n:>10,}")
+    print(f"  {'total'.ljust(width)}  {sum(report.rows.values()):>10,} rows")
+    print("ids the target hands out next: " + ", ".join(f"{k} {v}" for k, v in report.next_ids.items()))
+    print(f"next: point [store] url at the new database and start central; keep {report.source} as it is")
     return 0
 
 

@@ -74,11 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp = cmd(sub, "agent", "agent.cli:run_agent", "run one edge agent")
     sp.add_argument("--config", required=True, metavar="FILE", help="the agent's TOML configuration file")
 
-    sp = cmd(sub, "central", "central.cli:run_central", "run the collector and the web dashboard; or migrate or back up its store")
-    sp.add_argument("action", nargs="?", choices=["migrate", "backup"],
+    sp = cmd(sub, "central", "central.cli:run_central",
+             "run the collector and the web dashboard; or migrate, back up or copy its store")
+    sp.add_argument("action", nargs="?", choices=["migrate", "backup", "copy-store"],
                     help="migrate: bring the store's schema to this version; backup FILE: a consistent copy of the"
-                         " store while central runs")
+                         " store while central runs; copy-store --to URL: every row of the SQLite store into a new"
+                         " PostgreSQL database (central stopped)")
     sp.add_argument("file", nargs="?", metavar="FILE", help="with backup: where the copy goes")
+    sp.add_argument("--to", metavar="URL", help="with copy-store: the empty PostgreSQL database, postgresql://USER@HOST/DB")
     _config(sp)
 
     sp = cmd(sub, "quarantine", "central.cli:run_quarantine", "list messages central could not store, kept raw, with the reason")

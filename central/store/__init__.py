@@ -15,7 +15,8 @@ tables they touch:
 - :mod:`central.store.alarms`: alarms and their steps (the alarm book);
 - :mod:`central.store.quarantine`: messages that could not be stored;
 - :mod:`central.store.users`: staff accounts;
-- :mod:`central.store.dashboard`: the dashboard's read-only queries.
+- :mod:`central.store.dashboard`: the dashboard's read-only queries;
+- :mod:`central.store.transfer`: a SQLite store copied into PostgreSQL.
 """
 
 from __future__ import annotations

@@ -22,15 +22,34 @@ _RUN: list[dict] = []  # type: ignore[type-arg]
 
 
 @pytest.fixture
-def make_site(tmp_path: Path, processes: Processes) -> Iterator[Callable[..., FaultSite]]:
-    """``make_site(broker_extra=[...])``: a site whose Mosquitto has these extra configuration lines."""
+def central_store(request: pytest.FixtureRequest) -> str | None:
+    """The store of the site's central: None for its SQLite file (the default), or the URL of a PostgreSQL
+    database of the test's own for a scenario parametrized with
+    ``@pytest.mark.parametrize("central_store", ["sqlite", "postgresql"], indirect=True)``.
+
+    Made before the site, so the database is dropped only after the site's processes are gone.
+    """
+    engine = getattr(request, "param", "sqlite")
+    if engine == "postgresql":
+        return str(request.getfixturevalue("pg_url"))
+    assert engine == "sqlite", engine
+    return None
+
+
+@pytest.fixture
+def make_site(tmp_path: Path, processes: Processes, central_store: str | None) -> Iterator[Callable[..., FaultSite]]:
+    """``make_site(broker_extra=[...])``: a site whose Mosquitto has these extra configuration lines, and
+    whose central's store is the one :func:`central_store` names."""
     brokers: list[Broker] = []
 
     def make(*, broker_extra: Sequence[str] = ()) -> FaultSite:
         b = Broker(tmp_path / "broker", extra=broker_extra)
         brokers.append(b)
         b.start()
-        return FaultSite(tmp_path, b, processes)
+        site = FaultSite(tmp_path, b, processes)
+        if central_store is not None:
+            site.use_postgresql(central_store)
+        return site
 
     try:
         yield make
@@ -65,7 +84,7 @@ def make_tls_site(tmp_path: Path, processes: Processes) -> Iterator[Callable[...
 @pytest.fixture
 def numbers(request: pytest.FixtureRequest) -> Iterator[Numbers]:
     """The scenario's numbers; printed and written when the test passed."""
-    name = request.node.name.removeprefix("test_")
+    name = request.node.name.removeprefix("test_").replace("[", ".").replace("]", "")  # a parameter: scenario.postgresql
     n = Numbers(scenario=name)
     started = time.monotonic()
     yield n

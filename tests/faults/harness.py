@@ -16,10 +16,10 @@ import sqlite3
 import sys
 import threading
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Iterator
 
 from agent.inputs.readers.sim import SimulatedRdm6300
 from tests.e2e.site import AgentProc, Site, agent_toml, drive
@@ -40,20 +40,44 @@ class FaultSite(Site):
     """tests/e2e's Site, plus an agent's broker port (a proxy's) and environment of its own.
 
     With ``tls`` set (see :meth:`use_tls`), central and every agent added
-    after it connect with their own certificate from that PKI.
+    after it connect with their own certificate from that PKI. With
+    ``pg_url`` set (see :meth:`use_postgresql`), central's store is that
+    PostgreSQL database instead of the SQLite file; :attr:`store` names
+    whichever it is, for the readers below.
     """
 
     envs: dict[str, dict[str, str]]
     tls: Pki | None
+    pg_url: str | None
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.envs = {}
         self.tls = None
+        self.pg_url = None
 
     def use_tls(self, pki_: Pki) -> None:
         self.tls = pki_
         with_tls(self.central_conf, pki_.identity("central"), pki_.ca)
+
+    def use_postgresql(self, url: str) -> None:
+        """Central's ``[store] url`` becomes ``url`` (an empty database: central migrates it on start)."""
+        text = self.central_conf.read_text()
+        sqlite_url = f'url = "sqlite://{self.root / "central" / "central.db"}"'
+        assert sqlite_url in text, text
+        self.central_conf.write_text(text.replace(sqlite_url, f'url = "{url}"'))
+        self.pg_url = url
+
+    def start_central(self) -> None:
+        if self.pg_url is None:
+            super().start_central()
+            return
+        self.central_proc = self.processes.gridpatrol("central", "--config", str(self.central_conf),
+                                                      log=self.root / "central.log")
+        # Ready as the SQLite site is once its file exists: the schema is there to read.
+        wait_until(lambda: _pg_migrated(self.pg_url or "") or self._died(self.central_proc), timeout=15,
+                   message="central store")
+        assert self.central_proc.poll() is None, self.log("central")
 
     def add_agent(self, agent_id: str, *, port: int | None = None, env: dict[str, str] | None = None,
                   **kw: Any) -> AgentProc:
@@ -80,7 +104,14 @@ class FaultSite(Site):
 
     @property
     def store_path(self) -> Path:
+        """The SQLite file (scenarios that read or poison it directly run on SQLite only)."""
+        assert self.pg_url is None, "this site's store is PostgreSQL: read it through site.store"
         return self.root / "central" / "central.db"
+
+    @property
+    def store(self) -> Path | str:
+        """Central's store for the readers below: the SQLite file, or the PostgreSQL URL."""
+        return self.store_path if self.pg_url is None else self.pg_url
 
 
 # -- reading both ends -----------------------------------------------------------
@@ -88,6 +119,38 @@ class FaultSite(Site):
 
 def _ro(path: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+
+
+@contextmanager
+def reading(store: Path | str) -> Iterator[Any]:
+    """A connection to central's store that takes ``?`` placeholders, whichever engine it is on.
+
+    Not through central's Store: the fault suite reads the tables as they
+    are, without central's code in between (a SQLite file read-only, a
+    PostgreSQL database through a session of its own, read-only too).
+    """
+    if isinstance(store, Path):
+        with closing(_ro(store)) as db:
+            yield db
+        return
+    import psycopg
+
+    from central.store.postgres import Connection
+
+    raw = psycopg.connect(store, autocommit=True, connect_timeout=10, options="-c default_transaction_read_only=on")
+    with closing(Connection(raw)) as db:
+        yield db
+
+
+def _exists(store: Path | str) -> bool:
+    """The store has tables to read (a PostgreSQL one has them once the site's central started)."""
+    return isinstance(store, str) or store.exists()
+
+
+def _pg_migrated(url: str) -> bool:
+    """Central has made its tables in the PostgreSQL database at ``url``."""
+    with reading(url) as db:
+        return db.execute("SELECT to_regclass('schema_version') IS NOT NULL").fetchone()[0] is True
 
 
 def outbox_state(agent_dir: Path) -> tuple[int, int]:
@@ -104,14 +167,14 @@ def outbox_integrity(agent_dir: Path) -> str:
         return str(db.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def stored_eseqs(store: Path, agent: str) -> list[int]:
-    if not store.exists():
+def stored_eseqs(store: Path | str, agent: str) -> list[int]:
+    if not _exists(store):
         return []
-    with closing(_ro(store)) as db:
+    with reading(store) as db:
         return [r[0] for r in db.execute("SELECT eseq FROM events WHERE agent = ? ORDER BY eseq", (agent,))]
 
 
-def gone_eseqs(store: Path, agent: str) -> set[int]:
+def gone_eseqs(store: Path | str, agent: str) -> set[int]:
     """Eseqs the agent told central it no longer holds (its answer to ``replay``: ``gone``), as central recorded them.
 
     An outbox that sheds an event (a restore on a full disk) still numbers it
@@ -119,28 +182,38 @@ def gone_eseqs(store: Path, agent: str) -> set[int]:
     keeps those ranges in its ``lost`` table with the reason ``gone``
     (docs/delivery.md). A store without that table knows no gone ranges.
     """
-    if not store.exists():
+    if not _exists(store):
         return set()
-    with closing(_ro(store)) as db:
+    with reading(store) as db:
         try:
             ranges = db.execute("SELECT first, last FROM lost WHERE agent = ? AND reason = 'gone'", (agent,)).fetchall()
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError:  # a SQLite store of the first round (PostgreSQL's always have the table)
             return set()
     return {e for first, last in ranges for e in range(first, last + 1)}
 
 
-def stored_rows(store: Path, agent: str) -> list[dict[str, Any]]:
-    with closing(_ro(store)) as db:
-        db.row_factory = sqlite3.Row
-        return [dict(r) for r in db.execute("SELECT * FROM events WHERE agent = ? ORDER BY eseq", (agent,))]
+def stored_rows(store: Path | str, agent: str) -> list[dict[str, Any]]:
+    with reading(store) as db:
+        cur = db.execute("SELECT * FROM events WHERE agent = ? ORDER BY eseq", (agent,))
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, r)) for r in cur.fetchall()]
 
 
-def counters(store: Path) -> dict[str, int]:
-    with closing(_ro(store)) as db:
+def counters(store: Path | str) -> dict[str, int]:
+    with reading(store) as db:
         return {name: int(value) for name, value in db.execute("SELECT name, value FROM counters")}
 
 
-def store_integrity(store: Path) -> str:
+def store_integrity(store: Path | str) -> str:
+    """SQLite's ``PRAGMA integrity_check`` of the file ("ok"); on PostgreSQL, whose crash safety is the
+    server's, "ok" once every table of the store can be read through."""
+    if isinstance(store, str):
+        with reading(store) as db:
+            tables = [r[0] for r in db.execute("SELECT tablename FROM pg_catalog.pg_tables"
+                                                " WHERE schemaname = current_schema()")]
+            for table in tables:
+                db.execute(f'SELECT COUNT(*) FROM "{table}"').fetchone()
+        return "ok" if "events" in tables else f"no events table among {tables}"
     with closing(sqlite3.connect(store, timeout=10)) as db:
         return str(db.execute("PRAGMA integrity_check").fetchone()[0])
 
@@ -282,9 +355,9 @@ class AgentTally:
 def tally(site: FaultSite, agent_id: str) -> AgentTally:
     a = site.agents[agent_id]
     last, rows = outbox_state(a.directory)
-    seqs = stored_eseqs(site.store_path, agent_id)
+    seqs = stored_eseqs(site.store, agent_id)
     distinct = set(seqs)
-    gone = gone_eseqs(site.store_path, agent_id) - distinct
+    gone = gone_eseqs(site.store, agent_id) - distinct
     return AgentTally(
         agent=agent_id, made=last, stored=len(distinct), duplicates=len(seqs) - len(distinct),
         lost=len(set(range(1, last + 1)) - distinct - gone), beyond=len([e for e in distinct if e > last]),
@@ -369,7 +442,7 @@ def settle(site: FaultSite, agent_ids: list[str], numbers: Numbers, *, since: fl
                              f"togglers (agent, transitions, failures, zone events per boot): {zones}") from None
     numbers.recovery_s = time.monotonic() - since
     numbers.add(found[-1])
-    c = counters(site.store_path)
+    c = counters(site.store)
     numbers.details["central_counters"] = {k: v for k, v in sorted(c.items()) if v}
     assert c.get("events_suspicious", 0) == 0, "an eseq came twice with different content: numbering was reused"
     # Central never gives a gap up: all it counts lost is what agents said is gone (and quarantined messages).
@@ -381,7 +454,7 @@ def settle(site: FaultSite, agent_ids: list[str], numbers: Numbers, *, since: fl
 def zone_events_by_boot(site: FaultSite, agent_id: str, source: str = "north-fence") -> dict[str, list[str]]:
     """The zone's alarm/restore events at central, per agent boot, in eseq order."""
     out: dict[str, list[str]] = {}
-    for row in stored_rows(site.store_path, agent_id):
+    for row in stored_rows(site.store, agent_id):
         if row["source"] == source and row["kind"] in ("alarm", "restore"):
             out.setdefault(row["boot_id"], []).append(row["kind"])
     return out
