@@ -115,6 +115,10 @@ class LiveHub:
     async def _pump(self) -> None:
         assert self._notices is not None
         while (notice := await self._notices.get()) is not None:
+            if notice.topic == "resync":  # notices were lost on the way (a group's feed): every browser reloads
+                for client in list(self._clients):
+                    self._offer(client, _RESYNC)
+                continue
             try:
                 # A thread of its own: a flood of page requests holding the shared
                 # workers must not hold up a new alarm on its way to the desks.
