@@ -216,6 +216,17 @@ class GroupFeed:
                 thread.join(10)
         self._sender = self._receiver = None
 
+    @property
+    def depth(self) -> int:
+        """Events the others announced that wait to be read (at most PENDING_MAX)."""
+        return self._pending_events
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """For /metrics: ``group_feed.received``, ``group_feed.dropped`` (resynced instead), ``group_feed.resyncs``."""
+        return {"group_feed.received": self.received, "group_feed.dropped": self.dropped,
+                "group_feed.resyncs": self.resyncs}
+
     def alive(self, stall_s: float) -> bool:
         threads = (self._receiver, self._sender)
         return (all(t is not None and t.is_alive() for t in threads)

@@ -22,6 +22,7 @@ from central.app import Central
 from central.bus import Bus, Notice
 from central.config import parse_config
 from central.feed import GroupFeed, parse, payloads, ranges_of
+from central.metrics import central_metrics
 from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import Connection, StoredEvent, open_store, transaction
@@ -192,6 +193,9 @@ def test_every_member_hears_each_event_and_alarm_once_whichever_member_stored_it
             assert Counter(h.alarms()) == {(panic.id, "raised"): 1, (panic.id, "acknowledged"): 1}
         assert a.feed is not None and b.feed is not None
         assert a.feed.received + b.feed.received == 11 and a.feed.dropped == b.feed.dropped == 0
+        text = central_metrics(a).render().decode()
+        assert f"gridpatrol_group_feed_received_total {float(a.feed.received)}" in text
+        assert 'gridpatrol_queue_depth{queue="group_feed"} 0.0' in text
     finally:
         agent.close()
 
