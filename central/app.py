@@ -19,6 +19,7 @@ from central.alarms import AlarmBook, offline_agents
 from central.bus import Bus
 from central.cameras.taker import SnapshotTaker  # issue 14
 from central.config import CentralConfig
+from central.feed import GroupFeed
 from central.homeassistant import HomeAssistant
 from central.ingest import URGENT_KINDS, Ingest, Listener
 from central.leader import Leadership
@@ -38,7 +39,9 @@ _LOGGER = logging.getLogger(__name__)
 # A loop that has not turned for this long is stalled: the watchdog pings stop.
 STALL_S = 30.0
 RETENTION_EVERY_S = 3600.0
-GROUP_RESYNC_S = 5.0
+# The leader's tracker reads the day's scans back from the store this often: a safety net only, since the
+# group's feed (central/feed.py) hands it every member's scans as they commit, and resyncs it when it missed some.
+GROUP_RESYNC_S = 60.0
 # Events sent to browsers live, per second and in a burst (BusBridge); alarms always go.
 LIVE_EVENTS_PER_S = 50.0
 LIVE_EVENTS_BURST = 200
@@ -109,7 +112,9 @@ class Central:
         self.store = open_store(config.store.url)
         self.plans = PlanRegistry.for_data_dir(config.data_dir)
         # Derived work runs behind relays (bounded queues, threads of their own): ingest never waits on it.
-        self.relays: list[Relay] = [Relay(BusBridge(self.bus), name="dashboard-feed")]
+        # One bridge, so one live budget for what this member stored and what the others did (a group's feed).
+        self.bus_bridge = BusBridge(self.bus)
+        self.relays: list[Relay] = [Relay(self.bus_bridge, name="dashboard-feed")]
         group = config.ingest.group
         self.ingest = Ingest(config.mqtt, self.store, listeners=(*listeners, self.relays[0]),
                              is_planned=is_planned if is_planned is not None else self.plans.is_planned, clock=clock,
@@ -139,9 +144,11 @@ class Central:
         # -- end issue 14 --
         self.tracker: CompletionTracker | None = None
         if tracker:
+            # In a group every member's tracker counts every member's scans (the feed), and only the
+            # leader's answers them: one feedback command per scan, whichever member stored it.
             self.tracker = CompletionTracker(self.plans, load_scans=store_scans(self.store),
                                              publish=self._leader_publish, bus=self.bus, clock=clock,
-                                             send_command=self.ingest.send_command,
+                                             send_command=self._leader_command,
                                              feedback_readers=store_feedback_readers(self.store))
             self._relay(self.tracker, "completion-tracker")
         self.homeassistant: HomeAssistant | None = None
@@ -151,6 +158,13 @@ class Central:
             for topic_filter in self.homeassistant.subscriptions:
                 self.ingest.subscribe_extra(topic_filter, self.homeassistant.message_received)
             self._relay(self.homeassistant, "homeassistant")
+        # In a group: what the other members store reaches this member's bus, tracker and Home Assistant.
+        self.feed: GroupFeed | None = None
+        if group is not None:
+            self.feed = GroupFeed(self.store, group, member=config.mqtt.client_id, bus=self.bus,
+                                  listeners=[part for part in (self.bus_bridge, self.tracker, self.homeassistant)
+                                             if part is not None])
+            self.ingest.add_writer(self.feed)  # announced inside the batch's transaction
         self._want_web = web
         self.web_server: WebServer | None = None
         self._started = False
@@ -173,6 +187,10 @@ class Central:
         not be queued, so the caller keeps it as unpublished.
         """
         return self._leading() and self.ingest.publish(topic, payload, retain=retain)
+
+    def _leader_command(self, agent_id: str, command: Command) -> bool:
+        """Commands sent once for the group (the tracker's ``feedback``): only the leader's go out."""
+        return self._leading() and self.ingest.send_command(agent_id, command)
 
     def _lead(self) -> None:
         """This member leads now: central's status, the alarm book's clocks, the group-wide views."""
@@ -205,8 +223,9 @@ class Central:
             voice.announce()
 
     def _group_duties(self) -> None:
-        """While leading: read the completion of the day back from the store every GROUP_RESYNC_S (every
-        member stores a share of the scans; the leader's tracker counts them all)."""
+        """While leading: read the completion of the day back from the store on taking over, then every
+        GROUP_RESYNC_S (the feed hands the tracker every member's scans; this covers a member that does not
+        announce them, such as one still on an older version during an upgrade)."""
         while not self._group_stop.is_set():
             if self._leading() and self.tracker is not None and time.monotonic() >= self._resync_at:
                 self._resync_at = time.monotonic() + GROUP_RESYNC_S
@@ -245,6 +264,8 @@ class Central:
             relay.start()
         self.ingest.start()
         self._started = True
+        if self.feed is not None:
+            self.feed.start()  # listening before the tracker reads the store: nothing falls in between
         # The tracker reads the store at start and counts each event once, so
         # nothing ingest stores around this moment is lost or doubled.
         if self.alarm_book is not None:
@@ -306,6 +327,8 @@ class Central:
             return False
         if self.leadership is not None and not self.leadership.alive(STALL_S):
             return False
+        if self.feed is not None and not self.feed.alive(STALL_S):
+            return False
         return all(relay.alive() for relay in self.relays)
 
     def stop(self) -> None:
@@ -331,6 +354,8 @@ class Central:
         self.ingest.stop()
         for relay in self.relays:
             relay.stop()
+        if self.feed is not None:
+            self.feed.stop()
         if self.tracker is not None:
             self.tracker.stop()
         if self.homeassistant is not None:

@@ -19,7 +19,8 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass(slots=True, frozen=True)
 class Notice:
-    """``topic`` is one of ``event``, ``alarm``, ``presence``, ``completion``, ``plan``."""
+    """``topic`` is one of ``event``, ``alarm``, ``presence``, ``completion``, ``plan``, or ``resync``: notices
+    were lost on their way here (a group's feed, central/feed.py) and whoever keeps a view reads it again."""
 
     topic: str
     data: dict[str, Any] = field(default_factory=dict)

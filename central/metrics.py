@@ -12,7 +12,8 @@ Sources, each optional:
   ``store_errors``, ``bad_message.garbage``, ...), each exported as
   ``gridpatrol_<name>_total``;
 - ``queue_depths``: queue name -> items waiting now (``gridpatrol_queue_depth``:
-  ``ingest``, and each relay of derived work, ``relay:<name>``);
+  ``ingest``, each relay of derived work, ``relay:<name>``, and in a group
+  ``group_feed``, the other members' events announced and not yet read);
 - ``alarms``: ``(state, kind, count)`` rows (``gridpatrol_alarms``);
 - ``agents``: ``(agent, state, outbox_depth)`` rows, the outbox depth as the
   agent last reported it in its telemetry, None before any
@@ -169,13 +170,20 @@ def central_metrics(central: Central) -> Metrics:
     """The metrics of a running central: its ingest's counters and queues, its store's alarms and agents."""
     ingest = central.ingest
 
+    feed = central.feed  # a group's (central/feed.py)
+
     def queue_depths() -> dict[str, int]:
         depths = dict(ingest.queue_depths)
         depths.update((f"relay:{relay.name}", relay.depth) for relay in central.relays)
+        if feed is not None:
+            depths["group_feed"] = feed.depth
         return depths
 
+    def counters() -> dict[str, int]:
+        return {**ingest.counters, **(feed.counters if feed is not None else {})}
+
     return Metrics(MetricSources(
-        counters=lambda: ingest.counters,
+        counters=counters,
         queue_depths=queue_depths,
         alarms=central.store.alarm_counts,
         agents=agent_readings(central.store.list_agents),

@@ -623,6 +623,22 @@ class Store:
             return [e for (e,) in c.execute("SELECT eseq FROM events WHERE agent = ? AND epoch = ? AND eseq > ?"
                                             " ORDER BY eseq", (agent, epoch, eseq))]
 
+    def events_in(self, ranges: Sequence[tuple[str, str, int, int]], *,
+                  conn: Connection | None = None) -> list[StoredEvent]:
+        """The stored events of the ``(agent, epoch, first eseq, last eseq)`` ranges, by agent, epoch and eseq.
+
+        A group's feed reads what another member announced (central/feed.py);
+        each range is a walk along the primary key.
+        """
+        found: list[StoredEvent] = []
+        with self._reading(conn) as c:
+            for part in _chunks(ranges, 50):
+                where = " OR ".join(["(agent = ? AND epoch = ? AND eseq BETWEEN ? AND ?)"] * len(part))
+                rows = c.execute(f"SELECT {_EVENT_COLUMNS} FROM events WHERE {where} ORDER BY agent, epoch, eseq",
+                                 list(chain.from_iterable(part)))
+                found.extend(_event_from_row(r) for r in rows)
+        return found
+
     def iter_events(self, conn: Connection, *, agent: str | None = None, kind: str | None = None,
                     since: int | None = None, limit: int | None = None) -> Iterator[StoredEvent]:
         """Matching events oldest first: by agent, its epochs in the order they began, then eseq.

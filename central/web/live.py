@@ -164,9 +164,9 @@ class LiveHub:
                     self._offer(client, _RESYNC)
             while self._notices:
                 batch = [self._notices.popleft() for _ in range(min(PREPARE_BATCH, len(self._notices)))]
-                if any(n.topic == "events-skipped" for n in batch):
-                    self._events_skipped()
-                    batch = [n for n in batch if n.topic != "events-skipped"]
+                topics = {n.topic for n in batch}
+                if "events-skipped" in topics or "resync" in topics:
+                    batch = [n for n in batch if n.topic not in ("events-skipped", "resync")]
                 # A thread of its own: a flood of page requests holding the shared
                 # workers must not hold up a new alarm on its way to the desks.
                 messages = await to_thread.run_sync(self._prepare_all, batch, limiter=self._pump_limiter)
@@ -174,6 +174,11 @@ class LiveHub:
                     for client in list(self._clients):
                         if client.sees(msg):
                             self._offer(client, msg)
+                if "resync" in topics:  # notices were lost on the way (a group's feed): after what came, reload
+                    for client in list(self._clients):
+                        self._offer(client, _RESYNC)
+                if "events-skipped" in topics:
+                    self._events_skipped()
 
     def _events_skipped(self) -> None:
         """Events went unsent: tell the pages to read their lists again once it eases (one refresh per burst)."""

@@ -136,6 +136,28 @@ def test_a_browser_that_falls_behind_is_told_to_resync() -> None:
     assert len(frames) == 3
 
 
+def test_a_resync_notice_tells_every_browser_to_reload() -> None:
+    """A group's feed that lost notices says so on the bus: no browser keeps a view with holes in it."""
+
+    async def scenario() -> list[list[bytes]]:
+        bus = Bus()
+        hub = LiveHub(bus, lambda n: [LiveMessage("event", dict(n.data), everyone=True)])
+        await hub.start()
+        streams = [hub.stream(Scope(name, frozenset(), False, None)) for name in ("a", "b")]
+        for stream in streams:
+            await stream.__anext__()  # retry/comment
+            await stream.__anext__()  # hello
+        bus.publish("event", {"n": 1})
+        bus.publish("resync", {})
+        frames = [[frame async for frame in stream] for stream in streams]
+        await hub.stop()
+        return frames
+
+    for frames in run_loop(scenario()):
+        assert len(frames) == 2 and b"event: event\n" in frames[0]
+        assert frames[1].endswith(b"event: resync\ndata: {}\n\n")
+
+
 @pytest.mark.allow_logged_exceptions
 def test_a_failing_notice_is_logged_and_the_stream_goes_on(caplog: pytest.LogCaptureFixture) -> None:
     async def scenario() -> bytes:
