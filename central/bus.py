@@ -19,7 +19,8 @@ _LOGGER = logging.getLogger(__name__)
 
 @dataclass(slots=True, frozen=True)
 class Notice:
-    """``topic`` is one of ``event``, ``alarm``, ``presence``, ``completion``, ``plan``, or ``resync``: notices
+    """``topic`` is one of ``event``, ``alarm``, ``presence``, ``completion``, ``plan``; ``events-skipped``
+    (``count`` events not sent live: past the bus bridge's budget, central/app.py); or ``resync``: notices
     were lost on their way here (a group's feed, central/feed.py) and whoever keeps a view reads it again."""
 
     topic: str
