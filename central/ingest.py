@@ -88,6 +88,11 @@ class Listener(Protocol):
 _STOP = object()
 _URGENT = object()  # wakes the writer: an urgent event waits in its own lane
 URGENT_KINDS = frozenset({EventKind.ALARM, EventKind.TAMPER, EventKind.PANIC, EventKind.RESTORE})
+# What an agent says about itself (status, birth, state, command answers) goes in the urgent lane too, in
+# order with the alarms: an alarm must not overtake the birth that tells central whose boot it carries.
+# Up to this many waiting in the lane; past it (only a flood of them does that) they queue with the events.
+CONTROL_IN_LANE_MAX = 1000
+_CONTROL: frozenset[type] = frozenset({AgentStatus, Birth, StateSnapshot, CommandResponse})
 
 
 class Ingest:
@@ -239,8 +244,16 @@ class Ingest:
             item = self._decoder.decode(topic, bytes(msg.payload), received_ts=int(self._clock() * 1000), retained=msg.retain)
             if item is None:
                 return
-            if type(item) is Inbound and type(item.message) is Event and item.message.kind in URGENT_KINDS:
-                # An alarm never waits behind a flood of scans: its own lane, taken first by the writer.
+            urgent = False
+            if type(item) is Inbound:
+                message = item.message
+                if type(message) is Event:
+                    urgent = message.kind in URGENT_KINDS
+                else:
+                    urgent = type(message) in _CONTROL and len(self._urgent) < CONTROL_IN_LANE_MAX
+            if urgent:
+                # An alarm never waits behind a flood of scans: its own lane, taken first by the writer,
+                # with what the agents said about themselves before it.
                 self._urgent.append(item)
                 self._queue.put(_URGENT)
             else:
@@ -292,10 +305,13 @@ class Ingest:
 
         Alarm, tamper, panic and restore events come through a lane of their
         own (``_urgent``): when one waits, the batch is cut short and the next
-        one holds only urgent events, so an alarm waits at most for the batch
-        in hand, never for a backlog of scans. Their order among themselves is
-        kept; against other events of the same agent it need not be (eseq
-        order is the ledger's business, not the queue's).
+        one holds only what is in that lane, so an alarm waits at most for the
+        batch in hand, never for a backlog of scans. Statuses, births, state
+        snapshots and command answers share the lane (up to
+        CONTROL_IN_LANE_MAX waiting), so an alarm never overtakes the birth
+        or status that came before it: presence and the boot checks see them
+        in the order the broker delivered them. Scans and telemetry may be
+        overtaken; eseq order is the ledger's business, not the queue's.
         """
         if self._urgent:
             return self._take_urgent()

@@ -18,7 +18,7 @@ from central.store import Store, StoredEvent, transaction
 from tests.support import BOOT, T0, Broker, FakeAgent, hang_up, make_ingest, wait_until
 from wire import topics
 from wire.codec import pack
-from wire.messages import AgentState, AgentStatus, CentralStatus, Command, CommandName, Event, EventKind, Telemetry
+from wire.messages import AgentState, AgentStatus, Birth, CentralStatus, Command, CommandName, Event, EventKind, Telemetry
 
 
 class Recorder:
@@ -509,3 +509,30 @@ def test_a_message_the_store_refuses_is_quarantined_and_acked_past(broker: Broke
         other.close()
         book.close()
 
+
+
+def test_an_alarm_overtakes_queued_scans_but_not_the_birth_before_it(broker: Broker, store: Store) -> None:
+    """The urgent lane keeps an agent's word about itself in order with its alarms (integrity checks need it)."""
+    ing = make_ingest(broker, store)  # not started: the test plays paho's thread and takes the writer's batches
+    agent = "school-9-gate-2"
+
+    def arrive(channel: str, payload: bytes) -> None:
+        msg = mqtt.MQTTMessage(topic=f"gridpatrol/v1/{agent}/{channel}".encode())
+        msg.payload = payload
+        ing._on_message(msg)  # noqa: SLF001
+
+    def event(eseq: int, kind: EventKind) -> bytes:
+        fields = {"tag": "67003B51C6"} if kind is EventKind.SCAN else {}
+        return Event(eseq, "boot-2", kind, "gate-1", T0 + eseq, eseq, True, fields=fields).to_payload()
+
+    for eseq in range(1, 6):
+        arrive("evt", event(eseq, EventKind.SCAN))
+    arrive("status", AgentStatus(AgentState.ONLINE, 2, T0).to_payload())
+    arrive("birth", Birth(bdseq=2, boot_id="boot-2", fw="t", inventory={}).to_payload())
+    arrive("evt", event(6, EventKind.PANIC))
+    arrive("evt", event(7, EventKind.SCAN))
+    first = ing._gather()  # noqa: SLF001
+    assert [type(i.message).__name__ for i in first] == ["AgentStatus", "Birth", "Event"]
+    assert first[-1].message.kind == EventKind.PANIC
+    rest = ing._gather()  # noqa: SLF001
+    assert [i.message.eseq for i in rest] == [1, 2, 3, 4, 5, 7]
