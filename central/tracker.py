@@ -38,6 +38,11 @@ _LOGGER = logging.getLogger(__name__)
 
 POLL_S = 0.5  # how often the ticker looks for a new plan version and closing rounds
 TRACKED_DAYS = 2  # today and yesterday
+# A round closed this long ago keeps only its verdict, not its scans: memory follows the open rounds,
+# not the day's scans. A scan that still falls in such a round (a backlog replayed after an outage)
+# has the day read again from the store, at most every REBUILD_EVERY_S.
+COMPACT_AFTER_MS = 10 * 60 * 1000
+REBUILD_EVERY_S = 5.0
 # A verdict later than this reaches nobody at the checkpoint (a replayed backlog, a late batch).
 FEEDBACK_MAX_AGE_MS = 10_000
 
@@ -77,27 +82,46 @@ class _Live:
 
     ``status`` is the last status counted in the unit tallies; the round's
     scans live in a :class:`RoundTally`, so a scan costs the same whether the
-    round holds ten scans or a hundred thousand.
+    round holds ten scans or a hundred thousand. Once the round has been
+    closed for COMPACT_AFTER_MS it is *compacted*: ``tally`` goes (``None``),
+    the judged round stays in ``final``.
     """
 
-    __slots__ = ("version", "route", "slot", "tally", "status", "judged_ms")
+    __slots__ = ("version", "route", "slot", "tally", "status", "judged_ms", "seen", "final")
 
     def __init__(self, version: PlanVersion, route: Route, slot: Slot) -> None:
         self.version = version
         self.route = route
         self.slot = slot
-        self.tally = RoundTally(route, slot, authorised=version.plan.route_tags[route.id], plan_version=version.version)
+        self.tally: RoundTally | None = RoundTally(route, slot, authorised=version.plan.route_tags[route.id],
+                                                   plan_version=version.version)
         self.status: RoundStatus | None = None
         self.judged_ms = 0
+        self.seen: set[tuple[str, int]] = set()  # (agent, eseq) counted in this round
+        self.final: Round | None = None  # the compacted round's verdict
 
     def judge(self, now_ms: int) -> RoundStatus:
+        if self.tally is None:  # compacted: only a scan could change it, and a scan rebuilds the day
+            assert self.status is not None
+            return self.status
         self.judged_ms = now_ms
         self.status = self.tally.status(now_ms)
         return self.status
 
+    def compact(self, now_ms: int) -> None:
+        """Keep the verdict, let the scans go (a closed round's)."""
+        if self.tally is None:
+            return
+        self.judge(now_ms)
+        self.final = self.tally.round(now_ms)  # closed: what it says now it says for good, but for a late scan
+        self.tally = None
+        self.seen = set()
+
     @property
     def round(self) -> Round | None:
         """The round as last judged (flags built on demand)."""
+        if self.tally is None:
+            return self.final
         return None if self.status is None else self.tally.round(self.judged_ms)
 
 
@@ -120,7 +144,7 @@ class _Day:
         self.units: dict[str, Unit] = unit_tree(history, day, self.versions.values())
         self.own: dict[str, Counts] = {}
         self.total: dict[str, Counts] = {}  # rollups, kept up to date along the lineage
-        self.seen: set[tuple[str, int]] = set()  # (agent, eseq) already counted
+        self.stale = False  # a scan fell in a compacted round: the day is read again from the store
         self.first_start = min((lv.slot.start_ms for lv in self.rounds), default=None)
 
     def sum_up(self) -> None:
@@ -198,6 +222,9 @@ class CompletionTracker:
         self._history: PlanHistory | None = None
         self._days: dict[dt.date, _Day] = {}
         self._closing: list[tuple[int, int, dt.date, int]] = []  # (close_ms, seq, day, index) of open rounds
+        self._compacting: list[tuple[int, int, dt.date, int]] = []  # (when, seq, day, index) of rounds to compact
+        self.rebuilds = 0  # days read again because a scan fell in a compacted round
+        self._rebuilt_ms: dict[dt.date, int] = {}  # day -> when (the tracker's clock) a late scan last rebuilt it
         self._seq = 0
         self._live_day: dt.date | None = None
         self._dirty: set[str] = set()
@@ -247,13 +274,14 @@ class CompletionTracker:
                     scan = Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq,
                                 fmt=fmt if isinstance(fmt, str) else None)
                     # Counted already (read from the store when its day was built): answered then or never.
-                    counted = bool(scan.eseq) and any((scan.agent, scan.eseq) in d.seen for d in self._days.values())
+                    counted = bool(scan.eseq) and self._counted(scan)
                     touched = self._count(scan, now_ms)
                     if (self._send_command is not None and not counted and not getattr(e, "replayed", False)
                             and now_ms - e.ts_est <= FEEDBACK_MAX_AGE_MS):
                         v = self._verdict(scan, touched)
                         if v is not None:
                             answers.append((e.agent, e.source, v, e.eseq))
+            self._rebuild_stale(now_ms)  # a late scan for a compacted round: at once, unless one was just now
             messages = self._flush()
         self._send(messages)
         self._answer(answers)
@@ -289,6 +317,12 @@ class CompletionTracker:
                 state = self._days.get(day)
                 if state is not None:
                     self._rejudge(state, state.rounds[index], now_ms)
+            while self._compacting and self._compacting[0][0] <= now_ms:
+                _, _, day, index = heapq.heappop(self._compacting)
+                state = self._days.get(day)
+                if state is not None:
+                    state.rounds[index].compact(now_ms)
+            self._rebuild_stale(now_ms)
             self._update_live_day(now_ms)
             messages = self._flush()
             next_ms = self._closing[0][0] if self._closing else None
@@ -310,6 +344,7 @@ class CompletionTracker:
         self._history = history
         self._days.clear()
         self._closing.clear()
+        self._compacting.clear()
         self._roll_days(now_ms)
         self._dirty.update(u for d in self._days.values() for u in d.units)
         if not first and self._bus is not None and history.latest is not None:
@@ -344,6 +379,12 @@ class CompletionTracker:
             if status is RoundStatus.OPEN:
                 self._seq += 1
                 heapq.heappush(self._closing, (live.slot.close_ms, self._seq, day, index))
+            compact_at = live.slot.close_ms + COMPACT_AFTER_MS
+            if compact_at <= now_ms:
+                live.compact(now_ms)
+            else:
+                self._seq += 1
+                heapq.heappush(self._compacting, (compact_at, self._seq, day, index))
         state.sum_up()
         return state
 
@@ -359,15 +400,37 @@ class CompletionTracker:
 
     def _count_in(self, state: _Day, scan: Scan) -> list[tuple[_Live, str]]:
         key = (scan.agent, scan.eseq)
-        if scan.eseq and key in state.seen:
-            return []
         touched = []
         for live, cp in state.rounds_at(scan.agent, scan.reader, scan.ts):
+            if live.tally is None:
+                state.stale = True  # its round let its scans go: the store has this one, the day is read again
+                continue
+            if scan.eseq:
+                if key in live.seen:
+                    continue
+                live.seen.add(key)
             live.tally.add(scan.ts, cp, scan.tag, scan.fmt)
             touched.append((live, cp))
-        if touched and scan.eseq:
-            state.seen.add(key)
         return touched
+
+    def _counted(self, scan: Scan) -> bool:
+        """Whether a round of a tracked day has counted this (agent, eseq) already."""
+        key = (scan.agent, scan.eseq)
+        return any(key in live.seen for state in self._days.values()
+                   for live, _ in state.rounds_at(scan.agent, scan.reader, scan.ts))
+
+    def _rebuild_stale(self, now_ms: int) -> None:
+        """Read again from the store each day in which a scan fell in a compacted round (not too often)."""
+        for day, state in list(self._days.items()):
+            last = self._rebuilt_ms.get(day)
+            if state.stale and (last is None or now_ms - last >= REBUILD_EVERY_S * 1000):
+                self._rebuilt_ms = {d: ms for d, ms in self._rebuilt_ms.items() if d in self._days}
+                self._rebuilt_ms[day] = now_ms
+                self.rebuilds += 1
+                _LOGGER.info("completion tracker: a late scan for a closed round of %s; reading the day again", day)
+                fresh = self._days[day] = self._build_day(day, now_ms)
+                if day == self._live_day:
+                    self._dirty.update(fresh.units)
 
     def _count(self, scan: Scan, now_ms: int) -> list[tuple[_Live, str]]:
         touched = []
@@ -385,7 +448,7 @@ class CompletionTracker:
         cp = version.plan.checkpoint_at.get((scan.agent, scan.reader)) if version is not None else None
         if version is None or cp is None:
             return None
-        rounds = [live.tally for live, _ in touched if live.version is version]
+        rounds = [live.tally for live, _ in touched if live.version is version and live.tally is not None]
         return verdict(version.plan, cp.id, scan.tag, scan.fmt, scan.ts, rounds)
 
     def _answer(self, answers: list[tuple[str, str, Verdict, int]]) -> None:
@@ -447,7 +510,7 @@ class CompletionTracker:
         body = {"date": state.day.isoformat(), **row.to_json(), "ts": now_ms}
         body["open_rounds"] = [
             live.tally.to_json(live.judged_ms) for live in state.by_unit.get(row.unit, ())
-            if live.status is RoundStatus.OPEN
+            if live.status is RoundStatus.OPEN and live.tally is not None  # open rounds are never compacted
         ]
         return body
 
@@ -473,6 +536,11 @@ class CompletionTracker:
             rounds = tuple(lv.round for lv in state.rounds if lv.round is not None)
             rows = tuple(row for row in (state.row(u) for u in tree_order(state.units)) if row is not None)
             return CompletionReport(state.day, rows, rounds)
+
+    def held_scans(self) -> int:
+        """Scans the tracker holds in memory: those of rounds not yet compacted (a figure for tests and soaks)."""
+        with self._lock:
+            return sum(len(live.seen) for state in self._days.values() for live in state.rounds)
 
     @property
     def live_day(self) -> dt.date | None:

@@ -18,7 +18,7 @@ from central.completion import RoundStatus
 from central.plan.registry import PlanRegistry
 from central.report import Counts, report_from_store
 from central.store import AgentRow, Store, StoredEvent
-from central.tracker import CompletionTracker, store_feedback_readers, store_scans
+from central.tracker import COMPACT_AFTER_MS, REBUILD_EVERY_S, CompletionTracker, store_feedback_readers, store_scans
 from tests.central.plan.samples import AGENT, DESIGN_PLAN, LIN, READER, STRANGER, TIERED, ZHAO, at, plan, with_route
 from tests.support import Broker, wait_until
 from wire.messages import Command, CommandName
@@ -121,6 +121,34 @@ def test_a_scan_replayed_hours_later_counts_for_the_round_it_happened_in(tmp_pat
     assert s.statuses() == [RoundStatus.MISSED, RoundStatus.COMPLETE, RoundStatus.MISSED, RoundStatus.MISSED]
     row = s.tracker.report(MAY_1).units[-1]  # type: ignore[union-attr]
     assert (row.unit, row.rollup) == ("chengzhou-g1", Counts(complete=1, missed=3))
+
+
+def test_a_closed_round_lets_its_scans_go_and_a_late_scan_has_the_day_read_again(tmp_path: Path) -> None:
+    """Memory follows the open rounds, not the day's scans; a late scan still counts where it happened."""
+    s = Setup(tmp_path)
+    s.at(at(1, 22, 1))
+    s.feed([stored(1, "gate-1", at(1, 22, 5)), stored(2, "gate-2", at(1, 22, 20)), stored(3, "gate-1", at(2, 0, 20))])
+    assert s.tracker.held_scans() == 3
+    s.at(at(2, 0, 15))  # the first round closes: judged, its scans still held for a scan that is late by minutes
+    assert s.statuses()[0] is RoundStatus.INCOMPLETE and s.tracker.held_scans() == 3
+    s.at(at(2, 0, 15) + COMPACT_AFTER_MS)
+    assert s.tracker.held_scans() == 1  # the second round's scan only
+    first = s.tracker.report(MAY_1).rounds[0]  # type: ignore[union-attr]
+    assert (first.status, first.scanned) == (RoundStatus.INCOMPLETE, ("cp-east-gate", "cp-north-fence"))
+    # The agent was cut off; its outbox held the third checkpoint's scan of the first round.
+    s.feed([stored(4, "gate-3", at(1, 23, 0), received=s.clock.ms)])
+    assert s.tracker.rebuilds == 1
+    first = s.tracker.report(MAY_1).rounds[0]  # type: ignore[union-attr]
+    assert (first.status, first.scanned) == (RoundStatus.COMPLETE, ("cp-east-gate", "cp-north-fence", "cp-library"))
+    assert s.statuses()[1] is RoundStatus.OPEN and s.tracker.held_scans() == 1  # read again, and let go again
+    row = s.tracker.report(MAY_1).units[-1]  # type: ignore[union-attr]
+    assert (row.unit, row.own) == ("chengzhou-g1", Counts(complete=1, open=3))
+    # A replayed backlog brings late scans batch after batch: the day is read again at most every REBUILD_EVERY_S.
+    s.feed([stored(5, "gate-1", at(1, 22, 40), received=s.clock.ms)])
+    assert s.tracker.rebuilds == 1 and dict(s.tracker.report(MAY_1).rounds[0].repeated) == {}  # type: ignore[union-attr]
+    s.at(s.clock.ms + int(REBUILD_EVERY_S * 1000))
+    assert s.tracker.rebuilds == 2
+    assert dict(s.tracker.report(MAY_1).rounds[0].repeated) == {"cp-east-gate": 2}  # type: ignore[union-attr]
 
 
 def test_start_reads_what_the_store_holds_and_counts_each_event_once(tmp_path: Path) -> None:
