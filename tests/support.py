@@ -420,6 +420,46 @@ def pin_pulses(pin: Any) -> list[tuple[float, float | None]]:
 # -- a flood of valid scans (issue 11), for the fault suite and bench_latency ----------
 
 
+# The units of a plan with all four tiers, one of each: a district, a street, a community and a grid.
+FOUR_TIERS = """unit = [
+  { id = "fengze", tier = "district", name = "Fengze District" },
+  { id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" },
+  { id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" },
+  { id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" },
+]
+"""
+
+
+def all_day_plan(*, effective: str, agent: str, card: str, readers: Sequence[str], order: str = "any") -> str:
+    """A district-wide plan whose one route, of the checkpoints at ``agent``'s ``readers`` (in that order),
+    has a round every hour around the clock: a scan at any moment is in an open round.
+
+    ``effective`` (YYYY-MM-DD) is when the plan begins to govern; ``card`` is
+    the tag of Lin, the one member of the route's team.
+    """
+    cps = [f"cp-{reader}" for reader in readers]
+    checkpoints = ",\n".join(f'  {{ id = "{cp}", unit = "fengze", agent = "{agent}", reader = "{reader}" }}'
+                             for cp, reader in zip(cps, readers))
+    return f"""timezone = "Asia/Shanghai"
+effective = "{effective}"
+unit = [ {{ id = "fengze", tier = "district" }} ]
+checkpoint = [
+{checkpoints},
+]
+[[team]]
+id = "volunteers-7"
+unit = "fengze"
+members = [ {{ name = "Lin", tag = "{card}" }} ]
+[[route]]
+id = "all-day"
+unit = "fengze"
+teams = ["volunteers-7"]
+order = "{order}"
+checkpoints = [{", ".join(f'"{cp}"' for cp in cps)}]
+window = {{ start = "00:00", end = "00:00", every_min = 60 }}
+"""
+
+
 def open_round_plan(now: Any, *, flooder: str, other: str, card: str) -> str:
     """A plan in which ``flooder``'s reader ``gate-1`` is a checkpoint of a route whose one round is open at ``now``.
 
@@ -432,13 +472,7 @@ def open_round_plan(now: Any, *, flooder: str, other: str, card: str) -> str:
     start = (now - dt.timedelta(minutes=10)).replace(second=0, microsecond=0)
     end_min = (start.hour * 60 + start.minute + 120) % 1440
     return f"""timezone = "Asia/Shanghai"
-unit = [
-  {{ id = "fengze", tier = "district", name = "Fengze District" }},
-  {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
-  {{ id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" }},
-  {{ id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" }},
-]
-agent = [
+{FOUR_TIERS}agent = [
   {{ id = "{flooder}", unit = "chengzhou-g1", name = "the flooded gate" }},
   {{ id = "{other}", unit = "chengzhou-g1", name = "the gate whose alarm must get through" }},
 ]

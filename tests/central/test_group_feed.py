@@ -27,7 +27,7 @@ from central.plan.parse import parse_plan_bytes
 from central.plan.registry import PlanRegistry
 from central.store import Connection, StoredEvent, open_store, transaction
 from central.store import feed as feed_sql
-from tests.support import Broker, FakeAgent, wait_until
+from tests.support import Broker, FakeAgent, all_day_plan, wait_until
 from wire import topics
 from wire.messages import Birth, CommandName, Event, EventKind
 
@@ -35,26 +35,6 @@ GROUP = "district-1"
 AGENT = "school-9-gate-1"
 LIN = "67003B51C6"
 
-PLAN = """
-timezone = "Asia/Shanghai"
-effective = "{effective}"
-unit = [ {{ id = "fengze", tier = "district" }} ]
-checkpoint = [
-  {{ id = "cp-east-gate", unit = "fengze", agent = "{agent}", reader = "gate-1" }},
-  {{ id = "cp-north-fence", unit = "fengze", agent = "{agent}", reader = "gate-2" }},
-]
-[[team]]
-id = "volunteers-7"
-unit = "fengze"
-members = [ {{ name = "Lin", tag = "{lin}" }} ]
-[[route]]
-id = "all-day"
-unit = "fengze"
-teams = ["volunteers-7"]
-order = "strict"
-checkpoints = ["cp-east-gate", "cp-north-fence"]
-window = {{ start = "00:00", end = "00:00", every_min = 60 }}
-"""
 
 
 def stored(agent: str, eseq: int, epoch: str = "e1") -> StoredEvent:
@@ -211,7 +191,8 @@ def test_each_scan_gets_one_verdict_judged_on_every_members_scans(tmp_path: Path
     so the north fence's is often stored by the member that did not store the east gate's: only a tracker
     that counts every member's scans judges it in order. The leader answers each, once."""
     yesterday = dt.datetime.now(ZoneInfo("Asia/Shanghai")).date() - dt.timedelta(days=1)
-    plan = PLAN.format(effective=yesterday.isoformat(), agent=AGENT, lin=LIN)
+    plan = all_day_plan(effective=yesterday.isoformat(), agent=AGENT, card=LIN, readers=["gate-1", "gate-2"],
+                        order="strict")
     a = member(tmp_path, broker, pg_url, "a", plan, tracker=True)
     run(started, a)  # the first to start leads
     b = member(tmp_path, broker, pg_url, "b", plan, tracker=True)

@@ -22,30 +22,13 @@ from agent.feedback import READ, VERDICTS
 from agent.inputs.readers.rdm6300 import encode_frame
 from agent.runtime import Agent
 from tests.e2e.site import central_toml
-from tests.support import Broker, Processes, pin_pulses, run_cli, wait_until
+from tests.support import Broker, Processes, all_day_plan, pin_pulses, run_cli, wait_until
 
 AGENT = "school-9-gate-1"
 LIN = "67003B51C6"
 STRANGER = "DEADBEEF01"
 BUZZER_PIN = 12
 
-PLAN = """
-timezone = "Asia/Shanghai"
-effective = "{effective}"
-unit = [ {{ id = "fengze", tier = "district" }} ]
-checkpoint = [ {{ id = "cp-east-gate", unit = "fengze", agent = "{agent}", reader = "gate-1" }} ]
-[[team]]
-id = "volunteers-7"
-unit = "fengze"
-members = [ {{ name = "Lin", tag = "{lin}" }} ]
-[[route]]
-id = "all-day"
-unit = "fengze"
-teams = ["volunteers-7"]
-order = "any"
-checkpoints = ["cp-east-gate"]
-window = {{ start = "00:00", end = "00:00", every_min = 60 }}
-"""
 
 
 @pytest.fixture
@@ -56,7 +39,7 @@ def central(tmp_path: Path, broker: Broker, processes: Processes) -> Iterator[Pa
     conf.write_text(central_toml(d, broker.port))
     yesterday = dt.datetime.now(ZoneInfo("Asia/Shanghai")).date() - dt.timedelta(days=1)
     plan = tmp_path / "plan.toml"
-    plan.write_text(PLAN.format(effective=yesterday.isoformat(), agent=AGENT, lin=LIN))
+    plan.write_text(all_day_plan(effective=yesterday.isoformat(), agent=AGENT, card=LIN, readers=["gate-1"]))
     done = run_cli("plan", "import", str(plan), "--config", str(conf))
     assert done.returncode == 0, done.stderr
     proc = processes.gridpatrol("central", "--config", str(conf), log=tmp_path / "central.log")

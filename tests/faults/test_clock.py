@@ -29,7 +29,7 @@ from agent.inputs.readers.sim import SimulatedRdm6300
 from gridpatrol.netsim import TcpProxy
 from tests.faults.harness import FaultSite, Numbers, outbox_state, settle, stored_rows
 from tests.faults.skewed_agent import CLOCK_FILE_ENV, set_clock
-from tests.support import run_cli, wait_until
+from tests.support import FOUR_TIERS, run_cli, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,13 +59,7 @@ def _plan(start: dt.datetime, every_min: int) -> str:
     # Imported after the taps: effective from their day, so the slot that holds them has a plan.
     return f"""timezone = "Asia/Shanghai"
 effective = "{start:%Y-%m-%d}"
-unit = [
-  {{ id = "fengze", tier = "district", name = "Fengze District" }},
-  {{ id = "quanxiu", tier = "street", parent = "fengze", name = "Quanxiu Street" }},
-  {{ id = "chengzhou", tier = "community", parent = "quanxiu", name = "Chengzhou Community" }},
-  {{ id = "chengzhou-g1", tier = "grid", parent = "chengzhou", name = "Grid 1" }},
-]
-agent = [
+{FOUR_TIERS}agent = [
   {{ id = "gate-past", unit = "chengzhou-g1", name = "booted in 1970" }},
   {{ id = "gate-ahead", unit = "chengzhou-g1", name = "three hours fast" }},
 ]
