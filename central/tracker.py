@@ -428,6 +428,11 @@ class CompletionTracker:
                 self._rebuilt_ms[day] = now_ms
                 self.rebuilds += 1
                 _LOGGER.info("completion tracker: a late scan for a closed round of %s; reading the day again", day)
+                # The day's clocks are made anew with it: drop the old ones, or a replay storm piles them up.
+                self._closing = [e for e in self._closing if e[2] != day]
+                self._compacting = [e for e in self._compacting if e[2] != day]
+                heapq.heapify(self._closing)
+                heapq.heapify(self._compacting)
                 fresh = self._days[day] = self._build_day(day, now_ms)
                 if day == self._live_day:
                     self._dirty.update(fresh.units)
