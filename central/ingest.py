@@ -88,11 +88,12 @@ class Listener(Protocol):
 _STOP = object()
 _URGENT = object()  # wakes the writer: an urgent event waits in its own lane
 URGENT_KINDS = frozenset({EventKind.ALARM, EventKind.TAMPER, EventKind.PANIC, EventKind.RESTORE})
-# What an agent says about itself (status, birth, state, command answers) goes in the urgent lane too, in
-# order with the alarms: an alarm must not overtake the birth that tells central whose boot it carries.
+# What an agent says about itself (status, birth, state) goes in the urgent lane too, in order with the
+# alarms: an alarm must not overtake the birth that tells central whose boot it carries. Command answers
+# stay with the events: a replay's answer must not overtake the replayed events it speaks of.
 # Up to this many waiting in the lane; past it (only a flood of them does that) they queue with the events.
 CONTROL_IN_LANE_MAX = 1000
-_CONTROL: frozenset[type] = frozenset({AgentStatus, Birth, StateSnapshot, CommandResponse})
+_CONTROL: frozenset[type] = frozenset({AgentStatus, Birth, StateSnapshot})
 
 
 class Ingest:
@@ -306,12 +307,13 @@ class Ingest:
         Alarm, tamper, panic and restore events come through a lane of their
         own (``_urgent``): when one waits, the batch is cut short and the next
         one holds only what is in that lane, so an alarm waits at most for the
-        batch in hand, never for a backlog of scans. Statuses, births, state
-        snapshots and command answers share the lane (up to
+        batch in hand, never for a backlog of scans. Statuses, births and
+        state snapshots share the lane (up to
         CONTROL_IN_LANE_MAX waiting), so an alarm never overtakes the birth
         or status that came before it: presence and the boot checks see them
-        in the order the broker delivered them. Scans and telemetry may be
-        overtaken; eseq order is the ledger's business, not the queue's.
+        in the order the broker delivered them. Scans, telemetry and command
+        answers may be overtaken; eseq order is the ledger's business, not the
+        queue's.
         """
         if self._urgent:
             return self._take_urgent()
