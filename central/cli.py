@@ -40,6 +40,9 @@ def run_central(args: argparse.Namespace) -> int:
     """Run until SIGTERM or SIGINT, then publish the offline status and close (or: migrate, backup, copy-store)."""
     config = load_config(args.config)
     action = getattr(args, "action", None)
+    if getattr(args, "to", None) is not None and action != "copy-store":
+        # `migrate --to URL` would migrate the config's store, not URL: say so rather than do the other thing.
+        raise UsageError("central: --to goes with copy-store only")
     if action == "migrate":
         return _migrate(config)
     if action == "backup":
@@ -48,8 +51,6 @@ def run_central(args: argparse.Namespace) -> int:
         raise UsageError(f"central: unexpected {args.file!r} (only `central backup FILE` takes a file)")
     if action == "copy-store":
         return _copy_store(config, getattr(args, "to", None))
-    if getattr(args, "to", None) is not None:
-        raise UsageError("central: --to goes with copy-store only")
     from central.app import Central  # paho and the rest only for the long-running command
     from gridpatrol.base.systemd import SystemdNotifier, supervise
 

@@ -164,3 +164,14 @@ def test_a_store_central_still_has_open_is_refused(site: tuple[Path, Store], pg_
     Processes.kill(holder)
     status, _, err = copy_store(config, pg_url, capsys)
     assert status == 0, err
+
+
+def test_to_goes_with_copy_store_only(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`migrate --to URL` would migrate the config's store, not URL: refused, nothing done."""
+    config = tmp_path / "central.toml"
+    config.write_text(f'timezone = "Asia/Shanghai"\ndata_dir = "{tmp_path}"\n[mqtt]\nhost = "127.0.0.1"\n'
+                      f'[store]\nurl = "sqlite://{tmp_path}/central.db"\n')
+    for action in (["migrate"], ["backup", str(tmp_path / "copy.db")]):
+        status = main(["central", *action, "--to", "postgresql://x@127.0.0.1/y", "--config", str(config)])
+        assert status == 2 and "--to goes with copy-store only" in capsys.readouterr().err
+    assert not (tmp_path / "central.db").exists() and not (tmp_path / "copy.db").exists()
