@@ -120,6 +120,33 @@ def test_presence_and_scans_arrive_live(world: World, server: WebServer, chromiu
     assert page.errors == []
 
 
+def test_a_flood_of_scans_past_the_live_budget_ends_in_the_newest_scans_on_the_page(
+        world: World, server: WebServer, chromium: Any) -> None:
+    """Past the budget scans are not sent one by one; the page reads its feed again once the flood eases."""
+    from central.app import LIVE_EVENTS_BURST, BusBridge
+    from central.store import StoredEvent
+
+    page = log_in(chromium, server, "duty", "/")
+    page.wait_for_selector("#live.on")
+    now = world.now_ms()
+    flood = [StoredEvent(agent="school-9-gate-1", eseq=i, kind="scan", source="gate-2", ts=now + i, ts_est=now + i,
+                         ts_estimated=False, received_ts=now + i, replayed=False, fields={"tag": f"{i:010X}"},
+                         boot_id="boot-1", mono_ms=i, clock_synced=True) for i in range(1, 2 * LIVE_EVENTS_BURST + 1)]
+    conn = world.store.connect()
+    try:
+        with conn:
+            world.store.insert_events(conn, flood)
+    finally:
+        conn.close()
+    bridge = BusBridge(world.bus)
+    bridge.events_stored(flood)  # one stored batch, as ingest hands it on
+    assert bridge.skipped == LIVE_EVENTS_BURST
+    newest = f"{len(flood):010X}"
+    page.wait_for_function(f"() => document.querySelector('#scan-feed').innerText.includes('{newest}')",
+                           timeout=APPEAR_TIMEOUT_MS)
+    assert page.errors == []
+
+
 def _history(world: World) -> None:
     """A fortnight of nights walked more or less well, for the report and the timeline."""
     tz = ZoneInfo("Asia/Shanghai")
