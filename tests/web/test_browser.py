@@ -120,13 +120,14 @@ def test_presence_and_scans_arrive_live(world: World, server: WebServer, chromiu
     assert page.errors == []
 
 
+@pytest.mark.parametrize(("path", "listing"), [("/", "#scan-feed"), ("/events", "#events")], ids=["alarms", "events"])
 def test_a_flood_of_scans_past_the_live_budget_ends_in_the_newest_scans_on_the_page(
-        world: World, server: WebServer, chromium: Any) -> None:
-    """Past the budget scans are not sent one by one; the page reads its feed again once the flood eases."""
+        world: World, server: WebServer, chromium: Any, path: str, listing: str) -> None:
+    """Past the budget scans are not sent one by one; the page reads its list again once the flood eases."""
     from central.app import LIVE_EVENTS_BURST, BusBridge
     from central.store import StoredEvent
 
-    page = log_in(chromium, server, "duty", "/")
+    page = log_in(chromium, server, "duty", path)
     page.wait_for_selector("#live.on")
     now = world.now_ms()
     flood = [StoredEvent(agent="school-9-gate-1", eseq=i, kind="scan", source="gate-2", ts=now + i, ts_est=now + i,
@@ -142,7 +143,7 @@ def test_a_flood_of_scans_past_the_live_budget_ends_in_the_newest_scans_on_the_p
     bridge.events_stored(flood)  # one stored batch, as ingest hands it on
     assert bridge.skipped == LIVE_EVENTS_BURST
     newest = f"{len(flood):010X}"
-    page.wait_for_function(f"() => document.querySelector('#scan-feed').innerText.includes('{newest}')",
+    page.wait_for_function(f"() => document.querySelector('{listing}').innerText.includes('{newest}')",
                            timeout=APPEAR_TIMEOUT_MS)
     assert page.errors == []
 
