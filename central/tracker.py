@@ -274,8 +274,7 @@ class CompletionTracker:
                     scan = Scan(ts=e.ts_est, agent=e.agent, reader=e.source, tag=tag, eseq=e.eseq,
                                 fmt=fmt if isinstance(fmt, str) else None)
                     # Counted already (read from the store when its day was built): answered then or never.
-                    counted = bool(scan.eseq) and self._counted(scan)
-                    touched = self._count(scan, now_ms)
+                    touched, counted = self._count(scan, now_ms)
                     if (self._send_command is not None and not counted and not getattr(e, "replayed", False)
                             and now_ms - e.ts_est <= FEEDBACK_MAX_AGE_MS):
                         v = self._verdict(scan, touched)
@@ -372,7 +371,7 @@ class CompletionTracker:
         span = scan_range(planned)
         if span is not None:
             for scan in sorted(self._load_scans(span[0], span[1]), key=lambda s: s.ts):
-                self._count_in(state, scan)
+                self._count_in(state, scan)  # judged below, once, with every scan in
         for index, live in enumerate(state.rounds):
             status = live.judge(now_ms)
             state.own[live.slot.unit] = state.own.get(live.slot.unit, Counts()).plus(status)
@@ -398,26 +397,24 @@ class CompletionTracker:
 
     # -- counting ----------------------------------------------------------------
 
-    def _count_in(self, state: _Day, scan: Scan) -> list[tuple[_Live, str]]:
+    def _count_in(self, state: _Day, scan: Scan) -> tuple[list[tuple[_Live, str]], bool]:
+        """Count ``scan`` in the rounds of ``state`` that hold it: those it newly counts in, and whether one of
+        them had counted it already."""
         key = (scan.agent, scan.eseq)
         touched = []
+        already = False
         for live, cp in state.rounds_at(scan.agent, scan.reader, scan.ts):
             if live.tally is None:
                 state.stale = True  # its round let its scans go: the store has this one, the day is read again
                 continue
             if scan.eseq:
                 if key in live.seen:
+                    already = True
                     continue
                 live.seen.add(key)
             live.tally.add(scan.ts, cp, scan.tag, scan.fmt)
             touched.append((live, cp))
-        return touched
-
-    def _counted(self, scan: Scan) -> bool:
-        """Whether a round of a tracked day has counted this (agent, eseq) already."""
-        key = (scan.agent, scan.eseq)
-        return any(key in live.seen for state in self._days.values()
-                   for live, _ in state.rounds_at(scan.agent, scan.reader, scan.ts))
+        return touched, already
 
     def _rebuild_stale(self, now_ms: int) -> None:
         """Read again from the store each day in which a scan fell in a compacted round (not too often)."""
@@ -437,14 +434,19 @@ class CompletionTracker:
                 if day == self._live_day:
                     self._dirty.update(fresh.units)
 
-    def _count(self, scan: Scan, now_ms: int) -> list[tuple[_Live, str]]:
+    def _count(self, scan: Scan, now_ms: int) -> tuple[list[tuple[_Live, str]], bool]:
+        """The rounds ``scan`` newly counts in, and whether a round had counted it already (read from the store
+        when its day was built: answered then or never)."""
         touched = []
+        counted = False
         for state in self._days.values():
-            for live, cp in self._count_in(state, scan):
+            fresh, already = self._count_in(state, scan)
+            counted = counted or already
+            for live, cp in fresh:
                 self.scans_counted += 1
                 self._rejudge(state, live, now_ms)
                 touched.append((live, cp))
-        return touched
+        return touched, counted
 
     def _verdict(self, scan: Scan, touched: list[tuple[_Live, str]]) -> Verdict | None:
         """The answer to a scan at a planned checkpoint (None elsewhere)."""
